@@ -1,0 +1,91 @@
+"""One exception root for the project, grouped by what the caller must do.
+
+Every error a user can meet carries the exit code the CLI returns for it, so the mapping from
+failure to exit code lives here and nowhere else. Problems with a single ledger entry or a single
+invoice are not exceptions: they are recorded as "needs attention" and the run goes on.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ATTENTION = 1
+    CONFIG = 2
+    LOCKED = 3
+    UNREACHABLE = 4
+    REAUTH = 5
+
+
+class ConnectorError(Exception):
+    """Root of every error the connector raises on purpose.
+
+    `status` and `request_id` are filled when the error came from an HTTP answer, so an operator can
+    quote them to the remote system's support.
+    """
+
+    exit_code: ExitCode = ExitCode.UNREACHABLE
+
+    def __init__(
+        self, message: str, *, status: int | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        extra = []
+        if self.status is not None:
+            extra.append(f"HTTP {self.status}")
+        if self.request_id:
+            extra.append(f"request id {self.request_id}")
+        return f"{self.message} ({', '.join(extra)})" if extra else self.message
+
+
+# Fatal: a person must fix something before anything is sent.
+class ConfigError(ConnectorError):
+    """Bad settings, bad mapping files, bad command-line usage. Nothing was sent."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class MappingError(ConfigError):
+    """One or more problems in the mapping files; `problems` lists each with file and line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the mapping files")
+        self.problems = problems
+
+
+class LockHeldError(ConnectorError):
+    """Another run holds the state lock; this run did nothing."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class ReauthRequiredError(ConnectorError):
+    """The accounting system refuses our credentials; a person must authorise again."""
+
+    exit_code = ExitCode.REAUTH
+
+
+# Retriable by the next run: the remote could not be reached; pending work is kept.
+class UnreachableError(ConnectorError):
+    exit_code = ExitCode.UNREACHABLE
+
+
+class LedgerUnavailableError(UnreachableError):
+    """The ledger did not answer usefully after retries."""
+
+
+class RemoteUnavailableError(UnreachableError):
+    """The accounting system did not answer usefully after retries."""
+
+
+class StateError(ConnectorError):
+    """The local state store is unusable (corrupt file, newer schema than this program)."""
+
+    exit_code = ExitCode.CONFIG

@@ -1,0 +1,219 @@
+"""HTTP transport and retry policy.
+
+The retry decision is a pure function, `decide(method, outcome)`, tested as a table. The loop
+that applies it (tenacity) lives in `send()`. The key distinction is httpx's: an error before the
+request left us (connect error, connect or pool timeout) is safe to repeat for any method, while
+an error after sending (read timeout, dropped connection, 5xx) leaves a create's outcome unknown.
+Such a create is never repeated here; the caller must reconcile against the remote first.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import httpx
+import tenacity
+
+from connector.logs import get_logger
+
+log = get_logger(__name__)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+class Outcome(StrEnum):
+    """What happened to one attempt, as far as the retry decision cares."""
+
+    NOT_SENT = "not_sent"  # connect error / connect timeout / pool timeout
+    LOST = "lost"  # sent, then read timeout or dropped connection: outcome unknown
+    RESPONSE = "response"
+
+
+class Decision(StrEnum):
+    SUCCESS = "success"
+    RETRY = "retry"  # back off and try again
+    RATE_LIMITED = "rate_limited"  # wait for the window (Retry-After if given) and try again
+    RECONCILE = "reconcile"  # a create may or may not have happened: look before anything else
+    REAUTH = "reauth"  # refresh credentials once, then try again
+    FAIL = "fail"  # final for this request
+
+
+def decide(method: str, outcome: Outcome, status: int | None = None) -> Decision:
+    """The retry decision for one attempt. Pure: same inputs, same answer."""
+    idempotent = method.upper() in IDEMPOTENT_METHODS
+    if outcome is Outcome.NOT_SENT:
+        return Decision.RETRY
+    if outcome is Outcome.LOST:
+        return Decision.RETRY if idempotent else Decision.RECONCILE
+    assert status is not None, "a response has a status"
+    if 200 <= status < 300:
+        return Decision.SUCCESS
+    if status == 429:
+        return Decision.RATE_LIMITED
+    if status == 401:
+        return Decision.REAUTH
+    if status >= 500:
+        return Decision.RETRY if idempotent else Decision.RECONCILE
+    return Decision.FAIL
+
+
+def classify_exception(exc: httpx.TransportError) -> Outcome:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return Outcome.NOT_SENT
+    return Outcome.LOST
+
+
+def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta or HTTP date), or None when absent or invalid."""
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw.isdigit():
+        return float(raw)
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    max_total_seconds: float = 120.0
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    # Minimum wait after a 429 without Retry-After (one rate-limit window).
+    rate_limit_wait: float = 5.0
+    # Longest Retry-After we honour; beyond it we give up and leave the work for the next run.
+    retry_after_cap: float = 120.0
+
+
+class _Retryable(Exception):
+    def __init__(self, decision: Decision, wait_hint: float | None, detail: str) -> None:
+        super().__init__(detail)
+        self.decision = decision
+        self.wait_hint = wait_hint
+
+
+class OutcomeUnknownError(Exception):
+    """A non-idempotent request was sent but its answer was lost or was a 5xx."""
+
+    def __init__(self, request: httpx.Request, detail: str) -> None:
+        super().__init__(f"{request.method} {request.url.path}: outcome unknown ({detail})")
+        self.request = request
+
+
+class GaveUpError(Exception):
+    """Retries exhausted; `last` describes the last failure."""
+
+    def __init__(self, request: httpx.Request, attempts: int, last: str) -> None:
+        super().__init__(
+            f"{request.method} {request.url.path}: gave up after {attempts} attempt(s): {last}"
+        )
+        self.last = last
+        self.attempts = attempts
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+
+
+def send(
+    client: httpx.Client,
+    build: Callable[[], httpx.Request],
+    *,
+    policy: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+    stats: Stats | None = None,
+    before_attempt: Callable[[], None] | None = None,
+) -> httpx.Response:
+    """Send a request with the retry policy. Returns the final response (2xx or a final 4xx).
+
+    `build` is called for every attempt so headers (a fresh token) can change between attempts.
+    Raises OutcomeUnknownError for a create whose outcome is unknown, and GaveUpError when retries
+    are exhausted. A 401 is returned to the caller, which owns credentials.
+    """
+    stats = stats if stats is not None else Stats()
+    attempts = 0
+    last_request: httpx.Request | None = None
+
+    def attempt() -> httpx.Response:
+        nonlocal attempts, last_request
+        attempts += 1
+        if before_attempt is not None:
+            before_attempt()
+        request = last_request = build()
+        stats.requests += 1
+        try:
+            response = client.send(request)
+        except httpx.TransportError as exc:
+            outcome = classify_exception(exc)
+            decision = decide(request.method, outcome)
+            detail = f"{type(exc).__name__}"
+            if decision is Decision.RECONCILE:
+                raise OutcomeUnknownError(request, detail) from exc
+            raise _Retryable(decision, None, detail) from exc
+        decision = decide(request.method, Outcome.RESPONSE, response.status_code)
+        if decision is Decision.RATE_LIMITED:
+            stats.rate_limited += 1
+            response.read()
+            raise _Retryable(decision, retry_after_seconds(response), "HTTP 429")
+        if decision is Decision.RETRY:
+            response.read()
+            raise _Retryable(decision, None, f"HTTP {response.status_code}")
+        if decision is Decision.RECONCILE:
+            response.read()
+            raise OutcomeUnknownError(request, f"HTTP {response.status_code}")
+        return response
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        n = state.attempt_number
+        if isinstance(exc, _Retryable) and exc.decision is Decision.RATE_LIMITED:
+            hint = exc.wait_hint
+            seconds = policy.rate_limit_wait if hint is None else max(hint, 0.0)
+        else:
+            ceiling = min(policy.backoff_max, policy.backoff_base * (2 ** (n - 1)))
+            seconds = random.uniform(ceiling / 2, ceiling)
+        stats.retries += 1
+        log.info("http.retry", attempt=n, wait_seconds=round(seconds, 2), reason=str(exc))
+        return seconds
+
+    class TooLongToWait(tenacity.stop.stop_base):
+        def __call__(self, state: tenacity.RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            return (
+                isinstance(exc, _Retryable)
+                and exc.wait_hint is not None
+                and exc.wait_hint > policy.retry_after_cap
+            )
+
+    retrying = tenacity.Retrying(
+        stop=(
+            tenacity.stop_after_attempt(policy.max_attempts)
+            | tenacity.stop_after_delay(policy.max_total_seconds)
+            | TooLongToWait()
+        ),
+        wait=wait,
+        retry=tenacity.retry_if_exception_type(_Retryable),
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except _Retryable as exc:
+        assert last_request is not None
+        raise GaveUpError(last_request, attempts, str(exc)) from exc

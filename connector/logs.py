@@ -1,0 +1,98 @@
+"""Structured logging: JSON lines for cron, readable lines on a terminal, secrets never printed.
+
+Logs go to standard error so that standard output carries only a command's result (a plan, a
+summary, a JSON document) and can be piped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+
+REDACTED = "[redacted]"
+# Keys whose values are secret whatever they hold.
+_SECRET_KEY = re.compile(
+    r"(token|secret|password|authorization|api[_-]?key|refresh|code_verifier|^code$)", re.I
+)
+# Bearer/Basic credentials embedded in free text (an exception message quoting a header).
+_CREDENTIAL_IN_TEXT = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
+
+
+class Redactor:
+    """structlog processor that removes secrets by key name and by known value."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+
+    def add(self, values: Iterable[str]) -> None:
+        # Very short values would redact ordinary words; real secrets are long.
+        self._values.update(v for v in values if len(v) >= 6)
+
+    def scrub(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return _CREDENTIAL_IN_TEXT.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+
+    def _clean(self, key: str, value: Any) -> Any:
+        if _SECRET_KEY.search(key) and value not in (None, "", 0):
+            return REDACTED
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {k: self._clean(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean(key, v) for v in value]
+        if isinstance(value, BaseException):
+            return self.scrub(f"{type(value).__name__}: {value}")
+        return value
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in list(event_dict):
+            event_dict[key] = self._clean(key, event_dict[key])
+        return event_dict
+
+
+redactor = Redactor()
+
+
+def configure(
+    fmt: Literal["json", "console", "auto"] = "auto",
+    *,
+    stream: TextIO | None = None,
+    level: int = logging.INFO,
+    secrets: Iterable[str] = (),
+) -> None:
+    stream = stream or sys.stderr
+    redactor.add(secrets)
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redactor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

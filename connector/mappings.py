@@ -1,0 +1,393 @@
+"""Mapping files: service category -> article, price and rounding (docs/mappings.md).
+
+Every `*.toml` file in the mappings folder is read. Validation is strict and collects every
+problem, each naming the file and line, so an administrator fixes them all in one pass.
+tomllib does not report positions for valid keys, so `_KeyLines` finds them by scanning the text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from connector.errors import MappingError
+from connector.targets import PROFILES
+from connector.targets.base import TargetProfile
+
+RoundingMode = Literal["up", "half_up"]
+_ROUNDING_MODES: dict[str, str] = {"up": ROUND_CEILING, "half_up": ROUND_HALF_UP}
+MONEY_PLACES = 2
+QUANTITY_PLACES = 2
+
+DEFAULT_KEYS = {"unit", "show_prepaid_rows", "rounding"}
+CATEGORY_KEYS = {"name", "article", "billable", "price", "rounding", "unit", *PROFILES}
+OVERRIDE_KEYS = {"article"}
+ROUNDING_KEYS = {"increment", "mode"}
+TOP_KEYS = {"defaults", "categories"}
+_SLUG = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Rounding:
+    increment: Decimal = Decimal("0.01")
+    mode: RoundingMode = "half_up"
+
+    def apply(self, value: Decimal) -> Decimal:
+        """Round a non-negative quantity to a multiple of the increment."""
+        steps = (value / self.increment).to_integral_value(rounding=_ROUNDING_MODES[self.mode])
+        return (steps * self.increment).quantize(self.increment)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    unit: str = "h"
+    show_prepaid_rows: bool = True
+    rounding: Rounding = Rounding()
+
+
+@dataclass(frozen=True)
+class Category:
+    slug: str
+    name: str
+    billable: bool
+    article: str | None
+    price: Decimal | None
+    rounding: Rounding
+    unit: str
+    overrides: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    def article_for(self, target: str) -> str | None:
+        return self.overrides.get(target, self.article)
+
+
+@dataclass(frozen=True)
+class Mappings:
+    defaults: Defaults
+    categories: dict[str, Category]
+    files: tuple[Path, ...] = ()
+
+    @property
+    def billable_count(self) -> int:
+        return sum(1 for c in self.categories.values() if c.billable)
+
+    def articles(self, target: str) -> dict[str, str]:
+        """Article number -> category slug, for the billable categories of one target."""
+        return {
+            article: c.slug
+            for c in self.categories.values()
+            if c.billable and (article := c.article_for(target))
+        }
+
+
+class _KeyLines:
+    """Line of each key path in a TOML text: tables, `key = value` lines and inline tables."""
+
+    _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    _ASSIGN = re.compile(r'^\s*([A-Za-z0-9_\-."\' ]+?)\s*=')
+    _INLINE_KEY = re.compile(r'[{,]\s*([A-Za-z0-9_\-"\']+)\s*=')
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[tuple[str, ...], int] = {}
+        table: tuple[str, ...] = ()
+        in_multiline = False
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.count('"""') % 2 or line.count("'''") % 2:
+                in_multiline = not in_multiline
+                if not in_multiline:
+                    continue
+            if in_multiline:
+                continue
+            header = self._HEADER.match(line)
+            if header:
+                table = self._split(header.group(1))
+                self.lines.setdefault(table, number)
+                continue
+            assign = self._ASSIGN.match(line)
+            if assign:
+                path = table + self._split(assign.group(1))
+                self.lines.setdefault(path, number)
+                rest = line[assign.end() :]
+                if rest.lstrip().startswith("{"):
+                    for key in self._INLINE_KEY.findall(rest):
+                        self.lines.setdefault((*path, key.strip("\"'")), number)
+
+    @staticmethod
+    def _split(dotted: str) -> tuple[str, ...]:
+        return tuple(part.strip().strip("\"'") for part in dotted.split("."))
+
+    def line(self, *path: str) -> int:
+        """The key's line, else its nearest enclosing table's, else 1."""
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return 1
+
+
+class _Checker:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.where = _KeyLines(text)
+        self.problems: list[str] = []
+
+    def at(self, *key: str) -> str:
+        return f"{self.path}:{self.where.line(*key)}"
+
+    def problem(self, key: tuple[str, ...], message: str) -> None:
+        self.problems.append(f"{self.at(*key)}: {message}")
+
+    def unknown_keys(self, table: dict[str, Any], allowed: set[str], key: tuple[str, ...]) -> None:
+        label = "[" + ".".join(key) + "]" if key else "the top level"
+        for name in table:
+            if name not in allowed:
+                hint = difflib.get_close_matches(name, sorted(allowed), n=1)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                expected = ", ".join(sorted(allowed))
+                self.problem(
+                    (*key, name),
+                    f"unknown key '{name}' in {label}{suggestion}; expected one of: {expected}",
+                )
+
+    def decimal(
+        self, value: object, key: tuple[str, ...], what: str, *, positive: bool = False
+    ) -> Decimal | None:
+        if isinstance(value, float):
+            self.problem(
+                key, f'{what} must be a quoted decimal, e.g. "{value}" (floats are inexact)'
+            )
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            self.problem(key, f"{what} must be a quoted decimal string, got {type(value).__name__}")
+            return None
+        text = str(value).strip()
+        if not re.fullmatch(r"-?\d+(\.\d+)?", text):
+            self.problem(key, f"{what} must be a decimal number, got {value!r}")
+            return None
+        number = Decimal(text)
+        if number < 0 or (positive and number == 0):
+            sign = "greater than 0" if positive else "0 or more"
+            self.problem(key, f"{what} must be {sign}, got {text}")
+            return None
+        if -number.as_tuple().exponent > MONEY_PLACES:  # type: ignore[operator]
+            self.problem(key, f"{what} must have at most {MONEY_PLACES} decimals, got {text}")
+            return None
+        return number
+
+    def rounding(self, value: object, key: tuple[str, ...], fallback: Rounding) -> Rounding:
+        if not isinstance(value, dict):
+            self.problem(key, 'rounding must be a table, e.g. { increment = "0.25", mode = "up" }')
+            return fallback
+        self.unknown_keys(value, ROUNDING_KEYS, key)
+        increment = fallback.increment
+        if "increment" in value:
+            parsed = self.decimal(
+                value["increment"], (*key, "increment"), "rounding increment", positive=True
+            )
+            increment = parsed if parsed is not None else increment
+        mode = value.get("mode", fallback.mode)
+        if mode not in _ROUNDING_MODES:
+            self.problem(
+                (*key, "mode"),
+                f"unknown rounding mode {mode!r}; expected one of: {', '.join(_ROUNDING_MODES)}",
+            )
+            mode = fallback.mode
+        return Rounding(increment=increment, mode=mode)
+
+    def text(self, value: object, key: tuple[str, ...], what: str) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            self.problem(key, f"{what} must be a non-empty string")
+            return None
+        return value
+
+
+def _read_defaults(check: _Checker, raw: object) -> Defaults:
+    if not isinstance(raw, dict):
+        check.problem(("defaults",), "[defaults] must be a table")
+        return Defaults()
+    check.unknown_keys(raw, DEFAULT_KEYS, ("defaults",))
+    base = Defaults()
+    unit = base.unit
+    if "unit" in raw:
+        unit = check.text(raw["unit"], ("defaults", "unit"), "unit") or unit
+    show = base.show_prepaid_rows
+    if "show_prepaid_rows" in raw:
+        if isinstance(raw["show_prepaid_rows"], bool):
+            show = raw["show_prepaid_rows"]
+        else:
+            check.problem(
+                ("defaults", "show_prepaid_rows"), "show_prepaid_rows must be true or false"
+            )
+    rounding = base.rounding
+    if "rounding" in raw:
+        rounding = check.rounding(raw["rounding"], ("defaults", "rounding"), base.rounding)
+    return Defaults(unit=unit, show_prepaid_rows=show, rounding=rounding)
+
+
+def _read_category(check: _Checker, slug: str, raw: object, defaults: Defaults) -> Category | None:
+    key = ("categories", slug)
+    if not isinstance(raw, dict):
+        check.problem(key, f"[categories.{slug}] must be a table")
+        return None
+    if not _SLUG.match(slug):
+        check.problem(key, f"category slug {slug!r} must be lower-case letters, digits and _")
+    check.unknown_keys(raw, CATEGORY_KEYS, key)
+    before = len(check.problems)
+    name = check.text(raw.get("name", slug), (*key, "name"), "name") or slug
+    billable = raw.get("billable", True)
+    if not isinstance(billable, bool):
+        check.problem((*key, "billable"), "billable must be true or false")
+        billable = True
+    article = None
+    if "article" in raw:
+        article = check.text(raw["article"], (*key, "article"), "article")
+    overrides: dict[str, str] = {}
+    for target in PROFILES:
+        if target not in raw:
+            continue
+        table = raw[target]
+        if not isinstance(table, dict):
+            check.problem((*key, target), f"[categories.{slug}.{target}] must be a table")
+            continue
+        check.unknown_keys(table, OVERRIDE_KEYS, (*key, target))
+        if "article" in table:
+            value = check.text(table["article"], (*key, target, "article"), "article")
+            if value:
+                overrides[target] = value
+    price = None
+    if "price" in raw:
+        price = check.decimal(raw["price"], (*key, "price"), "price")
+    rounding = defaults.rounding
+    if "rounding" in raw:
+        rounding = check.rounding(raw["rounding"], (*key, "rounding"), defaults.rounding)
+    unit = defaults.unit
+    if "unit" in raw:
+        unit = check.text(raw["unit"], (*key, "unit"), "unit") or unit
+    if billable:
+        _check_articles(check, slug, article, overrides)
+    if len(check.problems) > before:
+        return None
+    return Category(
+        slug=slug,
+        name=name,
+        billable=billable,
+        article=article,
+        price=price,
+        rounding=rounding,
+        unit=unit,
+        overrides=overrides,
+        source=check.at(*key),
+    )
+
+
+def _check_articles(
+    check: _Checker, slug: str, article: str | None, overrides: dict[str, str]
+) -> None:
+    key = ("categories", slug)
+    for target, profile in PROFILES.items():
+        chosen = overrides.get(target, article)
+        where = (*key, target, "article") if target in overrides else (*key, "article")
+        if chosen is None:
+            if article is None and not overrides:
+                check.problem(key, f"category '{slug}' is billable but has no article")
+                return
+            check.problem(
+                key,
+                f"category '{slug}' is billable but has no article for {profile.display_name}"
+                f" (add article, or [categories.{slug}.{target}] article)",
+            )
+            continue
+        problem = profile.article_problem(chosen)
+        if problem:
+            hint = "" if target in overrides else f" (or set [categories.{slug}.{target}] article)"
+            check.problem(where, problem + hint)
+
+
+def load_mappings(directory: Path) -> Mappings:
+    """Read and validate every *.toml file in `directory`; MappingError lists all problems."""
+    if not directory.is_dir():
+        raise MappingError([f"{directory}: mappings folder not found (CONNECTOR_MAPPINGS_DIR)"])
+    files = sorted(directory.glob("*.toml"))
+    if not files:
+        raise MappingError([f"{directory}: no *.toml mapping files"])
+    return parse_mapping_files((path, path.read_text(encoding="utf-8")) for path in files)
+
+
+def parse_mapping_files(sources: Iterable[tuple[Path, str]]) -> Mappings:
+    problems: list[str] = []
+    parsed: list[tuple[_Checker, dict[str, Any]]] = []
+    paths: list[Path] = []
+    for path, text in sources:
+        paths.append(path)
+        check = _Checker(path, text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(_syntax_problem(path, exc))
+            continue
+        check.unknown_keys(data, TOP_KEYS, ())
+        parsed.append((check, data))
+
+    defaults = Defaults()
+    defaults_from: str | None = None
+    for check, data in parsed:
+        if "defaults" in data:
+            if defaults_from is not None:
+                check.problem(("defaults",), f"[defaults] is also defined at {defaults_from}")
+                continue
+            defaults_from = check.at("defaults")
+            defaults = _read_defaults(check, data["defaults"])
+
+    categories: dict[str, Category] = {}
+    first_seen: dict[str, str] = {}
+    for check, data in parsed:
+        table = data.get("categories", {})
+        if not isinstance(table, dict):
+            check.problem(("categories",), "categories must be tables: [categories.<slug>]")
+            continue
+        for slug, raw in table.items():
+            if slug in first_seen:
+                check.problem(
+                    ("categories", slug),
+                    f"category '{slug}' is defined twice (first at {first_seen[slug]})",
+                )
+                continue
+            first_seen[slug] = check.at("categories", slug)
+            category = _read_category(check, slug, raw, defaults)
+            if category is not None:
+                categories[slug] = category
+    for check, _ in parsed:
+        problems.extend(check.problems)
+    if not categories and not problems:
+        problems.append("no categories defined: add [categories.<slug>] tables")
+    if problems:
+        raise MappingError(problems)
+    return Mappings(defaults=defaults, categories=categories, files=tuple(paths))
+
+
+def _syntax_problem(path: Path, exc: tomllib.TOMLDecodeError) -> str:
+    message = str(exc)
+    found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    if found:
+        reason = message[: found.start()].strip()
+        return f"{path}:{found.group(1)}: TOML syntax error: {reason} (column {found.group(2)})"
+    return f"{path}:1: TOML syntax error: {message}"
+
+
+def check_articles_exist(
+    mappings: Mappings, profile: TargetProfile, existing: set[str]
+) -> list[str]:
+    """Problems for billable categories whose article is missing in the accounting system."""
+    return [
+        f"{category.source}: article {article!r} of category '{category.slug}' does not exist"
+        f" in {profile.display_name}"
+        for category in mappings.categories.values()
+        if category.billable
+        and (article := category.article_for(profile.name)) is not None
+        and article not in existing
+    ]

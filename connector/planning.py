@@ -1,0 +1,579 @@
+"""Planning: from ledger entries, mappings and what was already invoiced to the desired invoices.
+
+Pure functions, no I/O: the same inputs always give the same plan, which is what makes the sync
+safe to repeat after any fault. The rules are written up in docs/planning.md.
+
+The model is a net position per entry. Rows already on a closed (booked) invoice are fixed. The
+entry's open invoice carries what is still needed to make the billed total equal the entry's
+current revision: its rows, or, once a booked row is wrong, a correction (the booked rows negated)
+plus the new rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from connector.ledger import Entry, Kind, Status
+from connector.mappings import Category, Mappings
+from connector.targets.base import TargetProfile
+
+PREPAID_CATEGORY = "prepaid_hours"
+KEY_PREFIX = "SK"
+_KEY = re.compile(r"^SK-(?P<customer>.+)-(?P<period>\d{4}-\d{2})(?:-(?P<seq>[2-9]|[1-9]\d+))?$")
+
+
+class RowRole(StrEnum):
+    CHARGE = "charge"  # the entry's billed hours
+    PREPAID_NOTE = "prepaid_note"  # text row: hours drawn from the prepaid balance
+    CORRECTION = "correction"  # negation of rows on a booked invoice
+
+
+_ROLE_ORDER = {RowRole.CORRECTION: 0, RowRole.CHARGE: 1, RowRole.PREPAID_NOTE: 2}
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "open"  # a draft the connector may still change (or not yet created)
+    BOOKED = "booked"  # booked in the accounting system: immutable, billed
+    LOCKED = "locked"  # edited by a person: never overwritten, treated as billed
+    CANCELLED = "cancelled"  # cancelled by a person: nothing on it is billed
+
+    @property
+    def closed(self) -> bool:
+        return self is not InvoiceStatus.OPEN
+
+    @property
+    def billed(self) -> bool:
+        return self in (InvoiceStatus.BOOKED, InvoiceStatus.LOCKED)
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+
+
+class Outcome(StrEnum):
+    INVOICED = "invoiced"
+    EXCLUDED = "excluded"
+    ATTENTION = "attention"
+
+
+@dataclass(frozen=True, order=True)
+class InvoiceKey:
+    customer_number: str
+    period: str  # YYYY-MM
+    sequence: int = 1  # 1 = the month's invoice, 2.. = supplementary invoices
+
+    @property
+    def text(self) -> str:
+        base = f"{KEY_PREFIX}-{self.customer_number}-{self.period}"
+        return base if self.sequence == 1 else f"{base}-{self.sequence}"
+
+    def next(self) -> InvoiceKey:
+        return InvoiceKey(self.customer_number, self.period, self.sequence + 1)
+
+    @property
+    def base(self) -> InvoiceKey:
+        return InvoiceKey(self.customer_number, self.period, 1)
+
+    @classmethod
+    def parse(cls, text: str) -> InvoiceKey:
+        match = _KEY.match(text)
+        if not match:
+            raise ValueError(f"not an invoice key: {text!r}")
+        return cls(match["customer"], match["period"], int(match["seq"] or 1))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    entry_id: str
+    role: RowRole
+    description: str
+    article: str | None = None
+    quantity: Decimal | None = None
+    unit: str | None = None
+    price: Decimal | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return self.article is None
+
+    @property
+    def amount(self) -> Decimal | None:
+        if self.quantity is None or self.price is None:
+            return None
+        return self.quantity * self.price
+
+    def money(self) -> tuple[str, Decimal, Decimal | None] | None:
+        """What the row bills, for deciding whether a booked row is still right."""
+        if self.article is None or self.quantity is None:
+            return None
+        return (self.article, self.quantity, self.price)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entry_id": self.entry_id,
+            "role": self.role.value,
+            "description": self.description,
+            "article": self.article,
+            "quantity": None if self.quantity is None else str(self.quantity),
+            "unit": self.unit,
+            "price": None if self.price is None else str(self.price),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Row:
+        return cls(
+            entry_id=data["entry_id"],
+            role=RowRole(data["role"]),
+            description=data["description"],
+            article=data.get("article"),
+            quantity=None if data.get("quantity") is None else Decimal(data["quantity"]),
+            unit=data.get("unit"),
+            price=None if data.get("price") is None else Decimal(data["price"]),
+        )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """An entry's rows as last written to one invoice."""
+
+    entry_id: str
+    key: InvoiceKey
+    revision: int
+    rows: tuple[Row, ...]
+
+    @property
+    def charges(self) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if r.role is RowRole.CHARGE)
+
+
+@dataclass(frozen=True)
+class KnownInvoice:
+    """An invoice the target already has (or had), as recorded in the state store."""
+
+    key: InvoiceKey
+    status: InvoiceStatus
+    currency: str | None = None
+    document_number: str | None = None
+    digest: str | None = None  # rows_digest() of what the connector last wrote
+
+
+@dataclass(frozen=True)
+class Invoiced:
+    """What was already invoiced: the planner's view of the state store."""
+
+    invoices: Mapping[InvoiceKey, KnownInvoice] = field(default_factory=dict)
+    placements: Mapping[str, Sequence[Placement]] = field(default_factory=dict)
+
+    def status(self, key: InvoiceKey) -> InvoiceStatus:
+        known = self.invoices.get(key)
+        return known.status if known else InvoiceStatus.OPEN
+
+    def open_key(self, base: InvoiceKey) -> InvoiceKey:
+        """The invoice that new rows of this customer and month go to."""
+        key = base.base
+        while self.status(key).closed:
+            key = key.next()
+        return key
+
+
+@dataclass(frozen=True)
+class EntryResult:
+    ref: str  # entry id, or feed position when the entry has no usable id
+    outcome: Outcome
+    reason: str
+    keys: tuple[InvoiceKey, ...] = ()
+    customer_number: str | None = None
+    period: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedInvoice:
+    key: InvoiceKey
+    currency: str
+    rows: tuple[Row, ...]
+    action: Action
+    revisions: Mapping[str, int]  # entry id -> revision whose rows are on this invoice
+    document_number: str | None = None
+
+    @property
+    def total(self) -> Decimal:
+        return sum((a for r in self.rows if (a := r.amount) is not None), Decimal(0))
+
+    @property
+    def unpriced_rows(self) -> int:
+        return sum(1 for r in self.rows if not r.is_text and r.price is None)
+
+    @property
+    def supplements(self) -> InvoiceKey | None:
+        return self.key.base if self.key.sequence > 1 else None
+
+    @property
+    def digest(self) -> str:
+        return rows_digest(self.rows, self.currency)
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: str
+    invoices: tuple[PlannedInvoice, ...]
+    results: tuple[EntryResult, ...]
+
+    def by_outcome(self, outcome: Outcome) -> list[EntryResult]:
+        return [r for r in self.results if r.outcome is outcome]
+
+    @property
+    def changes(self) -> list[PlannedInvoice]:
+        return [i for i in self.invoices if i.action is not Action.UNCHANGED]
+
+
+def rows_digest(rows: Iterable[Row], currency: str) -> str:
+    """Stable fingerprint of an invoice's rows, to see whether a write is needed."""
+    payload = json.dumps(
+        {"currency": currency, "rows": [r.to_json() for r in rows]},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --- rows of one entry -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Excluded:
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Attention:
+    reason: str
+
+
+def _places(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def swedish_number(value: Decimal) -> str:
+    """1.50 -> '1,5': hours as a Swedish reader writes them."""
+    text = format(value.normalize(), "f")
+    return text.replace(".", ",")
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def describe(entry: Entry, limit: int) -> str:
+    """Row text: date, what was done, and the reference; the description is cut to fit."""
+    head = f"{entry.performed_on.isoformat()}: "
+    tail = (
+        f" (ref. {_clean(entry.reference)})" if entry.reference and entry.reference.strip() else ""
+    )
+    room = limit - len(head) - len(tail)
+    if room < 10:  # a huge reference: keep date and text, cut the whole line
+        return cut(head + _clean(entry.description) + tail, limit)
+    return head + cut(_clean(entry.description), room) + tail
+
+
+def entry_rows(
+    entry: Entry, mappings: Mappings, profile: TargetProfile
+) -> tuple[Row, ...] | _Excluded | _Attention:
+    """The rows an active entry should have on an invoice, or why it has none."""
+    if entry.status is Status.VOID:
+        return _Excluded("void in the ledger")
+    category = mappings.categories.get(entry.category)
+    if category is None:
+        return _Attention(f"unknown category '{entry.category}': add it to the mapping files")
+    if entry.kind is Kind.TOPUP:
+        return _topup_rows(entry, category, profile)
+    if entry.category == PREPAID_CATEGORY:
+        return _Attention(f"a debit cannot use category '{PREPAID_CATEGORY}' (top-ups only)")
+    if not category.billable:
+        return _Excluded(f"included in the monthly fee ({category.slug})")
+    quantity = category.rounding.apply(entry.hours - entry.prepaid_hours)
+    price = entry.unit_price if entry.unit_price is not None else category.price
+    if price is not None and _places(price) > profile.price_places:
+        return _Attention(
+            f"unit price {price} has more than {profile.price_places} decimals; "
+            f"{profile.display_name} would round it"
+        )
+    article = category.article_for(profile.name)
+    assert article is not None, "validated: billable categories have an article"
+    rows: list[Row] = []
+    if quantity > 0:
+        rows.append(
+            Row(
+                entry_id=entry.id,
+                role=RowRole.CHARGE,
+                description=describe(entry, profile.row_text_max),
+                article=article,
+                quantity=quantity,
+                unit=category.unit,
+                price=price,
+            )
+        )
+    if entry.prepaid_hours > 0 and mappings.defaults.show_prepaid_rows:
+        note = (
+            f"{entry.performed_on.isoformat()}: {swedish_number(entry.prepaid_hours)} tim "
+            f"avräknade mot förbetalda timmar ({_clean(category.name)})"
+        )
+        rows.append(Row(entry.id, RowRole.PREPAID_NOTE, cut(note, profile.row_text_max)))
+    if not rows:
+        if entry.prepaid_hours > 0:
+            return _Excluded("fully covered by prepaid hours")
+        return _Excluded(
+            f"rounds to 0 hours ({category.rounding.increment} {category.rounding.mode})"
+        )
+    return tuple(rows)
+
+
+def _topup_rows(
+    entry: Entry, category: Category, profile: TargetProfile
+) -> tuple[Row, ...] | _Excluded | _Attention:
+    if entry.category != PREPAID_CATEGORY:
+        return _Attention(
+            f"a top-up must use category '{PREPAID_CATEGORY}', not '{entry.category}'"
+        )
+    if not category.billable:
+        return _Excluded(f"category '{PREPAID_CATEGORY}' is not billable in the mappings")
+    price = entry.unit_price if entry.unit_price is not None else category.price
+    if price is None:
+        return _Attention(
+            "top-up without price: set unit_price on the ledger entry "
+            f"or price for '{PREPAID_CATEGORY}' in the mappings"
+        )
+    if _places(price) > profile.price_places:
+        return _Attention(
+            f"unit price {price} has more than {profile.price_places} decimals; "
+            f"{profile.display_name} would round it"
+        )
+    if _places(entry.hours) > profile.quantity_places:
+        return _Attention(
+            f"top-up of {entry.hours} hours has more than {profile.quantity_places} decimals; "
+            f"{profile.display_name} would round it"
+        )
+    article = category.article_for(profile.name)
+    assert article is not None
+    return (
+        Row(
+            entry_id=entry.id,
+            role=RowRole.CHARGE,
+            description=describe(entry, profile.row_text_max),
+            article=article,
+            quantity=entry.hours,
+            unit=category.unit,
+            price=price,
+        ),
+    )
+
+
+def _money(rows: Iterable[Row]) -> list[tuple[str, Decimal, Decimal | None]]:
+    return sorted(
+        (m for r in rows if (m := r.money()) is not None),
+        key=lambda m: (m[0], m[1], m[2] if m[2] is not None else Decimal(-1)),
+    )
+
+
+def _corrections(placement: Placement, limit: int) -> list[Row]:
+    return [
+        Row(
+            entry_id=row.entry_id,
+            role=RowRole.CORRECTION,
+            description=cut(
+                f"Korrigering av faktura {placement.key.text}: {row.description}", limit
+            ),
+            article=row.article,
+            quantity=-row.quantity if row.quantity is not None else None,
+            unit=row.unit,
+            price=row.price,
+        )
+        for row in placement.charges
+    ]
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Contribution:
+    key: InvoiceKey
+    entry: Entry
+    rows: list[Row]
+
+
+def plan(
+    entries: Iterable[Entry],
+    mappings: Mappings,
+    profile: TargetProfile,
+    invoiced: Invoiced | None = None,
+    rejected: Iterable[tuple[str, str]] = (),
+) -> Plan:
+    """Compute the desired invoices.
+
+    `entries` is the current revision of every valid entry; `rejected` lists (ref, reason) for
+    entries that failed validation. Every entry of both ends in exactly one result.
+    """
+    invoiced = invoiced or Invoiced()
+    results: dict[str, EntryResult] = {}
+    contributions: list[_Contribution] = []
+
+    for ref, reason in rejected:
+        results[ref] = EntryResult(ref, Outcome.ATTENTION, f"malformed entry: {reason}")
+
+    for entry in entries:
+        result, parts = _plan_entry(entry, mappings, profile, invoiced)
+        results[entry.id] = result
+        contributions.extend(parts)
+
+    contributions = _enforce_currency(contributions, invoiced, results)
+
+    by_key: dict[InvoiceKey, list[_Contribution]] = defaultdict(list)
+    for part in contributions:
+        by_key[part.key].append(part)
+    # Open invoices written before that may now have no rows at all.
+    for key, known in invoiced.invoices.items():
+        if known.status is InvoiceStatus.OPEN and known.digest is not None:
+            by_key.setdefault(key, [])
+
+    invoices = [
+        _invoice(key, parts, invoiced.invoices.get(key)) for key, parts in sorted(by_key.items())
+    ]
+    return Plan(
+        target=profile.name,
+        invoices=tuple(invoices),
+        results=tuple(results[ref] for ref in sorted(results)),
+    )
+
+
+def _plan_entry(
+    entry: Entry, mappings: Mappings, profile: TargetProfile, invoiced: Invoiced
+) -> tuple[EntryResult, list[_Contribution]]:
+    desired = entry_rows(entry, mappings, profile)
+    base = InvoiceKey(entry.customer_number, entry.period)
+    placements = invoiced.placements.get(entry.id, ())
+    closed = [p for p in placements if invoiced.status(p.key).closed]
+    last_closed = closed[-1] if closed else None
+
+    def result(outcome: Outcome, reason: str, keys: tuple[InvoiceKey, ...] = ()) -> EntryResult:
+        return EntryResult(entry.id, outcome, reason, keys, entry.customer_number, entry.period)
+
+    if isinstance(desired, _Attention):
+        return result(Outcome.ATTENTION, desired.reason), []
+
+    if last_closed is not None and invoiced.status(last_closed.key) is InvoiceStatus.CANCELLED:
+        return result(
+            Outcome.EXCLUDED,
+            f"its invoice {last_closed.key} was cancelled in {profile.display_name}; "
+            "not invoiced again",
+            (last_closed.key,),
+        ), []
+
+    new_rows = list(desired) if isinstance(desired, tuple) else []
+    if last_closed is None:
+        if not new_rows:
+            assert isinstance(desired, _Excluded)
+            return result(Outcome.EXCLUDED, desired.reason), []
+        key = invoiced.open_key(base)
+        return result(Outcome.INVOICED, "on invoice", (key,)), [_Contribution(key, entry, new_rows)]
+
+    # Rows of this entry are on a booked invoice: only a change in what is billed matters.
+    if _money(new_rows) == _money(last_closed.rows):
+        return result(Outcome.INVOICED, "already invoiced", (last_closed.key,)), []
+    parts: list[_Contribution] = []
+    correction = _corrections(last_closed, profile.row_text_max)
+    if correction:
+        parts.append(_Contribution(invoiced.open_key(last_closed.key), entry, correction))
+    if new_rows:
+        key = invoiced.open_key(base)
+        for part in parts:
+            if part.key == key:
+                part.rows.extend(new_rows)
+                break
+        else:
+            parts.append(_Contribution(key, entry, new_rows))
+    if not parts:  # booked rows were text only and the entry is now excluded
+        assert isinstance(desired, _Excluded)
+        return result(Outcome.EXCLUDED, desired.reason, (last_closed.key,)), []
+    reason = f"correction of {last_closed.key}"
+    return result(Outcome.INVOICED, reason, tuple(p.key for p in parts)), parts
+
+
+def _enforce_currency(
+    parts: list[_Contribution], invoiced: Invoiced, results: dict[str, EntryResult]
+) -> list[_Contribution]:
+    """One currency per invoice: the one it was written in, else the most common one."""
+    by_key: dict[InvoiceKey, list[_Contribution]] = defaultdict(list)
+    for part in parts:
+        by_key[part.key].append(part)
+    rejected: dict[str, str] = {}
+    for key, group in by_key.items():
+        known = invoiced.invoices.get(key)
+        currency = known.currency if known and known.currency else _majority(group)
+        for part in group:
+            if part.entry.currency != currency:
+                rejected[part.entry.id] = (
+                    f"currency {part.entry.currency} differs from {currency} of invoice {key}"
+                )
+    for entry_id, reason in rejected.items():
+        old = results[entry_id]
+        results[entry_id] = EntryResult(
+            entry_id, Outcome.ATTENTION, reason, (), old.customer_number, old.period
+        )
+    return [p for p in parts if p.entry.id not in rejected]
+
+
+def _majority(group: list[_Contribution]) -> str:
+    counts = Counter(p.entry.currency for p in group)
+    earliest = min(group, key=lambda p: (p.entry.performed_on, p.entry.id)).entry.currency
+    best = max(counts.values())
+    tied = {c for c, n in counts.items() if n == best}
+    return earliest if earliest in tied else min(tied)
+
+
+def _invoice(
+    key: InvoiceKey, parts: list[_Contribution], known: KnownInvoice | None
+) -> PlannedInvoice:
+    parts = sorted(parts, key=lambda p: (p.entry.performed_on, p.entry.id))
+    rows: list[Row] = []
+    for part in parts:
+        rows.extend(sorted(part.rows, key=lambda r: _ROLE_ORDER[r.role]))
+    currency = (
+        known.currency
+        if known and known.currency
+        else (parts[0].entry.currency if parts else "SEK")
+    )
+    if parts and not (known and known.currency):
+        currency = _majority(parts)
+    digest = rows_digest(rows, currency)
+    if known is None or (known.digest is None and known.document_number is None):
+        action = Action.CREATE
+    elif known.digest == digest:
+        action = Action.UNCHANGED
+    else:
+        action = Action.UPDATE
+    return PlannedInvoice(
+        key=key,
+        currency=currency,
+        rows=tuple(rows),
+        action=action,
+        revisions={p.entry.id: p.entry.revision for p in parts},
+        document_number=known.document_number if known else None,
+    )

@@ -1,0 +1,218 @@
+"""The sandbox: a stateful fake of the ledger (and, later, the accounting systems).
+
+The app is independent of any transport. `server.py` serves it over real HTTP on loopback (for
+the CLI, the demo and crash tests) and as an httpx transport in-process (for fast tests). It
+serves ledger entries exactly as given, without validating them, so the connector can be tested
+against malformed data.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs
+
+LEDGER_TOKEN = "sandbox"  # noqa: S105 - the public test token of a local fake
+LEDGER_PREFIX = "/ledger/v1"
+_CURSOR_PREFIX = "v1."
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+
+    @classmethod
+    def build(
+        cls,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+    ) -> Request:
+        return cls(
+            method=method.upper(),
+            path=path,
+            query=parse_qs(query_string, keep_blank_values=True),
+            headers={k.lower(): v for k, v in headers},
+            body=body,
+        )
+
+    def arg(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null", parse_float=Decimal)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class DropConnection(Exception):
+    """Close the connection without answering (the request may already have had its effect)."""
+
+
+def dump_exact(value: Any) -> str:
+    """JSON text in which Decimals are written verbatim, so numbers pass through unchanged."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return (
+            "{" + ",".join(f"{json.dumps(str(k))}:{dump_exact(v)}" for k, v in value.items()) + "}"
+        )
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dump_exact(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    body = dump_exact(payload).encode()
+    return Response(status, body, {"Content-Type": "application/json", **(headers or {})})
+
+
+Handler = Callable[[Request], Response]
+
+
+class Ledger:
+    """The ledger's change feed: entries in the order they were created or last changed."""
+
+    def __init__(self, entries: Iterable[object] = ()) -> None:
+        self._seq = 0
+        self._feed: dict[int, object] = {}
+        self._by_id: dict[str, int] = {}
+        self.append(entries)
+
+    def append(self, entries: Iterable[object]) -> int:
+        """Append entries; one whose id exists replaces it and moves to the end of the feed."""
+        count = 0
+        for raw in entries:
+            self._seq += 1
+            entry_id = raw.get("id") if isinstance(raw, dict) else None
+            if isinstance(entry_id, str) and entry_id in self._by_id:
+                del self._feed[self._by_id[entry_id]]
+            if isinstance(entry_id, str):
+                self._by_id[entry_id] = self._seq
+            self._feed[self._seq] = raw
+            count += 1
+        return count
+
+    def __len__(self) -> int:
+        return len(self._feed)
+
+    def entries(self) -> list[object]:
+        return [self._feed[s] for s in sorted(self._feed)]
+
+    def page(
+        self, after: int, limit: int, keep: Callable[[object], bool] | None = None
+    ) -> tuple[list[object], int, bool]:
+        seqs = [
+            s for s in sorted(self._feed) if s > after and (keep is None or keep(self._feed[s]))
+        ]
+        chosen = seqs[:limit]
+        last = chosen[-1] if chosen else after
+        return [self._feed[s] for s in chosen], last, len(seqs) > limit
+
+
+def _in_window(customer: str, start: str, end: str) -> Callable[[object], bool]:
+    def keep(raw: object) -> bool:
+        if not isinstance(raw, dict) or raw.get("customer_number") != customer:
+            return False
+        performed = raw.get("performed_on")
+        return isinstance(performed, str) and start <= performed <= end
+
+    return keep
+
+
+def _error(status: int, message: str) -> Response:
+    return json_response(status, {"error": message})
+
+
+class SandboxApp:
+    def __init__(self, ledger_entries: Iterable[object] = ()) -> None:
+        self.lock = threading.RLock()
+        self.ledger = Ledger(ledger_entries)
+        self.requests: Counter[str] = Counter()
+        self._routes: list[tuple[str, str, Handler]] = [
+            ("GET", f"{LEDGER_PREFIX}/entries", self._ledger_entries),
+            ("GET", "/_sandbox/state", self._state),
+            ("POST", "/_sandbox/ledger", self._post_ledger),
+        ]
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        self._routes.append((method, path, handler))
+
+    def handle(self, request: Request) -> Response:
+        with self.lock:
+            self.requests[f"{request.method} {request.path}"] += 1
+            for method, path, handler in self._routes:
+                if path.endswith("*"):
+                    matched = request.path.startswith(path[:-1])
+                else:
+                    matched = request.path == path
+                if matched and method == request.method:
+                    return handler(request)
+            return _error(404, f"no route for {request.method} {request.path}")
+
+    # --- ledger ---------------------------------------------------------------------------
+
+    def _ledger_entries(self, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {LEDGER_TOKEN}":
+            return _error(401, "missing or wrong bearer token")
+        try:
+            limit = int(request.arg("limit") or "100")
+        except ValueError:
+            return _error(400, "limit must be an integer")
+        if not 1 <= limit <= 1000:
+            return _error(400, "limit must be between 1 and 1000")
+        cursor = request.arg("cursor")
+        after = 0
+        if cursor is not None:
+            if not cursor.startswith(_CURSOR_PREFIX) or not cursor[len(_CURSOR_PREFIX) :].isdigit():
+                return _error(400, "unknown cursor")
+            after = int(cursor[len(_CURSOR_PREFIX) :])
+        window = [request.arg(n) for n in ("customer_number", "performed_from", "performed_to")]
+        keep = None
+        if any(window):
+            if not all(window):
+                return _error(400, "customer_number, performed_from and performed_to go together")
+            customer, start, end = (w or "" for w in window)
+            keep = _in_window(customer, start, end)
+        entries, last, more = self.ledger.page(after, limit, keep)
+        return json_response(
+            200, {"entries": entries, "next_cursor": f"{_CURSOR_PREFIX}{last}", "has_more": more}
+        )
+
+    def _post_ledger(self, request: Request) -> Response:
+        try:
+            payload = request.json()
+        except ValueError:
+            return _error(400, "body must be a JSON list of entries")
+        if not isinstance(payload, list):
+            return _error(400, "body must be a JSON list of entries")
+        count = self.ledger.append(payload)
+        return json_response(200, {"appended": count, "feed_length": len(self.ledger)})
+
+    # --- introspection --------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "ledger": {"entries": len(self.ledger)},
+            "requests": dict(sorted(self.requests.items())),
+        }
+
+    def _state(self, request: Request) -> Response:
+        return json_response(200, self.state())

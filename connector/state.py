@@ -1,0 +1,337 @@
+"""Local state: one SQLite file (WAL) under CONNECTOR_STATE_DIR, plus a lock file.
+
+Holds the ledger mirror and feed cursor, which entry sits on which invoice in which revision,
+the invoices known per target, the entries needing attention, and a record of every run.
+A page of entries and the cursor after it commit in one transaction, so the cursor never gets
+ahead of what is stored: a kill at any instant loses at most a page that is fetched again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from connector.errors import LockHeldError, StateError
+from connector.ledger import FeedItem
+from connector.planning import (
+    EntryResult,
+    Invoiced,
+    InvoiceKey,
+    InvoiceStatus,
+    KnownInvoice,
+    Placement,
+    Row,
+)
+
+DB_NAME = "connector.sqlite3"
+LOCK_NAME = "connector.lock"
+
+# Each migration moves the schema one version up; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE entries (
+        id TEXT PRIMARY KEY,
+        revision INTEGER,
+        raw TEXT NOT NULL,
+        feed_seq INTEGER NOT NULL,
+        seen_at TEXT NOT NULL
+    );
+    CREATE TABLE feed_rejects (
+        position TEXT PRIMARY KEY,
+        raw TEXT NOT NULL,
+        seen_at TEXT NOT NULL
+    );
+    CREATE TABLE invoices (
+        target TEXT NOT NULL,
+        key TEXT NOT NULL,
+        customer_number TEXT NOT NULL,
+        period TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        currency TEXT,
+        document_number TEXT,
+        digest TEXT,
+        sending INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (target, key)
+    );
+    CREATE TABLE placements (
+        target TEXT NOT NULL,
+        entry_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        rows TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (target, entry_id, key)
+    );
+    CREATE TABLE attention (
+        target TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        customer_number TEXT,
+        period TEXT,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        PRIMARY KEY (target, ref)
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        command TEXT NOT NULL,
+        target TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        exit_code INTEGER,
+        summary TEXT
+    );
+    """,
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _dumps(value: Any) -> str:
+    # Decimals from the JSON decoder are stored as strings: exact, and accepted by the parser.
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    command: str
+    target: str
+    started_at: str
+    finished_at: str | None
+    exit_code: int | None
+    summary: dict[str, Any] | None
+
+
+class StateStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(
+                state_dir / DB_NAME, isolation_level=None, timeout=30.0, check_same_thread=False
+            )
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state store {state_dir / DB_NAME} is unusable: {exc}") from None
+        with contextlib.suppress(OSError):
+            os.chmod(state_dir / DB_NAME, 0o600)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- schema ---------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise StateError(
+                f"state store schema v{version} is newer than this program "
+                f"(v{len(MIGRATIONS)}); upgrade the connector"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction():
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- lock -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive run lock. The kernel drops it when the process dies, even on SIGKILL."""
+        path = self.dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise LockHeldError(
+                    f"another run holds the lock {path} (pid {holder}); try again later"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # --- ledger mirror --------------------------------------------------------------------
+
+    def cursor(self) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'feed_cursor'").fetchone()
+        return None if row is None else str(row[0])
+
+    def store_page(self, items: Sequence[FeedItem], next_cursor: str | None) -> None:
+        """Store a page of feed items and, in the same transaction, the cursor after it."""
+        now = _now()
+        with self.transaction() as db:
+            seq = db.execute("SELECT COALESCE(MAX(feed_seq), 0) FROM entries").fetchone()[0]
+            for item in items:
+                if item.entry_id is None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO feed_rejects (position, raw, seen_at)"
+                        " VALUES (?, ?, ?)",
+                        (item.position, _dumps(item.raw), now),
+                    )
+                    continue
+                seq += 1
+                # Keep the newest revision; a window re-read may return an older one.
+                db.execute(
+                    """
+                    INSERT INTO entries (id, revision, raw, feed_seq, seen_at)
+                    VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET
+                        revision = excluded.revision, raw = excluded.raw,
+                        feed_seq = excluded.feed_seq, seen_at = excluded.seen_at
+                    WHERE excluded.revision IS NULL OR entries.revision IS NULL
+                        OR excluded.revision >= entries.revision
+                    """,
+                    (item.entry_id, item.revision, _dumps(item.raw), seq, now),
+                )
+            if next_cursor is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('feed_cursor', ?)",
+                    (next_cursor,),
+                )
+
+    def raw_entries(self) -> Iterator[tuple[str, Any]]:
+        """(id, raw) of the latest revision of every mirrored entry."""
+        for entry_id, raw in self.db.execute("SELECT id, raw FROM entries ORDER BY id"):
+            yield entry_id, json.loads(raw)
+
+    def raw_entry(self, entry_id: str) -> Any | None:
+        row = self.db.execute("SELECT raw FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def feed_rejects(self) -> list[tuple[str, Any]]:
+        rows = self.db.execute("SELECT position, raw FROM feed_rejects ORDER BY position")
+        return [(position, json.loads(raw)) for position, raw in rows]
+
+    def entry_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    # --- invoices and placements ----------------------------------------------------------
+
+    def invoiced(self, target: str) -> Invoiced:
+        invoices = {}
+        for key, status, currency, number, digest in self.db.execute(
+            "SELECT key, status, currency, document_number, digest FROM invoices WHERE target = ?",
+            (target,),
+        ):
+            parsed = InvoiceKey.parse(key)
+            invoices[parsed] = KnownInvoice(parsed, InvoiceStatus(status), currency, number, digest)
+        placements: dict[str, list[Placement]] = {}
+        for entry_id, key, revision, rows in self.db.execute(
+            "SELECT entry_id, key, revision, rows FROM placements WHERE target = ?"
+            " ORDER BY entry_id, seq",
+            (target,),
+        ):
+            placements.setdefault(entry_id, []).append(
+                Placement(
+                    entry_id,
+                    InvoiceKey.parse(key),
+                    revision,
+                    tuple(Row.from_json(r) for r in json.loads(rows)),
+                )
+            )
+        return Invoiced(invoices=invoices, placements=placements)
+
+    # --- attention and runs ---------------------------------------------------------------
+
+    def replace_attention(self, target: str, results: Iterable[EntryResult]) -> None:
+        """Make the stored attention list equal `results`, keeping when each was first seen."""
+        now = _now()
+        with self.transaction() as db:
+            refs = []
+            for r in results:
+                refs.append(r.ref)
+                db.execute(
+                    """
+                    INSERT INTO attention
+                        (target, ref, reason, customer_number, period, first_seen, last_seen)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (target, ref) DO UPDATE SET
+                        reason = excluded.reason, customer_number = excluded.customer_number,
+                        period = excluded.period, last_seen = excluded.last_seen
+                    """,
+                    (target, r.ref, r.reason, r.customer_number, r.period, now, now),
+                )
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (ref TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM keep")
+            db.executemany("INSERT OR IGNORE INTO keep VALUES (?)", ((r,) for r in refs))
+            db.execute(
+                "DELETE FROM attention WHERE target = ? AND ref NOT IN (SELECT ref FROM keep)",
+                (target,),
+            )
+
+    def attention(self, target: str) -> list[dict[str, Any]]:
+        cursor = self.db.execute(
+            "SELECT ref, reason, customer_number, period, first_seen, last_seen FROM attention"
+            " WHERE target = ? ORDER BY ref",
+            (target,),
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def start_run(self, command: str, target: str) -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (command, target, started_at) VALUES (?, ?, ?)",
+                (command, target, _now()),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def finish_run(self, run_id: int, exit_code: int, summary: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ?",
+                (_now(), exit_code, _dumps(summary), run_id),
+            )
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        rows = self.db.execute(
+            "SELECT id, command, target, started_at, finished_at, exit_code, summary FROM runs"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            RunRecord(i, c, t, s, f, e, None if summary is None else json.loads(summary))
+            for i, c, t, s, f, e, summary in rows
+        ]
