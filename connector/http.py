@@ -86,6 +86,11 @@ def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def pause(seconds: float) -> None:
+    """The one place the connector sleeps between attempts; tests replace it."""
+    time.sleep(seconds)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 6
@@ -136,7 +141,7 @@ def send(
     build: Callable[[], httpx.Request],
     *,
     policy: RetryPolicy = RetryPolicy(),
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     stats: Stats | None = None,
     before_attempt: Callable[[], None] | None = None,
 ) -> httpx.Response:
@@ -209,7 +214,7 @@ def send(
         ),
         wait=wait,
         retry=tenacity.retry_if_exception_type(_Retryable),
-        sleep=sleep,
+        sleep=sleep or pause,
         reraise=True,
     )
     try:

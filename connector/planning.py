@@ -224,6 +224,16 @@ class PlannedInvoice:
     def digest(self) -> str:
         return rows_digest(self.rows, self.currency)
 
+    def placements(self) -> list[Placement]:
+        """Each entry's rows on this invoice, as they are recorded once it is written."""
+        by_entry: dict[str, list[Row]] = defaultdict(list)
+        for row in self.rows:
+            by_entry[row.entry_id].append(row)
+        return [
+            Placement(entry_id, self.key, self.revisions[entry_id], tuple(rows))
+            for entry_id, rows in by_entry.items()
+        ]
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -247,6 +257,48 @@ def rows_digest(rows: Iterable[Row], currency: str) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def record_write(
+    invoiced: Invoiced, invoice: PlannedInvoice, document_number: str | None = None
+) -> Invoiced:
+    """What is invoiced once `invoice` has been written as an open draft. Pure.
+
+    The state store applies the same transition to its tables; tests use this one to simulate
+    long histories quickly.
+    """
+    invoices = dict(invoiced.invoices)
+    invoices[invoice.key] = KnownInvoice(
+        invoice.key,
+        InvoiceStatus.OPEN,
+        invoice.currency,
+        document_number or invoice.document_number,
+        invoice.digest,
+    )
+    fresh = {p.entry_id: p for p in invoice.placements()}
+    placements: dict[str, list[Placement]] = {}
+    for entry_id, chain in invoiced.placements.items():
+        kept = [p for p in chain if p.key != invoice.key]
+        replaced = [fresh.pop(entry_id)] if entry_id in fresh else []
+        # Replace in place when the entry was already on this invoice, keeping the order.
+        if replaced and any(p.key == invoice.key for p in chain):
+            index = next(i for i, p in enumerate(chain) if p.key == invoice.key)
+            kept.insert(index, replaced[0])
+        else:
+            kept.extend(replaced)
+        if kept:
+            placements[entry_id] = kept
+    for entry_id, placement in fresh.items():
+        placements[entry_id] = [placement]
+    return Invoiced(invoices=invoices, placements=placements)
+
+
+def with_status(invoiced: Invoiced, key: InvoiceKey, status: InvoiceStatus) -> Invoiced:
+    """The same state with one known invoice's status changed (booked, cancelled, locked)."""
+    known = invoiced.invoices[key]
+    invoices = dict(invoiced.invoices)
+    invoices[key] = KnownInvoice(key, status, known.currency, known.document_number, known.digest)
+    return Invoiced(invoices=invoices, placements=invoiced.placements)
 
 
 # --- rows of one entry -----------------------------------------------------------------------
@@ -385,28 +437,60 @@ def _topup_rows(
     )
 
 
-def _money(rows: Iterable[Row]) -> list[tuple[str, Decimal, Decimal | None]]:
-    return sorted(
-        (m for r in rows if (m := r.money()) is not None),
-        key=lambda m: (m[0], m[1], m[2] if m[2] is not None else Decimal(-1)),
-    )
+_Group = tuple[str, str, str, str, Decimal | None, str | None]  # customer, period, currency,
+# article, price, unit
 
 
-def _corrections(placement: Placement, limit: int) -> list[Row]:
-    return [
-        Row(
-            entry_id=row.entry_id,
-            role=RowRole.CORRECTION,
-            description=cut(
-                f"Korrigering av faktura {placement.key.text}: {row.description}", limit
-            ),
-            article=row.article,
-            quantity=-row.quantity if row.quantity is not None else None,
-            unit=row.unit,
-            price=row.price,
-        )
-        for row in placement.charges
-    ]
+@dataclass
+class _Net:
+    """What one entry has billed on closed invoices for one group, and where it was billed."""
+
+    quantity: Decimal = Decimal(0)
+    key: InvoiceKey | None = None
+    description: str = ""
+
+
+def _closed_net(
+    placements: Sequence[Placement], invoiced: Invoiced, default_currency: str
+) -> dict[_Group, _Net]:
+    """Sum of an entry's rows on billed (booked or locked) invoices, per customer, period,
+    currency, article, price and unit. Open drafts are not billed: they are rewritten."""
+    net: dict[_Group, _Net] = {}
+    for placement in placements:
+        if not invoiced.status(placement.key).billed:
+            continue
+        known = invoiced.invoices.get(placement.key)
+        currency = (known.currency if known else None) or default_currency
+        for row in placement.rows:
+            if row.article is None or row.quantity is None:
+                continue
+            group = (
+                placement.key.customer_number,
+                placement.key.period,
+                currency,
+                row.article,
+                row.price,
+                row.unit,
+            )
+            item = net.setdefault(group, _Net())
+            item.quantity += row.quantity
+            if row.role is RowRole.CHARGE or not item.description:
+                item.key, item.description = placement.key, row.description
+    return {g: n for g, n in net.items() if n.quantity != 0}
+
+
+def _same_billing(net: dict[_Group, _Net], rows: Iterable[Row], entry: Entry) -> bool:
+    """Whether what is billed equals what the entry now bills, ignoring the period: a new
+    date on the same customer's bill is not worth a credit and a re-charge."""
+    billed: Counter[tuple[str, str, str, Decimal | None, str | None]] = Counter()
+    for (customer, _period, currency, article, price, unit), item in net.items():
+        billed[(customer, currency, article, price, unit)] += item.quantity  # type: ignore[assignment]
+    wanted: Counter[tuple[str, str, str, Decimal | None, str | None]] = Counter()
+    for row in rows:
+        if row.article is not None and row.quantity is not None:
+            group = (entry.customer_number, entry.currency, row.article, row.price, row.unit)
+            wanted[group] += row.quantity  # type: ignore[assignment]
+    return {k: v for k, v in billed.items() if v} == {k: v for k, v in wanted.items() if v}
 
 
 # --- the plan --------------------------------------------------------------------------------
@@ -417,6 +501,7 @@ class _Contribution:
     key: InvoiceKey
     entry: Entry
     rows: list[Row]
+    currency: str
 
 
 def plan(
@@ -470,50 +555,66 @@ def _plan_entry(
     base = InvoiceKey(entry.customer_number, entry.period)
     placements = invoiced.placements.get(entry.id, ())
     closed = [p for p in placements if invoiced.status(p.key).closed]
-    last_closed = closed[-1] if closed else None
 
     def result(outcome: Outcome, reason: str, keys: tuple[InvoiceKey, ...] = ()) -> EntryResult:
         return EntryResult(entry.id, outcome, reason, keys, entry.customer_number, entry.period)
 
     if isinstance(desired, _Attention):
         return result(Outcome.ATTENTION, desired.reason), []
-
-    if last_closed is not None and invoiced.status(last_closed.key) is InvoiceStatus.CANCELLED:
+    if closed and invoiced.status(closed[-1].key) is InvoiceStatus.CANCELLED:
         return result(
             Outcome.EXCLUDED,
-            f"its invoice {last_closed.key} was cancelled in {profile.display_name}; "
+            f"its invoice {closed[-1].key} was cancelled in {profile.display_name}; "
             "not invoiced again",
-            (last_closed.key,),
+            (closed[-1].key,),
         ), []
 
     new_rows = list(desired) if isinstance(desired, tuple) else []
-    if last_closed is None:
-        if not new_rows:
-            assert isinstance(desired, _Excluded)
-            return result(Outcome.EXCLUDED, desired.reason), []
-        key = invoiced.open_key(base)
-        return result(Outcome.INVOICED, "on invoice", (key,)), [_Contribution(key, entry, new_rows)]
+    net = _closed_net(placements, invoiced, entry.currency)
+    if net and _same_billing(net, new_rows, entry):
+        return result(
+            Outcome.INVOICED, "already invoiced", tuple(dict.fromkeys(p.key for p in closed))
+        ), []
 
-    # Rows of this entry are on a booked invoice: only a change in what is billed matters.
-    if _money(new_rows) == _money(last_closed.rows):
-        return result(Outcome.INVOICED, "already invoiced", (last_closed.key,)), []
-    parts: list[_Contribution] = []
-    correction = _corrections(last_closed, profile.row_text_max)
-    if correction:
-        parts.append(_Contribution(invoiced.open_key(last_closed.key), entry, correction))
+    # Credit everything billed (each on its own customer's and month's open invoice), then
+    # charge the current revision.
+    parts: dict[InvoiceKey, _Contribution] = {}
+    for (customer, period, currency, article, price, unit), item in sorted(
+        net.items(), key=lambda g: (g[0][0], g[0][1], g[0][3], str(g[0][4]))
+    ):
+        key = invoiced.open_key(InvoiceKey(customer, period))
+        part = parts.setdefault(key, _Contribution(key, entry, [], currency))
+        part.rows.append(
+            Row(
+                entry_id=entry.id,
+                role=RowRole.CORRECTION,
+                description=cut(
+                    f"Korrigering av faktura {item.key}: {item.description}", profile.row_text_max
+                ),
+                article=article,
+                quantity=-item.quantity,
+                unit=unit,
+                price=price,
+            )
+        )
     if new_rows:
         key = invoiced.open_key(base)
-        for part in parts:
-            if part.key == key:
-                part.rows.extend(new_rows)
-                break
-        else:
-            parts.append(_Contribution(key, entry, new_rows))
-    if not parts:  # booked rows were text only and the entry is now excluded
+        part = parts.setdefault(key, _Contribution(key, entry, [], entry.currency))
+        if part.currency != entry.currency:
+            return result(
+                Outcome.ATTENTION,
+                f"currency changed from {part.currency} to {entry.currency} after invoicing",
+            ), []
+        part.rows.extend(new_rows)
+    if not parts:
         assert isinstance(desired, _Excluded)
-        return result(Outcome.EXCLUDED, desired.reason, (last_closed.key,)), []
-    reason = f"correction of {last_closed.key}"
-    return result(Outcome.INVOICED, reason, tuple(p.key for p in parts)), parts
+        return result(Outcome.EXCLUDED, desired.reason, tuple(p.key for p in closed)), []
+    reason = (
+        f"correction of {', '.join(sorted({str(n.key) for n in net.values()}))}"
+        if net
+        else ("on invoice")
+    )
+    return result(Outcome.INVOICED, reason, tuple(parts)), list(parts.values())
 
 
 def _enforce_currency(
@@ -541,8 +642,8 @@ def _enforce_currency(
 
 
 def _majority(group: list[_Contribution]) -> str:
-    counts = Counter(p.entry.currency for p in group)
-    earliest = min(group, key=lambda p: (p.entry.performed_on, p.entry.id)).entry.currency
+    counts = Counter(p.currency for p in group)
+    earliest = min(group, key=lambda p: (p.entry.performed_on, p.entry.id)).currency
     best = max(counts.values())
     tied = {c for c, n in counts.items() if n == best}
     return earliest if earliest in tied else min(tied)
@@ -556,9 +657,7 @@ def _invoice(
     for part in parts:
         rows.extend(sorted(part.rows, key=lambda r: _ROLE_ORDER[r.role]))
     currency = (
-        known.currency
-        if known and known.currency
-        else (parts[0].entry.currency if parts else "SEK")
+        known.currency if known and known.currency else (parts[0].currency if parts else "SEK")
     )
     if parts and not (known and known.currency):
         currency = _majority(parts)
