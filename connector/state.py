@@ -235,7 +235,8 @@ class StateStore:
         for entry_id, raw in self.db.execute("SELECT id, raw FROM entries ORDER BY id"):
             yield entry_id, json.loads(raw)
 
-    def raw_entry(self, entry_id: str) -> Any | None:
+    def raw_entry(self, entry_id: str) -> Any:
+        """The stored raw entry, or None."""
         row = self.db.execute("SELECT raw FROM entries WHERE id = ?", (entry_id,)).fetchone()
         return None if row is None else json.loads(row[0])
 

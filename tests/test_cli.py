@@ -1,0 +1,164 @@
+"""The commands end to end against a real sandbox on loopback: output, JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from connector.cli import app
+from connector.sandbox.server import SandboxServer
+from connector.state import StateStore
+from tests.conftest import REPO, connector_env
+
+
+@pytest.fixture
+def env(
+    sandbox_server: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    values = connector_env(sandbox_server.url, tmp_path / "state")
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def plan_document(*args: str) -> tuple[int, dict[str, Any]]:
+    result = run("plan", "--json", *args)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_plan_json_against_the_sandbox(env: dict[str, str]) -> None:
+    code, doc = plan_document()
+    assert code == 1  # the sample has entries that need attention
+    counts = doc["counts"]
+    assert counts["entries"] == counts["invoiced"] + counts["excluded"] + counts["attention"]
+    assert counts["invoices"] == len(doc["invoices"]) > 100
+    reasons = {a["ref"]: a["reason"] for a in doc["attention"]}
+    assert reasons["E900001"] == "unknown category 'onsite_visit': add it to the mapping files"
+    assert reasons["E900002"].startswith("malformed entry: hours: must be a decimal string")
+    assert any(e["reason"].startswith("included in the monthly fee") for e in doc["excluded"])
+    assert any(e["reason"] == "void in the ledger" for e in doc["excluded"])
+    invoice = doc["invoices"][0]
+    assert invoice["key"] == f"SK-{invoice['customer_number']}-{invoice['period']}"
+    assert invoice["action"] == "create"
+    for inv in doc["invoices"]:
+        amounts = [row["amount"] for row in inv["rows"] if row["amount"] is not None]
+        assert sum(map(__import__("decimal").Decimal, amounts), start=0) == (
+            __import__("decimal").Decimal(inv["total"])
+        )
+        dates = [row["description"][:10] for row in inv["rows"]]
+        assert dates == sorted(dates)
+
+
+def test_revised_entry_is_planned_with_its_latest_revision(env: dict[str, str]) -> None:
+    _, doc = plan_document()
+    rows = {row["entry_id"]: row for inv in doc["invoices"] for row in inv["rows"]}
+    revised = [
+        json.loads(line)
+        for line in (REPO / "connector/sandbox/data/sample-ledger.jsonl").read_text().splitlines()
+    ]
+    latest = [e for e in revised if e["revision"] == 2 and e["status"] == "active"]
+    assert latest
+    for entry in latest:
+        assert rows[entry["id"]]["quantity"] == "3.50"
+
+
+def test_plan_filters(env: dict[str, str]) -> None:
+    _, doc = plan_document("--period", "2026-09", "--customer", "1004")
+    assert [i["key"] for i in doc["invoices"]] == ["SK-1004-2026-09"]
+    assert doc["filter"] == {"period": "2026-09", "customer": "1004"}
+    assert doc["attention"] == []
+
+
+def test_second_plan_pulls_only_new_changes(env: dict[str, str], tmp_path: Path) -> None:
+    first_code, first = plan_document()
+    second_code, second = plan_document()
+    assert (first_code, first) == (second_code, second)
+    store = StateStore(tmp_path / "state")
+    (latest, previous) = store.runs(2)
+    assert previous.summary is not None and previous.summary["pulled"] > 400
+    assert latest.summary is not None and latest.summary["pulled"] == 0
+
+
+def test_plan_text_output(env: dict[str, str]) -> None:
+    result = run("plan", "--customer", "1004", "--period", "2026-08")
+    assert result.exit_code == 1
+    assert "SK-1004-2026-08  [create]  customer 1004, 2026-08" in result.stdout
+    assert "total excl. VAT:" in result.stdout
+
+
+def test_bad_period_is_a_usage_error(env: dict[str, str]) -> None:
+    result = run("plan", "--period", "2026-9")
+    assert result.exit_code == 2
+    assert "--period must be YYYY-MM" in result.stderr
+
+
+def test_missing_settings_name_the_variables(tmp_path: Path) -> None:
+    result = run("plan")
+    assert result.exit_code == 2
+    assert "CONNECTOR_LEDGER__URL and CONNECTOR_LEDGER__TOKEN" in result.stderr
+
+
+def test_bad_mapping_exits_2_before_anything_is_pulled(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad-maps"
+    bad.mkdir()
+    (bad / "x.toml").write_text("[categories.installation]\nartcle = 'SK'\n")
+    monkeypatch.setenv("CONNECTOR_MAPPINGS_DIR", str(bad))
+    result = run("plan")
+    assert result.exit_code == 2
+    assert f"{bad / 'x.toml'}:2: unknown key 'artcle'" in result.stderr
+    assert StateStore(tmp_path / "state").cursor() is None
+
+
+def test_lock_held_exits_3(env: dict[str, str], tmp_path: Path) -> None:
+    with StateStore(tmp_path / "state").lock():
+        result = run("plan")
+    assert result.exit_code == 3
+    assert "another run holds the lock" in result.stderr
+
+
+def test_unreachable_ledger_exits_4(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
+    monkeypatch.setenv("CONNECTOR_LEDGER__URL", "http://127.0.0.1:9/ledger/v1")
+    result = run("plan")
+    assert result.exit_code == 4
+    assert "ledger unreachable" in result.stderr
+    assert len(sleeps) == 5  # retried with backoff before giving up
+
+
+def test_demo_exits_0() -> None:
+    os.chdir(REPO)
+    result = run("demo")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Plan for fortnox:")
+
+
+def test_module_entry_point_and_json_logs(env: dict[str, str], tmp_path: Path) -> None:
+    """As cron runs it: a separate process, JSON logs on stderr, the result on stdout."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "connector", "plan", "--json"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert json.loads(completed.stdout)["target"] == "fortnox"
+    log_lines = [json.loads(line) for line in completed.stderr.splitlines()]
+    assert any(line["event"] == "ledger.pulled" for line in log_lines)
+    assert "Bearer" not in completed.stderr
+    assert env["CONNECTOR_LEDGER__TOKEN"] not in completed.stderr.replace("error", "")

@@ -1,0 +1,172 @@
+"""The sandbox ledger: the contract's paging, replacement by id, windows, and the sample data."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from connector.ledger import InvalidEntry, parse_entry
+from connector.mappings import Mappings
+from connector.sandbox.app import DropConnection, Ledger, Request, Response, SandboxApp
+from connector.sandbox.sample import SAMPLE_PATH, generate, load
+from connector.sandbox.server import SandboxServer, running, transport
+
+AUTH = {"Authorization": "Bearer sandbox"}
+
+
+def client_for(app: SandboxApp) -> httpx.Client:
+    return httpx.Client(transport=transport(app), base_url="http://sandbox")
+
+
+def read_feed(
+    client: httpx.Client, cursor: str | None = None, **params: str
+) -> tuple[list[Any], str]:
+    entries: list[Any] = []
+    while True:
+        query = dict(params, limit="7")
+        if cursor:
+            query["cursor"] = cursor
+        body = client.get("/ledger/v1/entries", params=query, headers=AUTH).json()
+        entries.extend(body["entries"])
+        cursor = body["next_cursor"]
+        if not body["has_more"]:
+            return entries, cursor
+
+
+def test_requires_the_bearer_token(sandbox_app: SandboxApp) -> None:
+    client = client_for(sandbox_app)
+    assert client.get("/ledger/v1/entries").status_code == 401
+    wrong = client.get("/ledger/v1/entries", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+
+
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "1001"}, {"cursor": "bogus"}])
+def test_bad_queries(sandbox_app: SandboxApp, query: dict[str, str]) -> None:
+    response = client_for(sandbox_app).get("/ledger/v1/entries", params=query, headers=AUTH)
+    assert response.status_code == 400
+
+
+def served() -> list[object]:
+    """The sample as a feed: a later line with the same id replaces the earlier one."""
+    return Ledger(load()).entries()
+
+
+def test_pages_through_the_whole_feed_in_order(sandbox_app: SandboxApp) -> None:
+    entries, _ = read_feed(client_for(sandbox_app))
+    assert entries == served()
+    assert len(entries) < len(load())  # the revised and voided entries appear once
+
+
+def test_posted_entry_replaces_and_moves_to_the_end(
+    sandbox_app: SandboxApp, raw_entry: Callable[..., dict[str, Any]]
+) -> None:
+    client = client_for(sandbox_app)
+    _, cursor = read_feed(client)
+    first = load()[0]
+    assert isinstance(first, dict)
+    revised = dict(first, revision=2, hours="9")
+    new = raw_entry(id="NEW-1")
+    posted = client.post("/_sandbox/ledger", json=[revised, new])
+    assert posted.json()["appended"] == 2
+    later, _ = read_feed(client, cursor)
+    assert later == [revised, new]
+    everything, _ = read_feed(client)
+    assert everything[-2:] == [revised, new]
+    assert sum(1 for e in everything if e["id"] == first["id"]) == 1
+
+
+def test_window_returns_one_customer_and_date_range(sandbox_app: SandboxApp) -> None:
+    entries, _ = read_feed(
+        client_for(sandbox_app),
+        customer_number="1004",
+        performed_from="2026-09-01",
+        performed_to="2026-09-30",
+    )
+    assert entries
+    assert {e["customer_number"] for e in entries} == {"1004"}
+    assert all("2026-09-01" <= e["performed_on"] <= "2026-09-30" for e in entries)
+
+
+def test_serves_malformed_data_as_given(sandbox_app: SandboxApp) -> None:
+    client = client_for(sandbox_app)
+    _, cursor = read_feed(client)
+    payload = '[{"id":"X","hours":1.10,"weird":true},"not an object",{"no_id":1}]'
+    client.post("/_sandbox/ledger", content=payload)
+    later, _ = read_feed(client, cursor)
+    assert later == [{"id": "X", "hours": 1.1, "weird": True}, "not an object", {"no_id": 1}]
+    raw = client.get("/ledger/v1/entries", params={"cursor": cursor}, headers=AUTH).text
+    assert '"hours":1.10' in raw  # numbers pass through exactly, not via float
+
+
+def test_state_counts_requests(sandbox_app: SandboxApp) -> None:
+    client = client_for(sandbox_app)
+    client.get("/ledger/v1/entries", headers=AUTH)
+    state = client.get("/_sandbox/state").json()
+    assert state["ledger"]["entries"] == len(served())
+    assert state["requests"]["GET /ledger/v1/entries"] == 1
+
+
+def test_real_loopback_server(sandbox_server: SandboxServer) -> None:
+    assert sandbox_server.url.startswith("http://127.0.0.1:")
+    with httpx.Client(base_url=sandbox_server.url) as client:
+        entries, _ = read_feed(client)
+    assert len(entries) == len(served())
+
+
+def test_dropped_connection_looks_lost_to_the_client() -> None:
+    app = SandboxApp()
+    effects: list[str] = []
+
+    def drop(request: Request) -> Response:
+        effects.append(request.path)
+        raise DropConnection
+
+    app.add_route("POST", "/drop", drop)
+    with (
+        running(app) as server,
+        httpx.Client(base_url=server.url) as client,
+        pytest.raises(httpx.RemoteProtocolError),
+    ):
+        client.post("/drop", json={})
+    with pytest.raises(httpx.RemoteProtocolError):
+        client_for(app).post("/drop", json={})
+    assert effects == ["/drop", "/drop"]  # the effect happened both times
+
+
+# --- the sample ledger -----------------------------------------------------------------------
+
+
+def test_shipped_sample_equals_the_generator() -> None:
+    lines = SAMPLE_PATH.read_text(encoding="utf-8").splitlines()
+    assert lines == [json.dumps(e, ensure_ascii=False) for e in generate()]
+
+
+def test_sample_covers_the_cases_a_demo_needs(mappings: Mappings) -> None:
+    raw = load()
+    entries = []
+    malformed = []
+    for item in raw:
+        try:
+            entries.append(parse_entry(item))
+        except InvalidEntry as exc:
+            malformed.append(exc)
+    assert len(malformed) == 1
+    customers = {e.customer_number for e in entries}
+    assert 38 <= len(customers) <= 42
+    assert {e.period for e in entries} == {"2026-08", "2026-09", "2026-10"}
+    assert set(mappings.categories) <= {e.category for e in entries}
+    assert any(e.category not in mappings.categories for e in entries)  # unknown category
+    assert any(e.kind == "topup" for e in entries)
+    assert any(e.prepaid_hours > 0 for e in entries)
+    assert any(e.prepaid_hours == e.hours for e in entries)  # fully prepaid
+    ids = Counter(e.id for e in entries)
+    revised = [e for e in entries if e.revision > 1]
+    assert {e.status for e in revised} == {"active", "void"}
+    assert all(ids[e.id] == 2 for e in revised)  # the original is in the feed too
+    assert all(isinstance(e.hours, Decimal) for e in entries)
