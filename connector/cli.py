@@ -149,12 +149,12 @@ def demo() -> None:
     """Start the sandbox in-process, run the connector against it, and show the result."""
 
     def body() -> int:
-        from connector.render import plan_json, plan_text
+        from connector.render import plan_json, plan_summary_text
         from connector.sandbox.demo import run_demo
 
         settings = _settings()
         result = run_demo(settings.mappings_dir)
-        typer.echo(plan_text(plan_json(result)))
+        typer.echo(plan_summary_text(plan_json(result)))
         return int(ExitCode.OK)
 
     _guard(body)

@@ -529,6 +529,7 @@ def plan(
         contributions.extend(parts)
 
     contributions = _enforce_currency(contributions, invoiced, results)
+    contributions = _drop_text_only(contributions, results)
 
     by_key: dict[InvoiceKey, list[_Contribution]] = defaultdict(list)
     for part in contributions:
@@ -639,6 +640,29 @@ def _enforce_currency(
             entry_id, Outcome.ATTENTION, reason, (), old.customer_number, old.period
         )
     return [p for p in parts if p.entry.id not in rejected]
+
+
+def _drop_text_only(
+    parts: list[_Contribution], results: dict[str, EntryResult]
+) -> list[_Contribution]:
+    """An invoice without a single article row would bill nothing: send no zero invoice.
+    Its entries (fully prepaid hours) are excluded; their text rows return as soon as the
+    month has something to charge."""
+    charged = {p.key for p in parts if any(not r.is_text for r in p.rows)}
+    kept = [p for p in parts if p.key in charged]
+    still_on = {p.entry.id for p in kept}
+    for part in parts:
+        if part.key not in charged and part.entry.id not in still_on:
+            old = results[part.entry.id]
+            results[part.entry.id] = EntryResult(
+                old.ref,
+                Outcome.EXCLUDED,
+                "fully covered by prepaid hours",
+                (),
+                old.customer_number,
+                old.period,
+            )
+    return kept
 
 
 def _majority(group: list[_Contribution]) -> str:

@@ -132,14 +132,21 @@ def test_quantity_is_hours_minus_prepaid_rounded_per_category(
     assert note.description == "2026-09-14: 0,2 tim avräknade mot förbetalda timmar (installation)"
 
 
-def test_fully_prepaid_debit_has_only_the_text_row(make: Make, mappings: Mappings) -> None:
-    (only,) = plan([make(hours="2", prepaid_hours="2")], mappings, FORTNOX).invoices
-    (note,) = only.rows
-    assert note.is_text
+def test_fully_prepaid_debit_shows_as_text_row_beside_charges(
+    make: Make, mappings: Mappings
+) -> None:
+    result = plan([make(id="A", hours="2", prepaid_hours="2"), make(id="B")], mappings, FORTNOX)
+    (only,) = result.invoices
+    note, charge = only.rows
+    assert note.is_text and charge.entry_id == "B"
     assert "2 tim avräknade mot förbetalda timmar (Installation)" in note.description
-    assert outcome(plan([make(hours="2", prepaid_hours="2")], mappings, FORTNOX), "E1")[0] is (
-        Outcome.INVOICED
-    )
+    assert outcome(result, "A")[0] is Outcome.INVOICED
+
+
+def test_no_zero_invoice_when_everything_is_prepaid(make: Make, mappings: Mappings) -> None:
+    result = plan([make(id="A", hours="2", prepaid_hours="2")], mappings, FORTNOX)
+    assert result.invoices == ()
+    assert outcome(result, "A") == (Outcome.EXCLUDED, "fully covered by prepaid hours")
 
 
 def test_no_prepaid_rows_when_switched_off(make: Make) -> None:
