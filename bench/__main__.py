@@ -1,4 +1,4 @@
-"""Planning throughput and peak memory on generated ledgers.
+"""Planning throughput (validation + plan) and peak memory on generated ledgers.
 
 Run: `make bench` (or `python -m bench --customers 2000`). Prints one line per size with
 entries per second and the peak memory traced while planning.
@@ -21,20 +21,28 @@ MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 
 
 def bench_plan(customers: int, months: tuple[str, ...]) -> str:
+    """Time one pass (best of three) and trace memory in a separate pass: tracing slows
+    Python several times over, so the two are never measured together."""
     raw = generate(customers=customers, months=months, specials=False)
     mappings = load_mappings(MAPPINGS)
+
+    def once() -> tuple[int, int]:
+        entries = [parse_entry(r) for r in raw]
+        result = plan(entries, mappings, fortnox.PROFILE)
+        return len(entries), len(result.invoices)
+
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        count, invoices = once()
+        best = min(best, time.perf_counter() - started)
     tracemalloc.start()
-    started = time.perf_counter()
-    entries = [parse_entry(r) for r in raw]
-    result = plan(entries, mappings, fortnox.PROFILE)
-    elapsed = time.perf_counter() - started
+    once()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rate = len(entries) / elapsed
     return (
-        f"plan  customers={customers:>6} entries={len(entries):>7} "
-        f"invoices={len(result.invoices):>6}  {elapsed:6.2f} s  {rate:>9,.0f} entries/s  "
-        f"peak {peak / 2**20:6.1f} MiB"
+        f"plan  customers={customers:>6} entries={count:>7} invoices={invoices:>6}  "
+        f"{best:6.2f} s  {count / best:>9,.0f} entries/s  peak {peak / 2**20:6.1f} MiB"
     )
 
 
