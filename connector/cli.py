@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 mappings_app = typer.Typer(no_args_is_help=True, help="Check the mapping files.")
 app.add_typer(mappings_app, name="mappings")
+auth_app = typer.Typer(no_args_is_help=True, help="Authorise the connector in Fortnox.")
+app.add_typer(auth_app, name="auth")
 
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -85,6 +87,90 @@ def plan(
     _guard(body)
 
 
+@app.command()
+def sync(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Look, but send no write request.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """The nightly job: finish unfinished work, pull the ledger, bring the invoice drafts in line.
+
+    Safe to kill at any moment and to run again; a second run with no ledger change sends no
+    write request.
+    """
+
+    def body() -> int:
+        from connector.render import sync_text
+        from connector.sync import run_sync
+
+        report = run_sync(_settings(), dry_run=dry_run)
+        document = report.to_json()
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(sync_text(document))
+        return int(report.exit_code)
+
+    _guard(body)
+
+
+def _system(system: str) -> None:
+    if system != "fortnox":
+        raise ConfigError(f"unknown system {system!r}: only fortnox is supported")
+
+
+@auth_app.command("login")
+def auth_login(
+    system: Annotated[str, typer.Argument(help="fortnox")],
+) -> None:
+    """Authorise with a person's login: prints the URL to open, then asks for the code."""
+
+    def body() -> int:
+        from connector.auth import TokenFile, authorization_url, exchange_code, new_state
+        from connector.targets.fortnox import TOKEN_FILE, login_endpoint
+
+        _system(system)
+        settings = _settings()
+        client_id, _ = settings.require_fortnox()
+        url = authorization_url(
+            settings.fortnox.auth_url, client_id, settings.fortnox.redirect_uri, new_state()
+        )
+        typer.echo("Open this address, log in as a Fortnox administrator and allow access:")
+        typer.echo(f"  {url}")
+        code = typer.prompt("Then paste the code from the address you are sent to", hide_input=True)
+        with login_endpoint(settings.fortnox) as endpoint:
+            exchange_code(
+                endpoint,
+                TokenFile(settings.state_dir / TOKEN_FILE),
+                code.strip(),
+                settings.fortnox.redirect_uri,
+            )
+        typer.echo("Authorised: the connector can now reach Fortnox.")
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
+@auth_app.command("import")
+def auth_import(
+    system: Annotated[str, typer.Argument(help="fortnox")],
+) -> None:
+    """Store a refresh token read from standard input (never from an argument)."""
+
+    def body() -> int:
+        from connector.auth import TokenFile, import_refresh_token
+        from connector.targets.fortnox import TOKEN_FILE
+
+        _system(system)
+        settings = _settings()
+        import_refresh_token(TokenFile(settings.state_dir / TOKEN_FILE), sys.stdin.readline())
+        typer.echo("Refresh token stored; the next sync exchanges it.")
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
 @mappings_app.command("validate")
 def mappings_validate(
     directory: Annotated[
@@ -114,18 +200,34 @@ def sandbox(
     ledger: Annotated[
         Path | None, typer.Option(help="JSON-lines ledger to serve (default: sample ledger).")
     ] = None,
+    rate_limit: Annotated[str, typer.Option(help="Fortnox window, REQUESTS/SECONDS.")] = "25/5",
+    latency_ms: Annotated[int, typer.Option(help="Added to every Fortnox answer.")] = 0,
+    error_rate: Annotated[float, typer.Option(help="Share of Fortnox requests answered 503.")] = 0,
+    lost_create_rate: Annotated[
+        float, typer.Option(help="Share of invoice creates stored but whose answer is lost.")
+    ] = 0,
+    rate_429: Annotated[float, typer.Option(help="Share of Fortnox requests answered 429.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for the fault switches.")] = 0,
 ) -> None:
-    """Serve a local fake ledger for trying the connector without real systems."""
+    """Serve a fake ledger and a fake Fortnox on loopback, with fault switches."""
 
     def body() -> int:
-        from connector.sandbox import build_app
+        from connector.sandbox import Faults, build_app
         from connector.sandbox.app import LEDGER_PREFIX, LEDGER_TOKEN
+        from connector.sandbox.fortnox import API, AUTH
         from connector.sandbox.server import SandboxServer
 
         if ledger is not None and not ledger.is_file():
             raise ConfigError(f"--ledger: no such file {ledger}")
+        faults = Faults(
+            latency_ms=latency_ms,
+            error_rate=error_rate,
+            lost_create_rate=lost_create_rate,
+            rate_429=rate_429,
+            seed=seed,
+        )
         try:
-            app_ = build_app(ledger)
+            app_ = build_app(ledger, rate_limit=rate_limit, faults=faults)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         try:
@@ -137,6 +239,13 @@ def sandbox(
         typer.echo(
             f"  CONNECTOR_LEDGER__TOKEN={LEDGER_TOKEN}  (the sandbox's public test token)", err=True
         )
+        typer.echo(f"  CONNECTOR_FORTNOX__API_URL={server.url}{API}", err=True)
+        typer.echo(f"  CONNECTOR_FORTNOX__AUTH_URL={server.url}{AUTH}", err=True)
+        typer.echo(
+            "  CONNECTOR_FORTNOX__CLIENT_ID=sandbox CONNECTOR_FORTNOX__CLIENT_SECRET=sandbox"
+            " CONNECTOR_FORTNOX__TENANT_ID=sandbox",
+            err=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
         return int(ExitCode.OK)
@@ -146,15 +255,17 @@ def sandbox(
 
 @app.command()
 def demo() -> None:
-    """Start the sandbox in-process, run the connector against it, and show the result."""
+    """Start the sandbox in-process, run a full sync against it, and show the result."""
 
     def body() -> int:
-        from connector.render import plan_json, plan_summary_text
-        from connector.sandbox.demo import run_demo
+        from connector.render import sync_text
+        from connector.sandbox.demo import fortnox_table, run_demo
 
         settings = _settings()
-        result = run_demo(settings.mappings_dir)
-        typer.echo(plan_summary_text(plan_json(result)))
+        report, invoices = run_demo(settings.mappings_dir)
+        typer.echo(sync_text(report.to_json()))
+        typer.echo("")
+        typer.echo(fortnox_table(invoices))
         return int(ExitCode.OK)
 
     _guard(body)

@@ -10,12 +10,17 @@ Such a create is never repeated here; the caller must reconcile against the remo
 from __future__ import annotations
 
 import email.utils
+import json
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 import httpx
 import tenacity
@@ -84,6 +89,75 @@ def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def dumps_exact(value: Any) -> str:
+    """JSON text in which Decimals are written verbatim as numbers, never via float."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"not a finite number: {value}")
+        return str(value)
+    if isinstance(value, dict):
+        items = (
+            f"{json.dumps(str(k), ensure_ascii=False)}:{dumps_exact(v)}" for k, v in value.items()
+        )
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dumps_exact(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def decode_json(content: bytes | str) -> Any:
+    """JSON with every non-integer number decoded as Decimal, never float."""
+    return json.loads(content, parse_float=Decimal)
+
+
+class RateLimiter:
+    """Client-side sliding window: at most `limit` requests in any `period` seconds.
+
+    One instance is shared by every request of a process to one account, so the process stays
+    under the remote's window instead of learning about it from 429s.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        period: float,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if limit < 1 or period <= 0:
+            raise ValueError("rate limit must be at least 1 request per positive period")
+        self.limit = limit
+        self.period = period
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.waited = 0.0
+
+    @classmethod
+    def parse(cls, text: str, **kwargs: Any) -> RateLimiter:
+        """From "24/5": 24 requests per 5 seconds."""
+        count, _, seconds = text.partition("/")
+        try:
+            return cls(int(count), float(seconds), **kwargs)
+        except ValueError:
+            raise ValueError(f"expected REQUESTS/SECONDS such as 24/5, got {text!r}") from None
+
+    def acquire(self) -> None:
+        with self._lock:
+            while True:
+                now = (self._clock or time.monotonic)()
+                while self._sent and self._sent[0] <= now - self.period:
+                    self._sent.popleft()
+                if len(self._sent) < self.limit:
+                    self._sent.append(now)
+                    return
+                wait = self._sent[0] + self.period - now
+                self.waited += wait
+                (self._sleep or pause)(wait)
 
 
 def pause(seconds: float) -> None:

@@ -7,7 +7,6 @@ from JSON numbers decoded as Decimal); a float never appears.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import httpx
 from pydantic import SecretStr
 
 from connector.errors import ConfigError, LedgerUnavailableError
-from connector.http import GaveUpError, RetryPolicy, Stats, send
+from connector.http import GaveUpError, RetryPolicy, Stats, decode_json, send
 from connector.logs import get_logger
 
 log = get_logger(__name__)
@@ -243,11 +242,6 @@ class Page:
     items: list[FeedItem]
     next_cursor: str
     has_more: bool
-
-
-def decode_json(content: bytes) -> Any:
-    """JSON with every non-integer number decoded as Decimal, never float."""
-    return json.loads(content, parse_float=Decimal)
 
 
 class LedgerClient:

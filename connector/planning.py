@@ -19,11 +19,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.ledger import Entry, Kind, Status
-from connector.mappings import Category, Mappings
-from connector.targets.base import TargetProfile
+
+if TYPE_CHECKING:  # types only: the target modules import the planner
+    from connector.mappings import Category, Mappings
+    from connector.targets.base import TargetProfile
 
 PREPAID_CATEGORY = "prepaid_hours"
 KEY_PREFIX = "SK"

@@ -171,3 +171,35 @@ def plan_summary_text(doc: dict[str, Any], *, limit: int = 25) -> str:
         lines.append(f"Excluded ({len(doc['excluded'])}):")
         lines.extend(f"    {n:>4} × {reason}" for reason, n in sorted(reasons.items()))
     return "\n".join(lines)
+
+
+def sync_text(doc: dict[str, Any]) -> str:
+    """Human-readable summary from `SyncReport.to_json()`."""
+    inv = doc["invoices"]
+    entries = doc["entries"]
+    head = "Dry run (nothing sent): " if doc["dry_run"] else ""
+    lines = [
+        f"{head}pulled {doc['pulled']} ledger change(s); invoices: {len(inv['created'])} created, "
+        f"{len(inv['updated'])} updated, {inv['unchanged']} unchanged"
+        + (
+            f", {len(inv['cancelled_empty'])} emptied and cancelled"
+            if inv["cancelled_empty"]
+            else ""
+        )
+        + (f", {len(inv['recovered'])} recovered after a lost answer" if inv["recovered"] else ""),
+        f"entries: {entries['invoiced']} invoiced, {entries['excluded']} excluded, "
+        f"{entries['attention']} need attention; {doc['requests']} request(s) to the accounting "
+        f"system, {doc['rate_limited']} rate-limited (429)",
+    ]
+    if inv["would"]:
+        lines.append("Would:")
+        lines.extend(f"    {w['action']:<7} {w['key']}" for w in inv["would"])
+    attention = doc["attention"]
+    if attention["invoices"] or attention["entries"]:
+        lines.append("Needs attention:")
+        lines.extend(f"    {a['key']}: {a['reason']}" for a in attention["invoices"])
+        lines.extend(f"    {a['ref']}: {a['reason']}" for a in attention["entries"])
+    if doc["excluded"]:
+        lines.append("Excluded:")
+        lines.extend(f"    {n:>4} × {reason}" for reason, n in doc["excluded"].items())
+    return "\n".join(lines)

@@ -36,6 +36,38 @@ class LedgerSettings(BaseModel):
         return value
 
 
+class FortnoxSettings(BaseModel):
+    api_url: str = "https://api.fortnox.se/3"
+    auth_url: str = "https://apps.fortnox.se/oauth-v1"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    # Set for the client-credentials flow (service account); empty for the refresh-token flow.
+    tenant_id: str | None = None
+    redirect_uri: str = "http://localhost:8790/fortnox/callback"
+    rate_limit: str = "24/5"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("api_url", "auth_url")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        count, _, seconds = value.partition("/")
+        try:
+            ok = int(count) >= 1 and float(seconds) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("must be REQUESTS/SECONDS, e.g. 24/5")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -46,6 +78,7 @@ class Settings(BaseSettings):
     )
 
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    fortnox: FortnoxSettings = Field(default_factory=FortnoxSettings)
     state_dir: Path = Path("./var")
     mappings_dir: Path = Path("./mappings")
     target: TargetName = "fortnox"
@@ -64,10 +97,24 @@ class Settings(BaseSettings):
         assert self.ledger.token is not None
         return self.ledger.url, self.ledger.token
 
+    def require_fortnox(self) -> tuple[str, SecretStr]:
+        """Fortnox client id and secret, or a ConfigError naming the variable to set."""
+        missing = []
+        if not self.fortnox.client_id:
+            missing.append(env_name(("fortnox", "client_id")))
+        secret = self.fortnox.client_secret
+        if secret is None or not secret.get_secret_value():
+            missing.append(env_name(("fortnox", "client_secret")))
+        if missing:
+            raise ConfigError(f"set {' and '.join(missing)} (see README, Configuration)")
+        assert self.fortnox.client_id is not None
+        assert secret is not None
+        return self.fortnox.client_id, secret
+
     def secrets(self) -> list[str]:
         """Every secret value, for the log redaction processor."""
-        token = self.ledger.token.get_secret_value() if self.ledger.token else ""
-        return [token] if token else []
+        values = [self.ledger.token, self.fortnox.client_secret]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
 def env_name(loc: tuple[str | int, ...]) -> str:

@@ -22,12 +22,14 @@ from typing import Any
 from connector.errors import LockHeldError, StateError
 from connector.ledger import FeedItem
 from connector.planning import (
+    Action,
     EntryResult,
     Invoiced,
     InvoiceKey,
     InvoiceStatus,
     KnownInvoice,
     Placement,
+    PlannedInvoice,
     Row,
 )
 
@@ -60,7 +62,11 @@ MIGRATIONS: tuple[str, ...] = (
         currency TEXT,
         document_number TEXT,
         digest TEXT,
-        sending INTEGER NOT NULL DEFAULT 0,
+        written TEXT,
+        pending TEXT,
+        pending_since TEXT,
+        refused_digest TEXT,
+        refused_code TEXT,
         updated_at TEXT NOT NULL,
         PRIMARY KEY (target, key)
     );
@@ -103,6 +109,58 @@ def _now() -> str:
 def _dumps(value: Any) -> str:
     # Decimals from the JSON decoder are stored as strings: exact, and accepted by the parser.
     return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Written:
+    """Rows as sent for one invoice: what the connector last wrote, or is writing now."""
+
+    currency: str
+    rows: tuple[Row, ...]
+    revisions: dict[str, int]
+
+    def to_json(self) -> str:
+        return _dumps(
+            {
+                "currency": self.currency,
+                "rows": [r.to_json() for r in self.rows],
+                "revisions": self.revisions,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Written | None:
+        if text is None:
+            return None
+        data = json.loads(text)
+        rows = tuple(Row.from_json(r) for r in data["rows"])
+        return cls(data["currency"], rows, dict(data.get("revisions") or {}))
+
+    @classmethod
+    def of(cls, invoice: PlannedInvoice) -> Written:
+        return cls(invoice.currency, invoice.rows, dict(invoice.revisions))
+
+    def as_planned(self, key: InvoiceKey, document_number: str | None) -> PlannedInvoice:
+        return PlannedInvoice(
+            key=key,
+            currency=self.currency,
+            rows=self.rows,
+            action=Action.UPDATE,
+            revisions=self.revisions,
+            document_number=document_number,
+        )
+
+
+@dataclass(frozen=True)
+class InvoiceRecord:
+    key: InvoiceKey
+    status: InvoiceStatus
+    document_number: str | None
+    written: Written | None
+    pending: Written | None
+    updated_at: str
+    refused_digest: str | None = None
+    refused_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +330,137 @@ class StateStore:
                 )
             )
         return Invoiced(invoices=invoices, placements=placements)
+
+    def _upsert_invoice(self, db: sqlite3.Connection, target: str, key: InvoiceKey) -> None:
+        db.execute(
+            """
+            INSERT INTO invoices
+                (target, key, customer_number, period, sequence, status, updated_at)
+            VALUES (?, ?, ?, ?, ?, 'open', ?)
+            ON CONFLICT (target, key) DO NOTHING
+            """,
+            (target, key.text, key.customer_number, key.period, key.sequence, _now()),
+        )
+
+    def mark_pending(self, target: str, invoice: PlannedInvoice) -> None:
+        """Record, before sending, what is about to be written: after a crash the next run
+        knows the outcome is unknown and looks before writing again."""
+        with self.transaction() as db:
+            self._upsert_invoice(db, target, invoice.key)
+            db.execute(
+                "UPDATE invoices SET pending = ?, pending_since = ?, updated_at = ?"
+                " WHERE target = ? AND key = ?",
+                (Written.of(invoice).to_json(), _now(), _now(), target, invoice.key.text),
+            )
+
+    def record_refusal(self, target: str, invoice: PlannedInvoice, code: str | None) -> None:
+        """The target refused exactly these rows; the same rows are not sent again until a
+        read shows the cause is gone (see sync)."""
+        with self.transaction() as db:
+            self._upsert_invoice(db, target, invoice.key)
+            db.execute(
+                "UPDATE invoices SET refused_digest = ?, refused_code = ?, pending = NULL,"
+                " pending_since = NULL, updated_at = ? WHERE target = ? AND key = ?",
+                (invoice.digest, code, _now(), target, invoice.key.text),
+            )
+
+    def clear_pending(self, target: str, key: InvoiceKey) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE invoices SET pending = NULL, pending_since = NULL, updated_at = ?"
+                " WHERE target = ? AND key = ?",
+                (_now(), target, key.text),
+            )
+
+    def confirm_write(self, target: str, invoice: PlannedInvoice, document_number: str) -> None:
+        """The invoice now holds `invoice.rows`: record it and move its entries' placements
+        in one transaction (the same transition as planning.record_write)."""
+        now = _now()
+        with self.transaction() as db:
+            self._upsert_invoice(db, target, invoice.key)
+            db.execute(
+                """
+                UPDATE invoices SET status = 'open', document_number = ?, currency = ?,
+                    digest = ?, written = ?, pending = NULL, pending_since = NULL,
+                    refused_digest = NULL, refused_code = NULL, updated_at = ?
+                WHERE target = ? AND key = ?
+                """,
+                (
+                    document_number,
+                    invoice.currency,
+                    invoice.digest,
+                    Written.of(invoice).to_json(),
+                    now,
+                    target,
+                    invoice.key.text,
+                ),
+            )
+            placements = invoice.placements()
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM placements").fetchone()[0]
+            for placement in placements:
+                seq += 1
+                rows = _dumps([r.to_json() for r in placement.rows])
+                db.execute(
+                    """
+                    INSERT INTO placements (target, entry_id, key, revision, rows, seq)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (target, entry_id, key) DO UPDATE SET
+                        revision = excluded.revision, rows = excluded.rows
+                    """,
+                    (target, placement.entry_id, invoice.key.text, placement.revision, rows, seq),
+                )
+            kept = [p.entry_id for p in placements]
+            marks = ",".join("?" * len(kept)) or "NULL"
+            db.execute(
+                "DELETE FROM placements WHERE target = ? AND key = ?"  # noqa: S608 - only ? marks
+                f" AND entry_id NOT IN ({marks})",
+                (target, invoice.key.text, *kept),
+            )
+
+    def set_status(
+        self,
+        target: str,
+        key: InvoiceKey,
+        status: InvoiceStatus,
+        document_number: str | None = None,
+    ) -> None:
+        with self.transaction() as db:
+            self._upsert_invoice(db, target, key)
+            db.execute(
+                "UPDATE invoices SET status = ?,"
+                " document_number = COALESCE(?, document_number), updated_at = ?"
+                " WHERE target = ? AND key = ?",
+                (status.value, document_number, _now(), target, key.text),
+            )
+
+    _RECORD = (
+        "SELECT key, status, document_number, written, pending, updated_at, refused_digest,"
+        " refused_code FROM invoices WHERE target = ?"
+    )
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> InvoiceRecord:
+        key, status, number, written, pending, updated, refused_digest, refused_code = row
+        return InvoiceRecord(
+            InvoiceKey.parse(key),
+            InvoiceStatus(status),
+            number,
+            Written.from_json(written),
+            Written.from_json(pending),
+            updated,
+            refused_digest,
+            refused_code,
+        )
+
+    def invoice_records(self, target: str) -> list[InvoiceRecord]:
+        rows = self.db.execute(
+            self._RECORD + " ORDER BY customer_number, period, sequence", (target,)
+        )
+        return [self._record(row) for row in rows]
+
+    def invoice_record(self, target: str, key: InvoiceKey) -> InvoiceRecord | None:
+        row = self.db.execute(self._RECORD + " AND key = ?", (target, key.text)).fetchone()
+        return None if row is None else self._record(row)
 
     # --- attention and runs ---------------------------------------------------------------
 

@@ -6,17 +6,45 @@ and `http` (when to retry).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import signal
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
 
 from connector import targets
-from connector.errors import ConnectorError, ExitCode
+from connector.errors import (
+    ConfigError,
+    ConnectorError,
+    ExitCode,
+    ReauthRequiredError,
+    RemoteUnavailableError,
+)
+from connector.http import OutcomeUnknownError
 from connector.ledger import Entry, InvalidEntry, LedgerClient, parse_entry
 from connector.logs import get_logger
 from connector.mappings import Mappings, load_mappings
-from connector.planning import Outcome, Plan, plan
+from connector.planning import (
+    Action,
+    EntryResult,
+    Invoiced,
+    InvoiceKey,
+    InvoiceStatus,
+    KnownInvoice,
+    Outcome,
+    Plan,
+    PlannedInvoice,
+    plan,
+)
 from connector.settings import Settings
-from connector.state import StateStore
-from connector.targets.base import TargetProfile
+from connector.state import InvoiceRecord, StateStore
+from connector.targets.base import (
+    RemoteInvoice,
+    Target,
+    TargetProfile,
+    TargetRefusal,
+    rows_match,
+)
 
 log = get_logger(__name__)
 
@@ -59,9 +87,7 @@ def load_entries(store: StateStore) -> tuple[list[Entry], list[tuple[str, str]]]
 
 def current_plan(store: StateStore, mappings: Mappings, profile: TargetProfile) -> Plan:
     entries, rejected = load_entries(store)
-    result = plan(entries, mappings, profile, store.invoiced(profile.name), rejected)
-    store.replace_attention(profile.name, result.by_outcome(Outcome.ATTENTION))
-    return result
+    return plan(entries, mappings, profile, store.invoiced(profile.name), rejected)
 
 
 def open_ledger(settings: Settings) -> LedgerClient:
@@ -86,6 +112,7 @@ def run_plan(settings: Settings, ledger: LedgerClient | None = None) -> tuple[Pl
             try:
                 pulled = pull(store, ledger)
                 result = current_plan(store, mappings, profile)
+                store.replace_attention(profile.name, result.by_outcome(Outcome.ATTENTION))
             except ConnectorError as exc:
                 store.finish_run(run_id, exc.exit_code, {"error": str(exc)})
                 raise
@@ -104,3 +131,452 @@ def run_plan(settings: Settings, ledger: LedgerClient | None = None) -> tuple[Pl
     finally:
         store.close()
         ledger.close()
+
+
+def failpoint(name: str) -> None:
+    """Named crash points for the crash tests: CONNECTOR_FAILPOINT=name kills the process
+    there with SIGKILL, exactly as a power cut or an OOM kill would."""
+    if os.environ.get("CONNECTOR_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class SyncReport:
+    dry_run: bool
+    pulled: int = 0
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    would: list[tuple[str, str]] = field(default_factory=list)
+    unchanged: int = 0
+    invoice_attention: dict[str, str] = field(default_factory=dict)
+    plan: Plan | None = None
+    requests: int = 0
+    rate_limited: int = 0
+
+    def entry_attention(self) -> list[EntryResult]:
+        return self.plan.by_outcome(Outcome.ATTENTION) if self.plan else []
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.invoice_attention or self.entry_attention():
+            return ExitCode.ATTENTION
+        return ExitCode.OK
+
+    def counts(self) -> dict[str, int]:
+        """The figures of the run, for the log line cron keeps."""
+        results = self.plan.results if self.plan else ()
+        return {
+            "pulled": self.pulled,
+            "created": len(self.created),
+            "updated": len(self.updated),
+            "cancelled_empty": len(self.cancelled),
+            "recovered": len(self.recovered),
+            "unchanged": self.unchanged,
+            "invoices_need_attention": len(self.invoice_attention),
+            **{f"entries_{o.value}": sum(1 for r in results if r.outcome is o) for o in Outcome},
+            "requests": self.requests,
+            "rate_limited": self.rate_limited,
+            "exit_code": int(self.exit_code),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        results = self.plan.results if self.plan else ()
+        return {
+            "dry_run": self.dry_run,
+            "pulled": self.pulled,
+            "invoices": {
+                "created": self.created,
+                "updated": self.updated,
+                "cancelled_empty": self.cancelled,
+                "unchanged": self.unchanged,
+                "recovered": self.recovered,
+                "would": [{"action": a, "key": k} for a, k in self.would],
+            },
+            "entries": {o.value: sum(1 for r in results if r.outcome is o) for o in Outcome},
+            "attention": {
+                "invoices": [
+                    {"key": k, "reason": r} for k, r in sorted(self.invoice_attention.items())
+                ],
+                "entries": [{"ref": r.ref, "reason": r.reason} for r in self.entry_attention()],
+            },
+            "excluded": dict(
+                sorted(Counter(r.reason for r in results if r.outcome is Outcome.EXCLUDED).items())
+            ),
+            "requests": self.requests,
+            "rate_limited": self.rate_limited,
+            "exit_code": int(self.exit_code),
+        }
+
+
+class _Duplicate(Exception):
+    def __init__(self, numbers: list[str]) -> None:
+        super().__init__(", ".join(numbers))
+        self.numbers = numbers
+
+
+class _Sync:
+    """One sync run's work against one target. Decisions come from the planner; this class
+    only looks at the remote, writes, and records what happened, in an order that survives a
+    crash at any point."""
+
+    MAX_ROUNDS = 6
+
+    def __init__(
+        self,
+        store: StateStore,
+        target: Target,
+        mappings: Mappings,
+        report: SyncReport,
+    ) -> None:
+        self.store = store
+        self.target = target
+        self.name = target.profile.name
+        self.mappings = mappings
+        self.report = report
+        self.dry_run = report.dry_run
+        # Statuses learnt during a dry run, which must not be stored.
+        self.overrides: dict[InvoiceKey, KnownInvoice] = {}
+        self.skip: set[InvoiceKey] = set()
+
+    # --- planning ---------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        entries, rejected = load_entries(self.store)
+        invoiced = self.store.invoiced(self.name)
+        if self.overrides:
+            invoiced = Invoiced(
+                invoices={**invoiced.invoices, **self.overrides}, placements=invoiced.placements
+            )
+        return plan(entries, self.mappings, self.target.profile, invoiced, rejected)
+
+    def attention(self, key: InvoiceKey, reason: str) -> None:
+        log.warning("invoice.attention", key=key.text, reason=reason)
+        self.report.invoice_attention[key.text] = reason
+        self.skip.add(key)
+
+    def set_status(
+        self, key: InvoiceKey, status: InvoiceStatus, document_number: str | None
+    ) -> None:
+        log.info("invoice.status", key=key.text, status=status.value, number=document_number)
+        if self.dry_run:
+            self.overrides[key] = KnownInvoice(key, status, None, document_number, None)
+        else:
+            self.store.set_status(self.name, key, status, document_number)
+
+    # --- looking at the remote ------------------------------------------------------------
+
+    def find_live(self, key: InvoiceKey) -> RemoteInvoice | None:
+        """The one live remote invoice with exactly this key (the search is by substring)."""
+        live = [r for r in self.target.find_invoices(key.text) if r.key == key.text and r.live]
+        if len(live) > 1:
+            raise _Duplicate(sorted(r.document_number for r in live))
+        return live[0] if live else None
+
+    def lookup(self, invoices: list[PlannedInvoice]) -> dict[str, list[RemoteInvoice]]:
+        """Remote invoices for these keys, fetched in pages per month, not one per key."""
+        wanted = {i.key.text for i in invoices}
+        found: dict[str, list[RemoteInvoice]] = defaultdict(list)
+        for period in sorted({i.key.period for i in invoices}):
+            for remote in self.target.find_invoices(f"-{period}"):
+                if remote.key in wanted:
+                    found[remote.key].append(remote)
+        return found
+
+    def refresh_statuses(
+        self, changes: list[PlannedInvoice], remote: dict[str, list[RemoteInvoice]]
+    ) -> bool:
+        """Learn what happened remotely (booked, cancelled, unknown invoices); True when a
+        status changed, so the plan must be made again."""
+        changed = False
+        for invoice in changes:
+            key = invoice.key
+            candidates = remote.get(key.text, [])
+            number = invoice.document_number
+            if number:
+                mine = [c for c in candidates if c.document_number == number]
+                if not mine:
+                    where = self.target.profile.display_name
+                    self.attention(
+                        key, f"invoice {number} ({key}) is not found in {where}; nothing is sent"
+                    )
+                    continue
+                if mine[0].cancelled:
+                    self.set_status(key, InvoiceStatus.CANCELLED, number)
+                    changed = True
+                elif mine[0].booked:
+                    self.set_status(key, InvoiceStatus.BOOKED, number)
+                    changed = True
+                continue
+            live = [c for c in candidates if c.live]
+            if live:
+                numbers = ", ".join(sorted(c.document_number for c in live))
+                self.attention(
+                    key,
+                    f"{self.target.profile.display_name} already has invoice {numbers} with "
+                    f"reference {key}, which this connector has no record of; nothing is sent "
+                    "for it. If the state directory was lost, restore it; otherwise cancel "
+                    "that invoice.",
+                )
+        return changed
+
+    # --- recovery ---------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Finish what a crashed or cut-off run left: writes whose outcome is unknown are
+        looked up before anything new is sent."""
+        for record in self.store.invoice_records(self.name):
+            if record.pending is None:
+                continue
+            log.info("recovery.pending", key=record.key.text, number=record.document_number)
+            pending = record.pending.as_planned(record.key, record.document_number)
+            try:
+                if record.document_number:
+                    self._recover_update(record, pending)
+                else:
+                    self._recover_create(pending)
+            except _Duplicate as dup:
+                self._duplicate(record.key, dup)
+
+    def _recover_create(self, pending: PlannedInvoice) -> None:
+        found = self.find_live(pending.key)
+        if found is None:
+            self.store.clear_pending(self.name, pending.key)  # never created: plan sends it
+            return
+        self._adopt(pending, found.document_number)
+
+    def _recover_update(self, record: InvoiceRecord, pending: PlannedInvoice) -> None:
+        assert record.document_number is not None
+        remote = self.target.get_invoice(record.document_number)
+        rows = remote.rows or ()
+        if rows_match(rows, pending.rows):
+            self.store.confirm_write(self.name, pending, record.document_number)
+            self.report.recovered.append(pending.key.text)
+        elif record.written is not None and rows_match(rows, record.written.rows):
+            self.store.clear_pending(self.name, pending.key)
+        else:
+            self.store.clear_pending(self.name, pending.key)
+            self._locked(pending.key, record.document_number)
+
+    def _adopt(self, invoice: PlannedInvoice, number: str) -> None:
+        """A create whose answer was lost did happen: record it if it holds our rows."""
+        remote = self.target.get_invoice(number)
+        if rows_match(remote.rows or (), invoice.rows):
+            self.store.confirm_write(self.name, invoice, number)
+            self.report.recovered.append(invoice.key.text)
+            log.info("invoice.recovered", key=invoice.key.text, number=number)
+        else:
+            self.store.clear_pending(self.name, invoice.key)
+            self._locked(invoice.key, number)
+
+    def _locked(self, key: InvoiceKey, number: str) -> None:
+        self.set_status(key, InvoiceStatus.LOCKED, number)
+        self.attention(
+            key,
+            f"invoice {number} ({key}) was changed in {self.target.profile.display_name} by a "
+            "person; the connector no longer changes it and sends later changes on a "
+            "supplementary invoice",
+        )
+
+    def _duplicate(self, key: InvoiceKey, dup: _Duplicate) -> None:
+        self.attention(
+            key,
+            f"{self.target.profile.display_name} has several live invoices with reference {key} "
+            f"({', '.join(dup.numbers)}): cancel all but one; nothing is sent for it meanwhile",
+        )
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        current = self.plan()
+        for _ in range(self.MAX_ROUNDS):
+            changes = [c for c in current.changes if c.key not in self.skip]
+            if not changes:
+                break
+            remote = self.lookup(changes)
+            if self.refresh_statuses(changes, remote):
+                current = self.plan()
+                continue
+            if not self.apply([c for c in changes if c.key not in self.skip]):
+                break
+            current = self.plan()
+        report = self.report
+        written = {*report.created, *report.updated, *report.cancelled, *report.recovered}
+        if written and not self.dry_run:
+            current = self.plan()
+        report.unchanged = sum(
+            1
+            for i in current.invoices
+            if i.action is Action.UNCHANGED and i.key.text not in written
+        )
+        return current
+
+    def apply(self, changes: list[PlannedInvoice]) -> bool:
+        """Write each change; True when a status changed on the way (plan again)."""
+        changed = False
+        for invoice in changes:
+            record = self.store.invoice_record(self.name, invoice.key)
+            try:
+                if record is not None and record.refused_digest == invoice.digest:
+                    # Sent before and refused, unchanged since: send again only once a read
+                    # shows the cause is gone, so a quiet night sends no write request.
+                    reason = self.target.still_refused(record.refused_code, invoice)
+                    if reason is not None:
+                        self.attention(invoice.key, reason)
+                        continue
+                if invoice.action is Action.CREATE:
+                    self.create(invoice)
+                elif not invoice.rows:
+                    changed |= self.cancel_empty(invoice)
+                else:
+                    changed |= self.update(invoice)
+            except TargetRefusal as refusal:
+                if not self.dry_run:
+                    self.store.record_refusal(self.name, invoice, refusal.code)
+                self.attention(invoice.key, self.target.explain(refusal, invoice))
+            except _Duplicate as dup:
+                self._duplicate(invoice.key, dup)
+        return changed
+
+    def create(self, invoice: PlannedInvoice) -> None:
+        if self.dry_run:
+            self.report.would.append(("create", invoice.key.text))
+            return
+        for _ in range(2):
+            self.store.mark_pending(self.name, invoice)
+            failpoint("before_post")
+            try:
+                created = self.target.create_invoice(invoice)
+            except OutcomeUnknownError as exc:
+                log.warning("invoice.outcome_unknown", key=invoice.key.text, detail=str(exc))
+                found = self.find_live(invoice.key)
+                if found is not None:
+                    self._adopt(invoice, found.document_number)
+                    self.report.created.append(invoice.key.text)
+                    return
+                self.store.clear_pending(self.name, invoice.key)
+                continue  # looked, and it is not there: sending again is safe
+            except (TargetRefusal, RemoteUnavailableError, ReauthRequiredError):
+                # Refused or never sent: nothing exists remotely.
+                self.store.clear_pending(self.name, invoice.key)
+                raise
+            failpoint("after_post")
+            self.store.confirm_write(self.name, invoice, created.document_number)
+            self.report.created.append(invoice.key.text)
+            log.info("invoice.created", key=invoice.key.text, number=created.document_number)
+            return
+        # Twice unknown and twice not found: leave it pending for the next run to look again.
+        self.store.mark_pending(self.name, invoice)
+        raise RemoteUnavailableError(
+            f"creating {invoice.key} had an unknown outcome twice; the next run checks first"
+        )
+
+    def _check_ours(self, invoice: PlannedInvoice) -> RemoteInvoice | None:
+        """The remote draft, if it is still what the connector last wrote; else None (and the
+        invoice is locked or re-statused)."""
+        assert invoice.document_number is not None
+        remote = self.target.get_invoice(invoice.document_number)
+        if remote.cancelled or remote.booked:
+            status = InvoiceStatus.CANCELLED if remote.cancelled else InvoiceStatus.BOOKED
+            self.set_status(invoice.key, status, invoice.document_number)
+            return None
+        record = self.store.invoice_record(self.name, invoice.key)
+        known = [w for w in (record.written, record.pending) if w] if record else []
+        if not any(rows_match(remote.rows or (), w.rows) for w in known):
+            self._locked(invoice.key, invoice.document_number)
+            return None
+        return remote
+
+    def update(self, invoice: PlannedInvoice) -> bool:
+        assert invoice.document_number is not None
+        if self._check_ours(invoice) is None:
+            return True
+        if self.dry_run:
+            self.report.would.append(("update", invoice.key.text))
+            return False
+        self.store.mark_pending(self.name, invoice)
+        # A full-replace PUT is safe to repeat, so lost answers are retried by the transport.
+        self.target.update_invoice(invoice.document_number, invoice)
+        failpoint("after_put")
+        self.store.confirm_write(self.name, invoice, invoice.document_number)
+        self.report.updated.append(invoice.key.text)
+        log.info("invoice.updated", key=invoice.key.text, number=invoice.document_number)
+        return False
+
+    def cancel_empty(self, invoice: PlannedInvoice) -> bool:
+        """A draft of ours left with nothing to bill is cancelled rather than left empty."""
+        assert invoice.document_number is not None
+        if self._check_ours(invoice) is None:
+            return True
+        if self.dry_run:
+            self.report.would.append(("cancel", invoice.key.text))
+            return False
+        self.target.cancel_invoice(invoice.document_number)
+        self.store.confirm_write(self.name, invoice, invoice.document_number)
+        self.store.set_status(self.name, invoice.key, InvoiceStatus.CANCELLED)
+        self.report.cancelled.append(invoice.key.text)
+        log.info("invoice.cancelled_empty", key=invoice.key.text, number=invoice.document_number)
+        return True
+
+
+def open_target(settings: Settings) -> Target:
+    if settings.target != "fortnox":
+        raise ConfigError(
+            f"CONNECTOR_TARGET={settings.target} is not supported by this version; use fortnox"
+        )
+    from connector.targets import fortnox
+
+    return fortnox.build(settings.fortnox, settings.state_dir)
+
+
+def run_sync(
+    settings: Settings,
+    *,
+    ledger: LedgerClient | None = None,
+    target: Target | None = None,
+    dry_run: bool = False,
+) -> SyncReport:
+    """`connector sync`: finish unfinished work, pull, plan, and bring the target in line."""
+    mappings = load_mappings(settings.mappings_dir)
+    ledger = ledger or open_ledger(settings)
+    target = target or open_target(settings)
+    store = StateStore(settings.state_dir)
+    report = SyncReport(dry_run=dry_run)
+    try:
+        with store.lock():
+            run_id = None if dry_run else store.start_run("sync", target.profile.name)
+            sync = _Sync(store, target, mappings, report)
+            try:
+                if not dry_run:
+                    sync.recover()
+                report.pulled = pull(store, ledger).items
+                failpoint("after_pull")
+                report.plan = sync.run()
+            except ConnectorError as exc:
+                _count(report, ledger, target)
+                if run_id is not None:
+                    store.finish_run(run_id, exc.exit_code, {**report.to_json(), "error": str(exc)})
+                raise
+            _count(report, ledger, target)
+            if not dry_run:
+                invoice_refs = [
+                    EntryResult(key, Outcome.ATTENTION, reason)
+                    for key, reason in report.invoice_attention.items()
+                ]
+                store.replace_attention(
+                    target.profile.name, [*report.entry_attention(), *invoice_refs]
+                )
+                assert run_id is not None
+                store.finish_run(run_id, report.exit_code, report.to_json())
+            log.info("sync.done", **report.counts())
+            return report
+    finally:
+        store.close()
+        ledger.close()
+        target.close()
+
+
+def _count(report: SyncReport, ledger: LedgerClient, target: Target) -> None:
+    report.requests = target.stats.requests
+    report.rate_limited = target.stats.rate_limited

@@ -139,11 +139,17 @@ def test_unreachable_ledger_exits_4(
     assert len(sleeps) == 5  # retried with backoff before giving up
 
 
-def test_demo_exits_0() -> None:
+def test_demo_runs_a_full_sync_and_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.sandbox import demo
+
+    monkeypatch.setattr(demo, "SANDBOX_RATE_LIMIT", "100000/1")
+    monkeypatch.setattr(demo, "CONNECTOR_RATE_LIMIT", "100000/1")
     os.chdir(REPO)
     result = run("demo")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("Plan for fortnox:")
+    assert result.stdout.startswith("pulled 431 ledger change(s); invoices: 99 created")
+    assert "Invoices now in the sandbox's Fortnox: 99" in result.stdout
+    assert "SK-1042-2026-08: customer 1042 does not exist in Fortnox" in result.stdout
 
 
 def test_module_entry_point_and_json_logs(env: dict[str, str], tmp_path: Path) -> None:

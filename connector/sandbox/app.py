@@ -17,6 +17,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
+from connector.http import dumps_exact
+
 LEDGER_TOKEN = "sandbox"  # noqa: S105 - the public test token of a local fake
 LEDGER_PREFIX = "/ledger/v1"
 _CURSOR_PREFIX = "v1."
@@ -66,21 +68,8 @@ class DropConnection(Exception):
     """Close the connection without answering (the request may already have had its effect)."""
 
 
-def dump_exact(value: Any) -> str:
-    """JSON text in which Decimals are written verbatim, so numbers pass through unchanged."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return (
-            "{" + ",".join(f"{json.dumps(str(k))}:{dump_exact(v)}" for k, v in value.items()) + "}"
-        )
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(dump_exact(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
-
-
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    body = dump_exact(payload).encode()
+    body = dumps_exact(payload).encode()
     return Response(status, body, {"Content-Type": "application/json", **(headers or {})})
 
 
@@ -146,10 +135,14 @@ class SandboxApp:
         self.lock = threading.RLock()
         self.ledger = Ledger(ledger_entries)
         self.requests: Counter[str] = Counter()
+        # Fakes of the accounting systems register here (name -> object with state/reset/faults).
+        self.extensions: dict[str, Any] = {}
         self._routes: list[tuple[str, str, Handler]] = [
             ("GET", f"{LEDGER_PREFIX}/entries", self._ledger_entries),
             ("GET", "/_sandbox/state", self._state),
             ("POST", "/_sandbox/ledger", self._post_ledger),
+            ("POST", "/_sandbox/reset", self._reset),
+            ("POST", "/_sandbox/faults", self._faults),
         ]
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
@@ -211,8 +204,34 @@ class SandboxApp:
     def state(self) -> dict[str, Any]:
         return {
             "ledger": {"entries": len(self.ledger)},
+            **{name: ext.state() for name, ext in self.extensions.items()},
             "requests": dict(sorted(self.requests.items())),
         }
+
+    def _reset(self, request: Request) -> Response:
+        """Clear invoices and request counts (the ledger stays)."""
+        self.requests.clear()
+        for ext in self.extensions.values():
+            ext.reset()
+        return json_response(200, self.state())
+
+    def _faults(self, request: Request) -> Response:
+        """Set fault switches at run time, e.g. {"lost_create_rate": 0.5, "latency_ms": 200}.
+        {"expire_tokens": true} makes every issued access token invalid at once."""
+        try:
+            values = request.json()
+        except ValueError:
+            return _error(400, "body must be a JSON object")
+        if not isinstance(values, dict):
+            return _error(400, "body must be a JSON object")
+        for ext in self.extensions.values():
+            if values.get("expire_tokens"):
+                ext.expire_tokens()
+            try:
+                ext.faults.update({k: v for k, v in values.items() if k != "expire_tokens"})
+            except (TypeError, ValueError) as exc:
+                return _error(400, f"bad fault value: {exc}")
+        return json_response(200, {n: e.faults.public() for n, e in self.extensions.items()})
 
     def _state(self, request: Request) -> Response:
         return json_response(200, self.state())

@@ -1,0 +1,388 @@
+"""Tokens for the accounting systems: obtaining, storing, rotating.
+
+Fortnox offers two ways for an unattended job:
+- client credentials (service account): `TenantId` header, no refresh token, 1 h access token;
+- authorization code with a rotating, single-use refresh token (45 days).
+
+A rotating refresh token is lost if two processes use it at once, or if a new one is received
+and not stored. So a refresh runs under a lock that holds across processes. The stored token is
+re-read after taking the lock (another process may have refreshed already), and the new pair is
+stored atomically before the new access token is used. Token files are readable by the owner
+only and their values never reach a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import httpx
+from pydantic import SecretStr
+
+from connector.errors import ConfigError, ReauthRequiredError, RemoteUnavailableError
+from connector.http import GaveUpError, OutcomeUnknownError, RetryPolicy, Stats, decode_json, send
+from connector.logs import get_logger
+
+log = get_logger(__name__)
+
+# Renew this long before expiry, so a token never expires in the middle of a run's request.
+EXPIRY_MARGIN_SECONDS = 300.0
+FORTNOX_SCOPES = "invoice article customer"
+LOGIN_HINT = "connector auth login fortnox"
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str
+    expires_at: float  # epoch seconds
+    refresh_token: str | None = None
+
+    def valid(self, now: float) -> bool:
+        return bool(self.access_token) and now < self.expires_at - EXPIRY_MARGIN_SECONDS
+
+
+class TokenFile:
+    """A token set on disk: written atomically (temp file, fsync, rename), mode 0600."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_suffix(".lock")
+
+    def read(self) -> TokenSet | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return TokenSet(
+                access_token=str(data.get("access_token") or ""),
+                expires_at=float(data.get("expires_at") or 0),
+                refresh_token=data.get("refresh_token") or None,
+            )
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, AttributeError):
+            # Cannot happen through write(); a hand-edited file needs a new login.
+            raise ReauthRequiredError(
+                f"token file {self.path} is unreadable; run: {LOGIN_HINT}"
+            ) from None
+
+    def write(self, tokens: TokenSet) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".token-", dir=self.path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(asdict(tokens), handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive across processes; waits for a refresh in another process to finish."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+class TokenProvider(Protocol):
+    def token(self) -> str:
+        """A valid access token."""
+
+    def invalidate(self, token: str) -> None:
+        """The remote rejected `token`; the next token() must not return it."""
+
+
+class TokenEndpoint:
+    """The OAuth token endpoint: Basic client authentication, form-encoded grants."""
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        client_secret: SecretStr,
+        *,
+        http: httpx.Client,
+        policy: RetryPolicy | None = None,
+        stats: Stats | None = None,
+    ) -> None:
+        self.url = url
+        self._basic = base64.b64encode(
+            f"{client_id}:{client_secret.get_secret_value()}".encode()
+        ).decode()
+        self._http = http
+        self._policy = policy or RetryPolicy(max_attempts=4, max_total_seconds=60)
+        self.stats = stats or Stats()
+
+    def grant(self, form: dict[str, str], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST a grant. Returns the token response; raises on refusal or unknown outcome."""
+
+        def build() -> httpx.Request:
+            return self._http.build_request(
+                "POST",
+                self.url,
+                content=urlencode(form),
+                headers={
+                    "Authorization": f"Basic {self._basic}",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Accept": "application/json",
+                    **(headers or {}),
+                },
+            )
+
+        try:
+            response = send(self._http, build, policy=self._policy, stats=self.stats)
+        except GaveUpError as exc:
+            raise RemoteUnavailableError(f"token endpoint unreachable: {exc.last}") from None
+        if response.status_code == 200:
+            body = decode_json(response.content)
+            if isinstance(body, dict) and isinstance(body.get("access_token"), str):
+                return body
+            raise RemoteUnavailableError("token endpoint answered without an access token")
+        error = _oauth_error(response)
+        if error == "invalid_client" or response.status_code == 401:
+            raise ConfigError(
+                "Fortnox refused the client credentials: check CONNECTOR_FORTNOX__CLIENT_ID "
+                "and CONNECTOR_FORTNOX__CLIENT_SECRET",
+                status=response.status_code,
+            )
+        raise _GrantRefused(error or f"HTTP {response.status_code}", response.status_code)
+
+
+class _GrantRefused(Exception):
+    def __init__(self, error: str, status: int) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+
+
+def _oauth_error(response: httpx.Response) -> str | None:
+    try:
+        body = decode_json(response.content)
+    except ValueError:
+        return None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    return None
+
+
+def _token_set(body: dict[str, Any], now: float, previous_refresh: str | None = None) -> TokenSet:
+    expires_in = body.get("expires_in", 3600)
+    try:
+        lifetime = float(expires_in)
+    except (TypeError, ValueError):
+        lifetime = 3600.0
+    refresh = body.get("refresh_token")
+    return TokenSet(
+        access_token=body["access_token"],
+        expires_at=now + lifetime,
+        refresh_token=refresh if isinstance(refresh, str) and refresh else previous_refresh,
+    )
+
+
+class ClientCredentials:
+    """Service-account tokens: asked for with the tenant id, reused until shortly before expiry.
+
+    The token is cached in the state directory so consecutive runs share it; without a refresh
+    token there is nothing to lose, so a lost answer is simply asked again.
+    """
+
+    def __init__(
+        self,
+        endpoint: TokenEndpoint,
+        tenant_id: str,
+        store: TokenFile,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._endpoint = endpoint
+        self._tenant = tenant_id
+        self._store = store
+        self._clock = clock
+        self._current: TokenSet | None = None
+
+    def token(self) -> str:
+        now = self._clock()
+        if self._current is not None and self._current.valid(now):
+            return self._current.access_token
+        with self._store.lock():
+            stored = self._store.read()
+            if stored is not None and stored.valid(now):
+                self._current = stored
+                return stored.access_token
+            body = self._grant()
+            self._current = _token_set(body, self._clock())
+            self._store.write(self._current)
+            log.info("auth.token_obtained", grant="client_credentials")
+            return self._current.access_token
+
+    def _grant(self) -> dict[str, Any]:
+        form = {"grant_type": "client_credentials"}
+        for _ in range(3):
+            try:
+                return self._endpoint.grant(form, {"TenantId": self._tenant})
+            except OutcomeUnknownError:
+                continue  # no refresh token to burn: asking again is harmless
+            except _GrantRefused as exc:
+                raise ReauthRequiredError(
+                    f"Fortnox refused the service account for tenant {self._tenant} "
+                    f"({exc.error}); a system administrator must approve the integration again"
+                ) from None
+        raise RemoteUnavailableError("token endpoint did not answer")
+
+    def invalidate(self, token: str) -> None:
+        if self._current is not None and self._current.access_token == token:
+            self._current = TokenSet("", 0.0)
+        with self._store.lock():
+            stored = self._store.read()
+            if stored is not None and stored.access_token == token:
+                self._store.write(TokenSet("", 0.0))
+
+
+class RotatingRefreshToken:
+    """Authorization-code tokens with a single-use refresh token, refreshed single-flight."""
+
+    def __init__(
+        self,
+        endpoint: TokenEndpoint,
+        store: TokenFile,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._endpoint = endpoint
+        self._store = store
+        self._clock = clock
+        self._current: TokenSet | None = None
+        self._rejected: set[str] = set()
+
+    def token(self) -> str:
+        now = self._clock()
+        current = self._current
+        if (
+            current is not None
+            and current.valid(now)
+            and current.access_token not in self._rejected
+        ):
+            return current.access_token
+        with self._store.lock():
+            # Another process may have refreshed while we waited for the lock.
+            stored = self._store.read()
+            if stored is None or not stored.refresh_token:
+                raise ReauthRequiredError(f"Fortnox is not authorised yet; run: {LOGIN_HINT}")
+            if stored.valid(now) and stored.access_token not in self._rejected:
+                self._current = stored
+                return stored.access_token
+            self._current = self._refresh(stored)
+            return self._current.access_token
+
+    def _refresh(self, stored: TokenSet) -> TokenSet:
+        assert stored.refresh_token is not None
+        used = stored.refresh_token
+        for attempt in range(2):
+            form = {"grant_type": "refresh_token", "refresh_token": used}
+            try:
+                body = self._endpoint.grant(form)
+            except OutcomeUnknownError:
+                raise RemoteUnavailableError(
+                    "the token refresh was sent but its answer was lost; the next run retries "
+                    f"(if it then reports an invalid refresh token, run: {LOGIN_HINT})"
+                ) from None
+            except _GrantRefused as exc:
+                if exc.error != "invalid_grant":
+                    raise ReauthRequiredError(
+                        f"Fortnox refused the token refresh ({exc.error}); run: {LOGIN_HINT}"
+                    ) from None
+                # Someone may have stored a newer token without our lock (an import): re-read once.
+                again = self._store.read()
+                if attempt == 0 and again is not None and again.refresh_token not in (None, used):
+                    assert again.refresh_token is not None
+                    used = again.refresh_token
+                    continue
+                raise ReauthRequiredError(
+                    f"the Fortnox refresh token is no longer valid; run: {LOGIN_HINT}"
+                ) from None
+            fresh = _token_set(body, self._clock(), previous_refresh=None)
+            if not fresh.refresh_token:
+                raise RemoteUnavailableError("token refresh answered without a new refresh token")
+            # Store before use: the old refresh token is already spent.
+            self._store.write(fresh)
+            log.info("auth.token_refreshed")
+            return fresh
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def invalidate(self, token: str) -> None:
+        self._rejected.add(token)
+
+
+def authorization_url(auth_url: str, client_id: str, redirect_uri: str, state: str) -> str:
+    query = urlencode(
+        {
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": FORTNOX_SCOPES,
+            "state": state,
+            "access_type": "offline",
+            "response_type": "code",
+        }
+    )
+    return f"{auth_url}/auth?{query}"
+
+
+def new_state() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def exchange_code(
+    endpoint: TokenEndpoint, store: TokenFile, code: str, redirect_uri: str
+) -> TokenSet:
+    """Authorization code -> first token pair, stored atomically."""
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+    try:
+        body = endpoint.grant(form)
+    except OutcomeUnknownError:
+        raise RemoteUnavailableError(
+            "the code exchange was sent but its answer was lost; log in again"
+        ) from None
+    except _GrantRefused as exc:
+        raise ReauthRequiredError(
+            f"Fortnox refused the authorisation code ({exc.error}); codes are valid for "
+            f"10 minutes and once: run {LOGIN_HINT} again"
+        ) from None
+    tokens = _token_set(body, time.time())
+    if not tokens.refresh_token:
+        raise RemoteUnavailableError(
+            "Fortnox answered without a refresh token (access_type=offline?)"
+        )
+    with store.lock():
+        store.write(tokens)
+    return tokens
+
+
+def import_refresh_token(store: TokenFile, refresh_token: str) -> None:
+    """Store a refresh token obtained elsewhere; the next run exchanges it."""
+    refresh_token = refresh_token.strip()
+    if not refresh_token:
+        raise ConfigError("no refresh token on standard input")
+    with store.lock():
+        store.write(TokenSet(access_token="", expires_at=0.0, refresh_token=refresh_token))
