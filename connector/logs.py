@@ -96,3 +96,16 @@ def configure(
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+class _StderrLoggerFactory:
+    """Resolves sys.stderr at each call, so redirected streams are honoured."""
+
+    def __call__(self, *args: Any) -> structlog.PrintLogger:
+        return structlog.PrintLogger(sys.stderr)
+
+
+if not structlog.is_configured():
+    # Until a command configures logging, never write logs to standard output: it carries
+    # results (JSON documents, plans) that other programs read.
+    structlog.configure(logger_factory=_StderrLoggerFactory())

@@ -201,14 +201,16 @@ class StateStore:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
-        version = self.schema_version
-        if version > len(MIGRATIONS):
-            raise StateError(
-                f"state store schema v{version} is newer than this program "
-                f"(v{len(MIGRATIONS)}); upgrade the connector"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.transaction():
+        # The version is read inside the write transaction: two processes opening a new state
+        # directory at once must not both run the same migration.
+        with self.transaction():
+            version = self.schema_version
+            if version > len(MIGRATIONS):
+                raise StateError(
+                    f"state store schema v{version} is newer than this program "
+                    f"(v{len(MIGRATIONS)}); upgrade the connector"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in script.split(";"):
                     if statement.strip():
                         self.db.execute(statement)

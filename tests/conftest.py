@@ -9,7 +9,7 @@ import pytest
 import structlog
 from hypothesis import settings
 
-from connector import http
+from connector import http, logs
 from connector.mappings import Mappings, load_mappings
 from connector.sandbox import build_app
 from connector.sandbox.app import SandboxApp
@@ -40,6 +40,7 @@ def _reset_logging() -> Iterator[None]:
     """A command configures logging to the stream it was given; do not leak it to later tests."""
     yield
     structlog.reset_defaults()
+    structlog.configure(logger_factory=logs._StderrLoggerFactory())
 
 
 @pytest.fixture
@@ -99,4 +100,9 @@ def connector_env(server_url: str, state_dir: Path) -> dict[str, str]:
         "CONNECTOR_STATE_DIR": str(state_dir),
         "CONNECTOR_MAPPINGS_DIR": str(MAPPINGS_DIR),
         "CONNECTOR_LOG_FORMAT": "json",
+        "CONNECTOR_FORTNOX__API_URL": server_url + "/fortnox/3",
+        "CONNECTOR_FORTNOX__AUTH_URL": server_url + "/fortnox/oauth-v1",
+        "CONNECTOR_FORTNOX__CLIENT_ID": "sandbox",
+        "CONNECTOR_FORTNOX__CLIENT_SECRET": "sandbox",
+        "CONNECTOR_FORTNOX__TENANT_ID": "sandbox",
     }
