@@ -168,3 +168,77 @@ def test_module_entry_point_and_json_logs(env: dict[str, str], tmp_path: Path) -
     assert any(line["event"] == "ledger.pulled" for line in log_lines)
     assert "Bearer" not in completed.stderr
     assert env["CONNECTOR_LEDGER__TOKEN"] not in completed.stderr.replace("error", "")
+
+
+# --- sync and auth -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast(env: dict[str, str], sandbox_app: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    from connector.sandbox import fortnox_of
+
+    fortnox_of(sandbox_app).window.limit = 100000
+    monkeypatch.setenv("CONNECTOR_FORTNOX__RATE_LIMIT", "100000/1")
+    return env
+
+
+def test_sync_json_then_idempotent(fast: dict[str, str], sandbox_app: Any) -> None:
+    first = run("sync", "--json")
+    assert first.exit_code == 1
+    doc = json.loads(first.stdout)
+    assert len(doc["invoices"]["created"]) == 99
+    assert doc["attention"]["invoices"][0] == {
+        "key": "SK-1042-2026-08",
+        "reason": "customer 1042 does not exist in Fortnox",
+    }
+    assert doc["requests"] > 99 and doc["rate_limited"] == 0
+    second = run("sync")
+    assert second.exit_code == 1
+    assert "invoices: 0 created, 0 updated, 99 unchanged" in second.stdout
+    assert "SK-1042-2026-08: customer 1042 does not exist in Fortnox" in second.stdout
+
+
+def test_sync_dry_run_text(fast: dict[str, str]) -> None:
+    result = run("sync", "--dry-run")
+    assert result.exit_code == 1
+    assert result.stdout.startswith("Dry run (nothing sent):")
+    assert "    create  SK-1003-2026-08" in result.stdout
+
+
+def test_sync_needing_login_exits_5(fast: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONNECTOR_FORTNOX__TENANT_ID")
+    result = run("sync")
+    assert result.exit_code == 5
+    assert "run: connector auth login fortnox" in result.stderr
+
+
+def test_sync_without_fortnox_credentials_exits_2(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONNECTOR_FORTNOX__CLIENT_SECRET")
+    result = run("sync")
+    assert result.exit_code == 2
+    assert "CONNECTOR_FORTNOX__CLIENT_SECRET" in result.stderr
+
+
+def test_auth_login_then_sync_with_the_refresh_token(
+    fast: dict[str, str], sandbox_app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from connector.sandbox import fortnox_of
+
+    monkeypatch.delenv("CONNECTOR_FORTNOX__TENANT_ID")
+    code = fortnox_of(sandbox_app).issue_code()
+    login = CliRunner().invoke(app, ["auth", "login", "fortnox"], input=code + "\n")
+    assert login.exit_code == 0, login.output
+    assert (
+        "access_type=offline" in login.stdout and "scope=invoice+article+customer" in login.stdout
+    )
+    assert code not in login.stdout  # typed hidden, never echoed
+    assert run("sync").exit_code == 1
+    assert (tmp_path / "state" / "fortnox-token.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_auth_for_an_unknown_system_is_a_usage_error(env: dict[str, str]) -> None:
+    result = run("auth", "import", "sap")
+    assert result.exit_code == 2
+    assert "only fortnox is supported" in result.stderr

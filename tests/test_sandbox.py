@@ -170,3 +170,38 @@ def test_sample_covers_the_cases_a_demo_needs(mappings: Mappings) -> None:
     assert {e.status for e in revised} == {"active", "void"}
     assert all(ids[e.id] == 2 for e in revised)  # the original is in the feed too
     assert all(isinstance(e.hours, Decimal) for e in entries)
+
+
+def test_faults_and_reset_over_http(sandbox_app: SandboxApp) -> None:
+    client = client_for(sandbox_app)
+    answer = client.post("/_sandbox/faults", json={"latency_ms": 5, "lost_create_rate": 0.5})
+    assert answer.json()["fortnox"]["latency_ms"] == 5
+    assert answer.json()["fortnox"]["lost_create_rate"] == 0.5
+    assert client.post("/_sandbox/faults", json=[1]).status_code == 400
+    state = client.get("/_sandbox/state").json()
+    assert state["fortnox"]["invoices"] == [] and state["requests"]
+    reset = client.post("/_sandbox/reset").json()
+    assert reset["requests"] == {}  # the reset clears its own count too
+
+
+def test_fortnox_requires_a_token_and_answers_error_information(sandbox_app: SandboxApp) -> None:
+    client = client_for(sandbox_app)
+    denied = client.get("/fortnox/3/invoices")
+    assert denied.status_code == 401
+    assert denied.json()["ErrorInformation"]["code"] == 2000310
+    grant = client.post(
+        "/fortnox/oauth-v1/token",
+        content="grant_type=client_credentials",
+        headers={"Authorization": "Basic c2FuZGJveDpzYW5kYm94", "TenantId": "sandbox",
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    token = grant.json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    customers = client.get("/fortnox/3/customers", params={"limit": 10, "page": 4}, headers=headers)
+    assert customers.json()["MetaInformation"] == {
+        "@TotalResources": 39, "@TotalPages": 4, "@CurrentPage": 4,
+    }  # fmt: skip
+    assert "1042" not in {c["CustomerNumber"] for c in customers.json()["Customers"]}
+    bad = client.post("/fortnox/3/invoices", headers=headers,
+                      json={"Invoice": {"CustomerNumber": "1004", "Colour": "red"}})  # fmt: skip
+    assert bad.json()["ErrorInformation"]["code"] == 2001399
