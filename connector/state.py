@@ -411,13 +411,21 @@ class StateStore:
                     """,
                     (target, placement.entry_id, invoice.key.text, placement.revision, rows, seq),
                 )
+            # Entries no longer on this invoice leave it. (With none kept, every placement on it
+            # goes: `NOT IN (NULL)` would match nothing, so the empty case has its own query.)
             kept = [p.entry_id for p in placements]
-            marks = ",".join("?" * len(kept)) or "NULL"
-            db.execute(
-                "DELETE FROM placements WHERE target = ? AND key = ?"  # noqa: S608 - only ? marks
-                f" AND entry_id NOT IN ({marks})",
-                (target, invoice.key.text, *kept),
-            )
+            if kept:
+                marks = ",".join("?" * len(kept))
+                db.execute(
+                    "DELETE FROM placements WHERE target = ? AND key = ?"  # noqa: S608 - ? marks
+                    f" AND entry_id NOT IN ({marks})",
+                    (target, invoice.key.text, *kept),
+                )
+            else:
+                db.execute(
+                    "DELETE FROM placements WHERE target = ? AND key = ?",
+                    (target, invoice.key.text),
+                )
 
     def set_status(
         self,

@@ -163,6 +163,26 @@ def test_voided_entries_empty_a_draft_which_is_cancelled(world: World) -> None:
     assert world.sync().cancelled == []
 
 
+def test_entry_moved_off_a_draft_that_is_then_cancelled_stays_invoiced(world: World) -> None:
+    """Found by the state machine: the only entry of a draft moves to another customer; the
+    emptied draft is cancelled, and the moved entry must stay on its new invoice."""
+    world.sync()
+    key = "SK-1004-2026-08"
+    assert len(world.fake.live_by_key()[key]) == 1
+    moved = [
+        {**raw, "revision": 9, "customer_number": "1005"}
+        for raw in Ledger(load()).entries()
+        if isinstance(raw, dict)
+        and raw["customer_number"] == "1004"
+        and raw["performed_on"].startswith("2026-08")
+    ]
+    world.post_ledger(moved)
+    report = world.sync()
+    assert report.cancelled == [key]
+    assert_matches_ledger(world, report)
+    assert world.sync().updated == []
+
+
 # --- faults -----------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ Fortnox billing exactly what the ledger says, and a further sync writes nothing.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -155,7 +156,8 @@ class SyncMachine(RuleBasedStateMachine):
 
 
 SyncMachine.TestCase.settings = settings(
-    max_examples=30,
+    # MACHINE_EXAMPLES=500 for a long hunt; 30 keeps `make test` within minutes.
+    max_examples=int(os.environ.get("MACHINE_EXAMPLES", "30")),
     stateful_step_count=10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
