@@ -140,39 +140,6 @@ def plan_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plan_summary_text(doc: dict[str, Any], *, limit: int = 25) -> str:
-    """One line per invoice (the first `limit`), then attention and exclusions."""
-    c = doc["counts"]
-    lines = [
-        f"Plan for {doc['target']}: {c['invoices']} invoice(s), "
-        f"{c['changes']} to create or change; "
-        f"{c['entries']} entries: {c['invoiced']} invoiced, {c['excluded']} excluded, "
-        f"{c['attention']} need attention",
-        "",
-        f"  {'invoice':<22} {'action':<9} {'rows':>4} {'total excl. VAT':>16}",
-    ]
-    for inv in doc["invoices"][:limit]:
-        unpriced = f" + {inv['unpriced_rows']} priced by article" if inv["unpriced_rows"] else ""
-        total = f"{_num(Decimal(inv['total']))} {inv['currency']}"
-        lines.append(
-            f"  {inv['key']:<22} {inv['action']:<9} {len(inv['rows']):>4} {total:>16}{unpriced}"
-        )
-    if len(doc["invoices"]) > limit:
-        lines.append(
-            f"  ... and {len(doc['invoices']) - limit} more (connector plan shows all rows)"
-        )
-    if doc["attention"]:
-        lines.append("")
-        lines.append("Needs attention:")
-        lines.extend(f"    {r['ref']}: {r['reason']}" for r in doc["attention"])
-    if doc["excluded"]:
-        reasons = Counter(r["reason"] for r in doc["excluded"])
-        lines.append("")
-        lines.append(f"Excluded ({len(doc['excluded'])}):")
-        lines.extend(f"    {n:>4} × {reason}" for reason, n in sorted(reasons.items()))
-    return "\n".join(lines)
-
-
 def sync_text(doc: dict[str, Any]) -> str:
     """Human-readable summary from `SyncReport.to_json()`."""
     inv = doc["invoices"]

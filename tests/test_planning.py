@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +39,11 @@ def make(raw_entry: Callable[..., dict[str, Any]]) -> Make:
         return parse_entry(raw_entry(**overrides))
 
     return build
+
+
+def mappings_from(text: str) -> Mappings:
+    """Mappings from one TOML text, for rules the shipped file does not exercise."""
+    return parse_mapping_files([(Path("m.toml"), text)])
 
 
 def invoice(result: Plan, key: str) -> PlannedInvoice:
@@ -116,14 +122,9 @@ def test_debit_row(make: Make, mappings: Mappings) -> None:
 def test_quantity_is_hours_minus_prepaid_rounded_per_category(
     make: Make, raw_entry: Callable[..., dict[str, Any]]
 ) -> None:
-    custom = parse_mapping_files(
-        [
-            (
-                __import__("pathlib").Path("m.toml"),
-                '[categories.installation]\narticle = "SK-INST"\n'
-                'rounding = { increment = "0.25", mode = "up" }\n',
-            )
-        ]
+    custom = mappings_from(
+        '[categories.installation]\narticle = "SK-INST"\n'
+        'rounding = { increment = "0.25", mode = "up" }\n'
     )
     (only,) = plan([make(hours="1.3", prepaid_hours="0.2")], custom, FORTNOX).invoices
     charge, note = only.rows
@@ -150,14 +151,8 @@ def test_no_zero_invoice_when_everything_is_prepaid(make: Make, mappings: Mappin
 
 
 def test_no_prepaid_rows_when_switched_off(make: Make) -> None:
-    custom = parse_mapping_files(
-        [
-            (
-                __import__("pathlib").Path("m.toml"),
-                "[defaults]\nshow_prepaid_rows = false\n"
-                '[categories.installation]\narticle = "SK-INST"\n',
-            )
-        ]
+    custom = mappings_from(
+        '[defaults]\nshow_prepaid_rows = false\n[categories.installation]\narticle = "SK-INST"\n'
     )
     result = plan(
         [make(id="A", hours="2", prepaid_hours="2"), make(id="B", hours="3", prepaid_hours="1")],
@@ -201,14 +196,9 @@ def test_topup_with_other_category_needs_attention(make: Make, mappings: Mapping
 
 
 def test_price_precedence(make: Make) -> None:
-    custom = parse_mapping_files(
-        [
-            (
-                __import__("pathlib").Path("m.toml"),
-                '[categories.installation]\narticle = "SK-INST"\nprice = "999.00"\n'
-                '[categories.training]\narticle = "SK-UTB"\n',
-            )
-        ]
+    custom = mappings_from(
+        '[categories.installation]\narticle = "SK-INST"\nprice = "999.00"\n'
+        '[categories.training]\narticle = "SK-UTB"\n'
     )
     result = plan(
         [
@@ -405,9 +395,7 @@ def test_unknown_category_and_malformed_need_attention(make: Make, mappings: Map
 def test_fixing_the_mapping_lets_the_entry_through(make: Make, mappings: Mappings) -> None:
     entry = make(category="onsite_visit")
     assert plan([entry], mappings, FORTNOX).invoices == ()
-    fixed = parse_mapping_files(
-        [(__import__("pathlib").Path("m.toml"), '[categories.onsite_visit]\narticle = "SK-BES"\n')]
-    )
+    fixed = mappings_from('[categories.onsite_visit]\narticle = "SK-BES"\n')
     (only,) = plan([entry], fixed, FORTNOX).invoices
     assert only.rows[0].article == "SK-BES"
 
@@ -430,14 +418,9 @@ def test_plan_is_deterministic(make: Make, mappings: Mappings) -> None:
 
 
 def test_visma_profile_uses_visma_articles(make: Make) -> None:
-    custom = parse_mapping_files(
-        [
-            (
-                __import__("pathlib").Path("m.toml"),
-                '[categories.installation]\narticle = "SK-INST"\n'
-                '[categories.installation.visma]\narticle = "100"\n',
-            )
-        ]
+    custom = mappings_from(
+        '[categories.installation]\narticle = "SK-INST"\n'
+        '[categories.installation.visma]\narticle = "100"\n'
     )
     (only,) = plan([make()], custom, visma.PROFILE).invoices
     assert only.rows[0].article == "100"
