@@ -178,7 +178,9 @@ class StateStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
+            if not state_dir.exists():
+                # It holds the token file and the billing memory: private from the start.
+                state_dir.mkdir(parents=True, mode=0o700)
             self.db = sqlite3.connect(
                 state_dir / DB_NAME, isolation_level=None, timeout=30.0, check_same_thread=False
             )

@@ -241,6 +241,19 @@ def test_5xx_exhausted_is_unreachable(
     assert len(sleeps) == 5
 
 
+def test_values_that_arrive_as_strings() -> None:
+    remote = fortnox.parse_invoice(
+        {"DocumentNumber": 12, "Booked": "false", "Cancelled": "true", "CustomerNumber": 1004,
+         "InvoiceRows": [{"ArticleNumber": "SK-RAD", "DeliveredQuantity": "2.5", "Price": "980",
+                          "Description": "x"}]},
+        with_rows=True,
+    )  # fmt: skip
+    assert (remote.document_number, remote.booked, remote.cancelled) == ("12", False, True)
+    assert remote.customer_number == "1004"
+    assert remote.rows is not None
+    assert (remote.rows[0].quantity, remote.rows[0].price) == (Decimal("2.5"), Decimal(980))
+
+
 def test_limiter_sliding_window() -> None:
     now = [0.0]
     waits: list[float] = []

@@ -35,6 +35,9 @@ def test_fresh_store_is_migrated_and_reopens(tmp_path: Path) -> None:
     again = StateStore(tmp_path)
     assert again.schema_version == len(MIGRATIONS)
     assert (os.stat(tmp_path / DB_NAME).st_mode & 0o777) == 0o600
+    private = StateStore(tmp_path / "new" / "state")
+    assert (os.stat(tmp_path / "new" / "state").st_mode & 0o777) == 0o700
+    private.close()
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -132,6 +132,13 @@ def _decimal(value: object) -> Decimal | None:
         return None
 
 
+def _bool(value: object) -> bool:
+    """Fortnox sends some values as strings: "false" must not read as true."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return bool(value)
+
+
 def _text(value: object) -> str:
     return "" if value is None else str(value)
 
@@ -153,8 +160,8 @@ def parse_invoice(data: dict[str, Any], with_rows: bool) -> RemoteInvoice:
         document_number=_text(data.get("DocumentNumber")),
         key=_text(data.get("ExternalInvoiceReference1")) or None,
         customer_number=_text(data.get("CustomerNumber")),
-        booked=bool(data.get("Booked")),
-        cancelled=bool(data.get("Cancelled")),
+        booked=_bool(data.get("Booked")),
+        cancelled=_bool(data.get("Cancelled")),
         currency=_text(data.get("Currency")) or None,
         rows=rows,
     )
