@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -345,7 +346,7 @@ class FortnoxClient:
 
     def customer_exists(self, number: str) -> bool:
         try:
-            self._call("GET", f"/customers/{number}")
+            self._call("GET", f"/customers/{quote(number, safe='')}")
         except TargetRefusal as refusal:
             if refusal.status == 404 or refusal.code in _CUSTOMER_MISSING:
                 return False
