@@ -6,6 +6,7 @@ and `http` (when to retry).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections import Counter, defaultdict
@@ -20,7 +21,7 @@ from connector.errors import (
     ReauthRequiredError,
     RemoteUnavailableError,
 )
-from connector.http import OutcomeUnknownError
+from connector.http import OutcomeUnknownError, Stats
 from connector.ledger import Entry, InvalidEntry, LedgerClient, parse_entry
 from connector.logs import get_logger
 from connector.mappings import Mappings, load_mappings
@@ -102,35 +103,34 @@ def open_ledger(settings: Settings) -> LedgerClient:
 
 def run_plan(settings: Settings, ledger: LedgerClient | None = None) -> tuple[Plan, ExitCode]:
     """`connector plan`: pull new ledger changes and plan; sends nothing to a target."""
-    ledger = ledger or open_ledger(settings)
     mappings = load_mappings(settings.mappings_dir)
     profile = targets.profile(settings.target)
-    store = StateStore(settings.state_dir)
-    try:
-        with store.lock():
-            run_id = store.start_run("plan", profile.name)
-            try:
-                pulled = pull(store, ledger)
-                result = current_plan(store, mappings, profile)
-                store.replace_attention(profile.name, result.by_outcome(Outcome.ATTENTION))
-            except ConnectorError as exc:
-                store.finish_run(run_id, exc.exit_code, {"error": str(exc)})
-                raise
-            code = ExitCode.ATTENTION if result.by_outcome(Outcome.ATTENTION) else ExitCode.OK
-            store.finish_run(
-                run_id,
-                code,
-                {
-                    "pulled": pulled.items,
-                    "invoices": len(result.invoices),
-                    "changes": len(result.changes),
-                    **{o.value: len(result.by_outcome(o)) for o in Outcome},
-                },
-            )
-            return result, code
-    finally:
-        store.close()
-        ledger.close()
+    with contextlib.ExitStack() as resources:
+        ledger = ledger or open_ledger(settings)
+        resources.callback(ledger.close)
+        store = StateStore(settings.state_dir)
+        resources.callback(store.close)
+        resources.enter_context(store.lock())
+        run_id = store.start_run("plan", profile.name)
+        try:
+            pulled = pull(store, ledger)
+            result = current_plan(store, mappings, profile)
+        except ConnectorError as exc:
+            store.finish_run(run_id, exc.exit_code, {"error": str(exc)})
+            raise
+        store.replace_attention(profile.name, result.by_outcome(Outcome.ATTENTION))
+        code = ExitCode.ATTENTION if result.by_outcome(Outcome.ATTENTION) else ExitCode.OK
+        store.finish_run(
+            run_id,
+            code,
+            {
+                "pulled": pulled.items,
+                "invoices": len(result.invoices),
+                "changes": len(result.changes),
+                **{o.value: len(result.by_outcome(o)) for o in Outcome},
+            },
+        )
+    return result, code
 
 
 def failpoint(name: str) -> None:
@@ -154,6 +154,10 @@ class SyncReport:
     plan: Plan | None = None
     requests: int = 0
     rate_limited: int = 0
+
+    def count_requests(self, stats: Stats) -> None:
+        self.requests = stats.requests
+        self.rate_limited = stats.rate_limited
 
     def entry_attention(self) -> list[EntryResult]:
         return self.plan.by_outcome(Outcome.ATTENTION) if self.plan else []
@@ -539,44 +543,35 @@ def run_sync(
 ) -> SyncReport:
     """`connector sync`: finish unfinished work, pull, plan, and bring the target in line."""
     mappings = load_mappings(settings.mappings_dir)
-    ledger = ledger or open_ledger(settings)
-    target = target or open_target(settings)
-    store = StateStore(settings.state_dir)
     report = SyncReport(dry_run=dry_run)
-    try:
-        with store.lock():
-            run_id = None if dry_run else store.start_run("sync", target.profile.name)
-            sync = _Sync(store, target, mappings, report)
-            try:
-                if not dry_run:
-                    sync.recover()
-                report.pulled = pull(store, ledger).items
-                failpoint("after_pull")
-                report.plan = sync.run()
-            except ConnectorError as exc:
-                _count(report, ledger, target)
-                if run_id is not None:
-                    store.finish_run(run_id, exc.exit_code, {**report.to_json(), "error": str(exc)})
-                raise
-            _count(report, ledger, target)
+    with contextlib.ExitStack() as resources:
+        ledger = ledger or open_ledger(settings)
+        resources.callback(ledger.close)
+        target = target or open_target(settings)
+        resources.callback(target.close)
+        store = StateStore(settings.state_dir)
+        resources.callback(store.close)
+        resources.enter_context(store.lock())
+        run_id = None if dry_run else store.start_run("sync", target.profile.name)
+        sync = _Sync(store, target, mappings, report)
+        try:
             if not dry_run:
-                invoice_refs = [
-                    EntryResult(key, Outcome.ATTENTION, reason)
-                    for key, reason in report.invoice_attention.items()
-                ]
-                store.replace_attention(
-                    target.profile.name, [*report.entry_attention(), *invoice_refs]
-                )
-                assert run_id is not None
-                store.finish_run(run_id, report.exit_code, report.to_json())
-            log.info("sync.done", **report.counts())
-            return report
-    finally:
-        store.close()
-        ledger.close()
-        target.close()
-
-
-def _count(report: SyncReport, ledger: LedgerClient, target: Target) -> None:
-    report.requests = target.stats.requests
-    report.rate_limited = target.stats.rate_limited
+                sync.recover()
+            report.pulled = pull(store, ledger).items
+            failpoint("after_pull")
+            report.plan = sync.run()
+        except ConnectorError as exc:
+            report.count_requests(target.stats)
+            if run_id is not None:
+                store.finish_run(run_id, exc.exit_code, {**report.to_json(), "error": str(exc)})
+            raise
+        report.count_requests(target.stats)
+        if run_id is not None:
+            invoice_refs = [
+                EntryResult(key, Outcome.ATTENTION, reason)
+                for key, reason in report.invoice_attention.items()
+            ]
+            store.replace_attention(target.profile.name, [*report.entry_attention(), *invoice_refs])
+            store.finish_run(run_id, report.exit_code, report.to_json())
+        log.info("sync.done", **report.counts())
+    return report

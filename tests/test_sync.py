@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +343,3 @@ def test_visma_target_is_refused_clearly(world: World) -> None:
     world.settings.target = "visma"
     with pytest.raises(ConfigError, match="CONNECTOR_TARGET=visma"):
         sync_module.run_sync(world.settings)
-
-
-Factory = Callable[..., World]
