@@ -103,6 +103,8 @@ def open_ledger(settings: Settings) -> LedgerClient:
 
 def run_plan(settings: Settings, ledger: LedgerClient | None = None) -> tuple[Plan, ExitCode]:
     """`connector plan`: pull new ledger changes and plan; sends nothing to a target."""
+    if ledger is None:
+        settings.require_ledger()  # settings first: they name the variable to set
     mappings = load_mappings(settings.mappings_dir)
     profile = targets.profile(settings.target)
     with contextlib.ExitStack() as resources:
@@ -542,6 +544,10 @@ def run_sync(
     dry_run: bool = False,
 ) -> SyncReport:
     """`connector sync`: finish unfinished work, pull, plan, and bring the target in line."""
+    if ledger is None:
+        settings.require_ledger()  # settings first: they name the variable to set
+    if target is None:
+        settings.require_fortnox()
     mappings = load_mappings(settings.mappings_dir)
     report = SyncReport(dry_run=dry_run)
     with contextlib.ExitStack() as resources:
