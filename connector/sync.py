@@ -526,11 +526,15 @@ class _Sync:
         return True
 
 
-def open_target(settings: Settings) -> Target:
+def _supported(settings: Settings) -> None:
     if settings.target != "fortnox":
         raise ConfigError(
             f"CONNECTOR_TARGET={settings.target} is not supported by this version; use fortnox"
         )
+
+
+def open_target(settings: Settings) -> Target:
+    _supported(settings)
     from connector.targets import fortnox
 
     return fortnox.build(settings.fortnox, settings.state_dir)
@@ -547,6 +551,7 @@ def run_sync(
     if ledger is None:
         settings.require_ledger()  # settings first: they name the variable to set
     if target is None:
+        _supported(settings)
         settings.require_fortnox()
     mappings = load_mappings(settings.mappings_dir)
     report = SyncReport(dry_run=dry_run)

@@ -341,5 +341,6 @@ def test_refresh_token_mode_without_login_exits_5(world: World) -> None:
 
 def test_visma_target_is_refused_clearly(world: World) -> None:
     world.settings.target = "visma"
+    world.settings.fortnox.client_secret = None
     with pytest.raises(ConfigError, match="CONNECTOR_TARGET=visma"):
         sync_module.run_sync(world.settings)
