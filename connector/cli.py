@@ -40,9 +40,15 @@ def _settings() -> Settings:
 
 
 def _fail(exc: ConnectorError) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
-    if isinstance(exc, MappingError):
-        for problem in exc.problems:
+    problems = exc.problems if isinstance(exc, MappingError) else []
+    if logs.active_format == "json":
+        # Under cron every line of standard error stays one JSON object.
+        logs.get_logger("connector.cli").error(
+            "command.failed", error=str(exc), exit_code=int(exc.exit_code), problems=problems
+        )
+    else:
+        typer.echo(f"error: {logs.redactor.scrub(str(exc))}", err=True)
+        for problem in problems:
             typer.echo(f"  {problem}", err=True)
     raise typer.Exit(int(exc.exit_code))
 

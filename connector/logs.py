@@ -61,6 +61,8 @@ class Redactor:
 
 
 redactor = Redactor()
+# The format chosen by configure(): None until a command configured logging.
+active_format: str | None = None
 
 
 def configure(
@@ -70,10 +72,12 @@ def configure(
     level: int = logging.INFO,
     secrets: Iterable[str] = (),
 ) -> None:
+    global active_format
     stream = stream or sys.stderr
     redactor.add(secrets)
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
+    active_format = fmt
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if fmt == "json"

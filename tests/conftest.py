@@ -39,6 +39,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def _reset_logging() -> Iterator[None]:
     """A command configures logging to the stream it was given; do not leak it to later tests."""
     yield
+    logs.active_format = None
     structlog.reset_defaults()
     structlog.configure(logger_factory=logs._StderrLoggerFactory())
 

@@ -242,3 +242,19 @@ def test_auth_for_an_unknown_system_is_a_usage_error(env: dict[str, str]) -> Non
     result = run("auth", "import", "sap")
     assert result.exit_code == 2
     assert "only fortnox is supported" in result.stderr
+
+
+def test_failures_are_json_lines_under_cron(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONNECTOR_LEDGER__URL", "http://127.0.0.1:9/ledger/v1")
+    monkeypatch.setenv("CONNECTOR_LEDGER__PAGE_SIZE", "10")
+    completed = subprocess.run(
+        [sys.executable, "-c", "import connector.http as h; h.pause = lambda s: None;"
+         " from connector.cli import main; main()", "plan"],
+        env={**os.environ}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 4
+    lines = [json.loads(line) for line in completed.stderr.splitlines()]
+    assert lines[-1]["event"] == "command.failed" and lines[-1]["exit_code"] == 4
+    assert "ledger unreachable" in lines[-1]["error"]
