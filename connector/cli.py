@@ -82,13 +82,14 @@ def plan(
         from connector.render import plan_json, plan_text
         from connector.sync import run_plan
 
-        result, code = run_plan(_settings())
+        result, _ = run_plan(_settings())
         document = plan_json(result, period=period, customer=customer)
         if as_json:
             _print_json(document)
         else:
             typer.echo(plan_text(document))
-        return int(code)
+        # The exit code speaks of what was shown: a filtered view without problems exits 0.
+        return int(ExitCode.ATTENTION if document["attention"] else ExitCode.OK)
 
     _guard(body)
 
