@@ -332,7 +332,8 @@ def _clean(text: str) -> str:
 
 
 def cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    # ASCII on purpose: Fortnox refuses some characters (code 2000359) and "..." is safe.
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def describe(entry: Entry, limit: int) -> str:

@@ -14,8 +14,9 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from connector.planning import (
     PlannedInvoice,
     Row,
 )
+from connector.targets.base import RemoteRow, rows_match
 
 DB_NAME = "connector.sqlite3"
 LOCK_NAME = "connector.lock"
@@ -111,6 +113,19 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
+def _remote_row(data: dict[str, Any]) -> RemoteRow:
+    def number(value: object) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+    return RemoteRow(
+        article=data.get("article"),
+        description=data.get("description", ""),
+        quantity=number(data.get("quantity")),
+        price=number(data.get("price")),
+        unit=data.get("unit"),
+    )
+
+
 @dataclass(frozen=True)
 class Written:
     """Rows as sent for one invoice: what the connector last wrote, or is writing now."""
@@ -118,6 +133,9 @@ class Written:
     currency: str
     rows: tuple[Row, ...]
     revisions: dict[str, int]
+    # The rows as the target answered after the write, in its own normal form: later reads are
+    # compared with these, so the target's normalising is never taken for a person's edit.
+    remote: tuple[RemoteRow, ...] | None = None
 
     def to_json(self) -> str:
         return _dumps(
@@ -125,6 +143,7 @@ class Written:
                 "currency": self.currency,
                 "rows": [r.to_json() for r in self.rows],
                 "revisions": self.revisions,
+                "remote": None if self.remote is None else [asdict(r) for r in self.remote],
             }
         )
 
@@ -134,11 +153,28 @@ class Written:
             return None
         data = json.loads(text)
         rows = tuple(Row.from_json(r) for r in data["rows"])
-        return cls(data["currency"], rows, dict(data.get("revisions") or {}))
+        remote = data.get("remote")
+        return cls(
+            data["currency"],
+            rows,
+            dict(data.get("revisions") or {}),
+            None if remote is None else tuple(_remote_row(r) for r in remote),
+        )
 
     @classmethod
-    def of(cls, invoice: PlannedInvoice) -> Written:
-        return cls(invoice.currency, invoice.rows, dict(invoice.revisions))
+    def of(cls, invoice: PlannedInvoice, remote: Sequence[RemoteRow] | None = None) -> Written:
+        return cls(
+            invoice.currency,
+            invoice.rows,
+            dict(invoice.revisions),
+            None if remote is None else tuple(remote),
+        )
+
+    def holds(self, remote: Sequence[RemoteRow]) -> bool:
+        """Whether the target's rows are these: as it answered then, or as they were sent."""
+        if self.remote is not None and tuple(remote) == self.remote:
+            return True
+        return rows_match(remote, self.rows)
 
     def as_planned(self, key: InvoiceKey, document_number: str | None) -> PlannedInvoice:
         return PlannedInvoice(
@@ -376,7 +412,13 @@ class StateStore:
                 (_now(), target, key.text),
             )
 
-    def confirm_write(self, target: str, invoice: PlannedInvoice, document_number: str) -> None:
+    def confirm_write(
+        self,
+        target: str,
+        invoice: PlannedInvoice,
+        document_number: str,
+        remote: Sequence[RemoteRow] | None = None,
+    ) -> None:
         """The invoice now holds `invoice.rows`: record it and move its entries' placements
         in one transaction (the same transition as planning.record_write)."""
         now = _now()
@@ -393,7 +435,7 @@ class StateStore:
                     document_number,
                     invoice.currency,
                     invoice.digest,
-                    Written.of(invoice).to_json(),
+                    Written.of(invoice, remote).to_json(),
                     now,
                     target,
                     invoice.key.text,

@@ -357,9 +357,9 @@ class _Sync:
         remote = self.target.get_invoice(record.document_number)
         rows = remote.rows or ()
         if rows_match(rows, pending.rows):
-            self.store.confirm_write(self.name, pending, record.document_number)
+            self.store.confirm_write(self.name, pending, record.document_number, rows)
             self.report.recovered.append(pending.key.text)
-        elif record.written is not None and rows_match(rows, record.written.rows):
+        elif record.written is not None and record.written.holds(rows):
             self.store.clear_pending(self.name, pending.key)
         else:
             self.store.clear_pending(self.name, pending.key)
@@ -369,7 +369,7 @@ class _Sync:
         """A create whose answer was lost did happen: record it if it holds our rows."""
         remote = self.target.get_invoice(number)
         if rows_match(remote.rows or (), invoice.rows):
-            self.store.confirm_write(self.name, invoice, number)
+            self.store.confirm_write(self.name, invoice, number, remote.rows)
             self.report.recovered.append(invoice.key.text)
             log.info("invoice.recovered", key=invoice.key.text, number=number)
         else:
@@ -468,7 +468,7 @@ class _Sync:
                 self.store.clear_pending(self.name, invoice.key)
                 raise
             failpoint("after_post")
-            self.store.confirm_write(self.name, invoice, created.document_number)
+            self.store.confirm_write(self.name, invoice, created.document_number, created.rows)
             self.report.created.append(invoice.key.text)
             log.info("invoice.created", key=invoice.key.text, number=created.document_number)
             return
@@ -489,7 +489,7 @@ class _Sync:
             return None
         record = self.store.invoice_record(self.name, invoice.key)
         known = [w for w in (record.written, record.pending) if w] if record else []
-        if not any(rows_match(remote.rows or (), w.rows) for w in known):
+        if not any(w.holds(remote.rows or ()) for w in known):
             self._locked(invoice.key, invoice.document_number)
             return None
         return remote
@@ -503,9 +503,9 @@ class _Sync:
             return False
         self.store.mark_pending(self.name, invoice)
         # A full-replace PUT is safe to repeat, so lost answers are retried by the transport.
-        self.target.update_invoice(invoice.document_number, invoice)
+        updated = self.target.update_invoice(invoice.document_number, invoice)
         failpoint("after_put")
-        self.store.confirm_write(self.name, invoice, invoice.document_number)
+        self.store.confirm_write(self.name, invoice, invoice.document_number, updated.rows)
         self.report.updated.append(invoice.key.text)
         log.info("invoice.updated", key=invoice.key.text, number=invoice.document_number)
         return False

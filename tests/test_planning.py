@@ -223,7 +223,7 @@ def test_description_is_cut_to_the_target_limit(make: Make) -> None:
     entry = make(description="Lång text " * 100, reference="ÄR-9")
     short = describe(entry, FORTNOX.row_text_max)
     assert 250 <= len(short) <= 255
-    assert short.startswith("2026-09-14: Lång text") and short.endswith("… (ref. ÄR-9)")
+    assert short.startswith("2026-09-14: Lång text") and short.endswith("... (ref. ÄR-9)")
     assert len(describe(entry, visma.PROFILE.row_text_max)) < 2000
     assert "\n" not in describe(make(description="rad 1\nrad 2"), 255)
 

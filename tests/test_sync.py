@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from connector.errors import ConfigError, ExitCode, ReauthRequiredError, RemoteU
 from connector.mappings import Mappings, load_mappings
 from connector.planning import InvoiceStatus
 from connector.sandbox.app import Ledger
+from connector.sandbox.fortnox import FortnoxFake
 from connector.sandbox.sample import load
 from tests.harness import World, assert_matches_ledger, assert_no_duplicates, make_world
 
@@ -180,6 +182,28 @@ def test_entry_moved_off_a_draft_that_is_then_cancelled_stays_invoiced(world: Wo
     assert report.cancelled == [key]
     assert_matches_ledger(world, report)
     assert world.sync().updated == []
+
+
+def test_target_normalising_rows_is_not_taken_for_a_person_edit(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fortnox may store rows in its own normal form; only a real edit locks a draft."""
+    original = FortnoxFake._rows
+
+    def normalising(self: FortnoxFake, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        stored = original(self, rows)
+        for row in stored:
+            row["Description"] = row["Description"].replace("(ref. ", "(Ref: ")
+            row["DeliveredQuantity"] = str(Decimal(row["DeliveredQuantity"]).normalize())
+        return stored
+
+    monkeypatch.setattr(FortnoxFake, "_rows", normalising)
+    world.sync()
+    for hours in ("6", "7"):
+        world.post_ledger([sample_entry(revision=int(hours), hours=hours)])
+        report = world.sync()
+        assert len(report.updated) == 1, report.invoice_attention
+        assert not [r for r in report.invoice_attention.values() if "by a person" in r]
 
 
 # --- faults -----------------------------------------------------------------------------------
