@@ -531,7 +531,7 @@ def plan(
         results[entry.id] = result
         contributions.extend(parts)
 
-    contributions = _enforce_currency(contributions, invoiced, results)
+    contributions, currencies = _enforce_currency(contributions, invoiced, results)
     contributions = _drop_text_only(contributions, results)
 
     by_key: dict[InvoiceKey, list[_Contribution]] = defaultdict(list)
@@ -542,9 +542,12 @@ def plan(
         if known.status is InvoiceStatus.OPEN and known.digest is not None:
             by_key.setdefault(key, [])
 
-    invoices = [
-        _invoice(key, parts, invoiced.invoices.get(key)) for key, parts in sorted(by_key.items())
-    ]
+    invoices = []
+    for key, parts in sorted(by_key.items()):
+        previous = invoiced.invoices.get(key)
+        # A draft left without rows keeps the currency it was written in.
+        currency = currencies.get(key) or (previous.currency if previous else None) or "SEK"
+        invoices.append(_invoice(key, parts, previous, currency))
     return Plan(
         target=profile.name,
         invoices=tuple(invoices),
@@ -623,15 +626,18 @@ def _plan_entry(
 
 def _enforce_currency(
     parts: list[_Contribution], invoiced: Invoiced, results: dict[str, EntryResult]
-) -> list[_Contribution]:
-    """One currency per invoice: the one it was written in, else the most common one."""
+) -> tuple[list[_Contribution], dict[InvoiceKey, str]]:
+    """One currency per invoice: the one it was written in, else the most common one.
+    Returns the contributions that fit, and each invoice's currency."""
     by_key: dict[InvoiceKey, list[_Contribution]] = defaultdict(list)
     for part in parts:
         by_key[part.key].append(part)
     rejected: dict[str, str] = {}
+    currencies: dict[InvoiceKey, str] = {}
     for key, group in by_key.items():
         known = invoiced.invoices.get(key)
         currency = known.currency if known and known.currency else _majority(group)
+        currencies[key] = currency
         for part in group:
             if part.entry.currency != currency:
                 rejected[part.entry.id] = (
@@ -642,7 +648,7 @@ def _enforce_currency(
         results[entry_id] = EntryResult(
             entry_id, Outcome.ATTENTION, reason, (), old.customer_number, old.period
         )
-    return [p for p in parts if p.entry.id not in rejected]
+    return [p for p in parts if p.entry.id not in rejected], currencies
 
 
 def _drop_text_only(
@@ -677,17 +683,12 @@ def _majority(group: list[_Contribution]) -> str:
 
 
 def _invoice(
-    key: InvoiceKey, parts: list[_Contribution], known: KnownInvoice | None
+    key: InvoiceKey, parts: list[_Contribution], known: KnownInvoice | None, currency: str
 ) -> PlannedInvoice:
     parts = sorted(parts, key=lambda p: (p.entry.performed_on, p.entry.id))
     rows: list[Row] = []
     for part in parts:
         rows.extend(sorted(part.rows, key=lambda r: _ROLE_ORDER[r.role]))
-    currency = (
-        known.currency if known and known.currency else (parts[0].currency if parts else "SEK")
-    )
-    if parts and not (known and known.currency):
-        currency = _majority(parts)
     digest = rows_digest(rows, currency)
     if known is None or (known.digest is None and known.document_number is None):
         action = Action.CREATE
