@@ -109,7 +109,8 @@ def test_kill_at_random_moments(
     env: dict[str, str], sandbox_app: SandboxApp, mappings: Mappings, tmp_path: Path
 ) -> None:
     fake = fortnox_of(sandbox_app)
-    fake.faults.update({"latency_ms": 12, "lost_create_rate": 0.1, "seed": 3})
+    # Slow enough that every run outlasts the kill window below, however fast the machine.
+    fake.faults.update({"latency_ms": 25, "lost_create_rate": 0.1, "seed": 3})
     rng = random.Random(11)
     entries = [
         e
