@@ -38,7 +38,9 @@ log = get_logger(__name__)
 
 # Renew this long before expiry, so a token never expires in the middle of a run's request.
 EXPIRY_MARGIN_SECONDS = 300.0
-FORTNOX_SCOPES = "invoice article customer"
+# invoice, article, customer: the sync; companyinformation: the tenant id (DatabaseNumber) for a
+# service account; settings: the locked period (and units, for the mapping checks).
+FORTNOX_SCOPES = "invoice article customer companyinformation settings"
 LOGIN_HINT = "connector auth login fortnox"
 
 
@@ -114,6 +116,19 @@ class TokenProvider(Protocol):
 
     def invalidate(self, token: str) -> None:
         """The remote rejected `token`; the next token() must not return it."""
+
+
+class StaticToken:
+    """One access token, for a single command (reading the tenant id right after a login)."""
+
+    def __init__(self, access_token: str) -> None:
+        self._token = access_token
+
+    def token(self) -> str:
+        return self._token
+
+    def invalidate(self, token: str) -> None:
+        raise ReauthRequiredError(f"Fortnox refused the token just issued; run: {LOGIN_HINT}")
 
 
 class TokenEndpoint:
@@ -335,18 +350,23 @@ class RotatingRefreshToken:
         self._rejected.add(token)
 
 
-def authorization_url(auth_url: str, client_id: str, redirect_uri: str, state: str) -> str:
-    query = urlencode(
-        {
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "scope": FORTNOX_SCOPES,
-            "state": state,
-            "access_type": "offline",
-            "response_type": "code",
-        }
-    )
-    return f"{auth_url}/auth?{query}"
+def authorization_url(
+    auth_url: str, client_id: str, redirect_uri: str, state: str, *, service_account: bool = False
+) -> str:
+    """The address a person opens to authorise the integration. With `service_account`, a
+    system administrator's approval creates the consent that client credentials need
+    (Fortnox: "You have to use account_type=service for the consent to be created")."""
+    params = {
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": FORTNOX_SCOPES,
+        "state": state,
+        "access_type": "offline",
+        "response_type": "code",
+    }
+    if service_account:
+        params["account_type"] = "service"
+    return f"{auth_url}/auth?{urlencode(params)}"
 
 
 def new_state() -> str:
@@ -354,9 +374,10 @@ def new_state() -> str:
 
 
 def exchange_code(
-    endpoint: TokenEndpoint, store: TokenFile, code: str, redirect_uri: str
+    endpoint: TokenEndpoint, store: TokenFile | None, code: str, redirect_uri: str
 ) -> TokenSet:
-    """Authorization code -> first token pair, stored atomically."""
+    """Authorization code -> first token pair, stored atomically (unless `store` is None: a
+    service account's consent needs no stored token, only the tenant id read with it)."""
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     try:
         body = endpoint.grant(form)
@@ -370,12 +391,15 @@ def exchange_code(
             f"10 minutes and once: run {LOGIN_HINT} again"
         ) from None
     tokens = _token_set(body, time.time())
+    if store is None:
+        return tokens
     if not tokens.refresh_token:
         raise RemoteUnavailableError(
             "Fortnox answered without a refresh token (access_type=offline?)"
         )
-    with store.lock():
-        store.write(tokens)
+    if store is not None:
+        with store.lock():
+            store.write(tokens)
     return tokens
 
 

@@ -130,29 +130,43 @@ def _system(system: str) -> None:
 @auth_app.command("login")
 def auth_login(
     system: Annotated[str, typer.Argument(help="fortnox")],
+    service_account: Annotated[
+        bool,
+        typer.Option(
+            "--service-account",
+            help="Create the service-account consent (a Fortnox system administrator logs in) "
+            "and print the tenant id for CONNECTOR_FORTNOX__TENANT_ID; no token is stored.",
+        ),
+    ] = False,
 ) -> None:
     """Authorise with a person's login: prints the URL to open, then asks for the code."""
 
     def body() -> int:
         from connector.auth import TokenFile, authorization_url, exchange_code, new_state
-        from connector.targets.fortnox import TOKEN_FILE, login_endpoint
+        from connector.targets.fortnox import TOKEN_FILE, login_endpoint, tenant_of
 
         _system(system)
         settings = _settings()
         client_id, _ = settings.require_fortnox()
         url = authorization_url(
-            settings.fortnox.auth_url, client_id, settings.fortnox.redirect_uri, new_state()
+            settings.fortnox.auth_url,
+            client_id,
+            settings.fortnox.redirect_uri,
+            new_state(),
+            service_account=service_account,
         )
-        typer.echo("Open this address, log in as a Fortnox administrator and allow access:")
+        who = "a Fortnox system administrator" if service_account else "a Fortnox administrator"
+        typer.echo(f"Open this address, log in as {who} and allow access:")
         typer.echo(f"  {url}")
         code = typer.prompt("Then paste the code from the address you are sent to", hide_input=True)
+        store = None if service_account else TokenFile(settings.state_dir / TOKEN_FILE)
         with login_endpoint(settings.fortnox) as endpoint:
-            exchange_code(
-                endpoint,
-                TokenFile(settings.state_dir / TOKEN_FILE),
-                code.strip(),
-                settings.fortnox.redirect_uri,
-            )
+            tokens = exchange_code(endpoint, store, code.strip(), settings.fortnox.redirect_uri)
+        if service_account:
+            tenant = tenant_of(settings.fortnox, tokens.access_token)
+            typer.echo("The service account is approved. Set, with the client id and secret:")
+            typer.echo(f"  CONNECTOR_FORTNOX__TENANT_ID={tenant}")
+            return int(ExitCode.OK)
         typer.echo("Authorised: the connector can now reach Fortnox.")
         return int(ExitCode.OK)
 
@@ -221,19 +235,19 @@ def sandbox(
     def body() -> int:
         from connector.sandbox import Faults, build_app
         from connector.sandbox.app import LEDGER_PREFIX, LEDGER_TOKEN
-        from connector.sandbox.fortnox import API, AUTH
+        from connector.sandbox.fortnox import API, AUTH, CLIENT_ID, CLIENT_SECRET, TENANT_ID
         from connector.sandbox.server import SandboxServer
 
         if ledger is not None and not ledger.is_file():
             raise ConfigError(f"--ledger: no such file {ledger}")
-        faults = Faults(
-            latency_ms=latency_ms,
-            error_rate=error_rate,
-            lost_create_rate=lost_create_rate,
-            rate_429=rate_429,
-            seed=seed,
-        )
         try:
+            faults = Faults(
+                latency_ms=latency_ms,
+                error_rate=error_rate,
+                lost_create_rate=lost_create_rate,
+                rate_429=rate_429,
+                seed=seed,
+            )
             app_ = build_app(ledger, rate_limit=rate_limit, faults=faults)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
@@ -249,8 +263,9 @@ def sandbox(
         typer.echo(f"  CONNECTOR_FORTNOX__API_URL={server.url}{API}", err=True)
         typer.echo(f"  CONNECTOR_FORTNOX__AUTH_URL={server.url}{AUTH}", err=True)
         typer.echo(
-            "  CONNECTOR_FORTNOX__CLIENT_ID=sandbox CONNECTOR_FORTNOX__CLIENT_SECRET=sandbox"
-            " CONNECTOR_FORTNOX__TENANT_ID=sandbox",
+            f"  CONNECTOR_FORTNOX__CLIENT_ID={CLIENT_ID}"
+            f" CONNECTOR_FORTNOX__CLIENT_SECRET={CLIENT_SECRET}"
+            f" CONNECTOR_FORTNOX__TENANT_ID={TENANT_ID}",
             err=True,
         )
         with contextlib.suppress(KeyboardInterrupt):

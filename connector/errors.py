@@ -60,6 +60,11 @@ class MappingError(ConfigError):
         self.problems = problems
 
 
+class RemoteSetupError(ConfigError):
+    """The accounting system's own set-up stops the connector (a missing licence for the API or
+    a scope). Authorising again cannot fix it; the company must change its subscription."""
+
+
 class LockHeldError(ConnectorError):
     """Another run holds the state lock; this run did nothing."""
 
@@ -70,6 +75,11 @@ class ReauthRequiredError(ConnectorError):
     """The accounting system refuses our credentials; a person must authorise again."""
 
     exit_code = ExitCode.REAUTH
+
+
+class ScopeDeniedError(ReauthRequiredError):
+    """The authorisation lacks a scope. Fatal for the operations that need it; optional reads
+    (the locked period) go on without the answer."""
 
 
 # Retriable by the next run: the remote could not be reached; pending work is kept.

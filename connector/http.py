@@ -49,9 +49,16 @@ class Decision(StrEnum):
     FAIL = "fail"  # final for this request
 
 
-def decide(method: str, outcome: Outcome, status: int | None = None) -> Decision:
-    """The retry decision for one attempt. Pure: same inputs, same answer."""
-    idempotent = method.upper() in IDEMPOTENT_METHODS
+def decide(
+    method: str, outcome: Outcome, status: int | None = None, *, idempotent: bool | None = None
+) -> Decision:
+    """The retry decision for one attempt. Pure: same inputs, same answer.
+
+    `idempotent` overrides what the method says: a PUT that names rows by ids the target renews
+    on every update is not safe to repeat, so its lost answer must be reconciled like a create.
+    """
+    if idempotent is None:
+        idempotent = method.upper() in IDEMPOTENT_METHODS
     if outcome is Outcome.NOT_SENT:
         return Decision.RETRY
     if outcome is Outcome.LOST:
@@ -218,12 +225,14 @@ def send(
     sleep: Callable[[float], None] | None = None,
     stats: Stats | None = None,
     before_attempt: Callable[[], None] | None = None,
+    idempotent: bool | None = None,
 ) -> httpx.Response:
     """Send a request with the retry policy. Returns the final response (2xx or a final 4xx).
 
     `build` is called for every attempt so headers (a fresh token) can change between attempts.
-    Raises OutcomeUnknownError for a create whose outcome is unknown, and GaveUpError when retries
-    are exhausted. A 401 is returned to the caller, which owns credentials.
+    Raises OutcomeUnknownError for a write that is not safe to repeat (a create, or a request
+    sent with `idempotent=False`) whose outcome is unknown, and GaveUpError when retries are
+    exhausted. A 401 is returned to the caller, which owns credentials.
     """
     stats = stats if stats is not None else Stats()
     attempts = 0
@@ -240,12 +249,14 @@ def send(
             response = client.send(request)
         except httpx.TransportError as exc:
             outcome = classify_exception(exc)
-            decision = decide(request.method, outcome)
+            decision = decide(request.method, outcome, idempotent=idempotent)
             detail = f"{type(exc).__name__}"
             if decision is Decision.RECONCILE:
                 raise OutcomeUnknownError(request, detail) from exc
             raise _Retryable(decision, None, detail) from exc
-        decision = decide(request.method, Outcome.RESPONSE, response.status_code)
+        decision = decide(
+            request.method, Outcome.RESPONSE, response.status_code, idempotent=idempotent
+        )
         if decision is Decision.RATE_LIMITED:
             stats.rate_limited += 1
             response.read()

@@ -26,7 +26,7 @@ MONEY_PLACES = 2
 QUANTITY_PLACES = 2
 
 DEFAULT_KEYS = {"unit", "show_prepaid_rows", "rounding"}
-CATEGORY_KEYS = {"name", "article", "billable", "price", "rounding", "unit", *PROFILES}
+CATEGORY_KEYS = {"name", "article", "billable", "free", "price", "rounding", "unit", *PROFILES}
 OVERRIDE_KEYS = {"article"}
 ROUNDING_KEYS = {"increment", "mode"}
 TOP_KEYS = {"defaults", "categories"}
@@ -62,6 +62,9 @@ class Category:
     unit: str
     overrides: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    # Rows of this category may go out at price 0 (hours given away but shown on the invoice);
+    # otherwise a row priced 0 needs attention instead of being sent.
+    free: bool = False
 
     def article_for(self, target: str) -> str | None:
         return self.overrides.get(target, self.article)
@@ -243,6 +246,10 @@ def _read_category(check: _Checker, slug: str, raw: object, defaults: Defaults) 
     if not isinstance(billable, bool):
         check.problem((*key, "billable"), "billable must be true or false")
         billable = True
+    free = raw.get("free", False)
+    if not isinstance(free, bool):
+        check.problem((*key, "free"), "free must be true or false")
+        free = False
     article = None
     if "article" in raw:
         article = check.text(raw["article"], (*key, "article"), "article")
@@ -282,6 +289,7 @@ def _read_category(check: _Checker, slug: str, raw: object, defaults: Defaults) 
         unit=unit,
         overrides=overrides,
         source=check.at(*key),
+        free=free,
     )
 
 

@@ -11,12 +11,14 @@ plus the new rows.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -33,17 +35,23 @@ _KEY = re.compile(r"^SK-(?P<customer>.+)-(?P<period>\d{4}-\d{2})(?:-(?P<seq>[2-9
 
 
 class RowRole(StrEnum):
+    HEADER = "header"  # text row first on every invoice: what it is for (belongs to no entry)
     CHARGE = "charge"  # the entry's billed hours
     PREPAID_NOTE = "prepaid_note"  # text row: hours drawn from the prepaid balance
     CORRECTION = "correction"  # negation of rows on a booked invoice
 
 
 _ROLE_ORDER = {RowRole.CORRECTION: 0, RowRole.CHARGE: 1, RowRole.PREPAID_NOTE: 2}
+SWEDISH_MONTHS = (
+    "januari", "februari", "mars", "april", "maj", "juni",
+    "juli", "augusti", "september", "oktober", "november", "december",
+)  # fmt: skip
 
 
 class InvoiceStatus(StrEnum):
     OPEN = "open"  # a draft the connector may still change (or not yet created)
     BOOKED = "booked"  # booked in the accounting system: immutable, billed
+    SENT = "sent"  # sent to the customer (e-mail, print, e-invoice), not yet booked: billed
     LOCKED = "locked"  # edited by a person: never overwritten, treated as billed
     CANCELLED = "cancelled"  # cancelled by a person: nothing on it is billed
 
@@ -53,7 +61,8 @@ class InvoiceStatus(StrEnum):
 
     @property
     def billed(self) -> bool:
-        return self in (InvoiceStatus.BOOKED, InvoiceStatus.LOCKED)
+        """The customer holds it (or a person owns it): what is on it counts as invoiced."""
+        return self in (InvoiceStatus.BOOKED, InvoiceStatus.SENT, InvoiceStatus.LOCKED)
 
 
 class Action(StrEnum):
@@ -211,6 +220,11 @@ class PlannedInvoice:
     document_number: str | None = None
 
     @property
+    def item_rows(self) -> tuple[Row, ...]:
+        """The rows that belong to entries: every row but the header."""
+        return tuple(r for r in self.rows if r.role is not RowRole.HEADER)
+
+    @property
     def total(self) -> Decimal:
         return sum((a for r in self.rows if (a := r.amount) is not None), Decimal(0))
 
@@ -230,7 +244,8 @@ class PlannedInvoice:
         """Each entry's rows on this invoice, as they are recorded once it is written."""
         by_entry: dict[str, list[Row]] = defaultdict(list)
         for row in self.rows:
-            by_entry[row.entry_id].append(row)
+            if row.role is not RowRole.HEADER:
+                by_entry[row.entry_id].append(row)
         return [
             Placement(entry_id, self.key, self.revisions[entry_id], tuple(rows))
             for entry_id, rows in by_entry.items()
@@ -348,8 +363,65 @@ def describe(entry: Entry, limit: int) -> str:
     return head + cut(_clean(entry.description), room) + tail
 
 
+Register = Mapping[str, Decimal | None]
+"""The target's active articles: article number -> sales price (None when it has none)."""
+
+
+def _price(
+    entry: Entry,
+    category: Category,
+    article: str,
+    profile: TargetProfile,
+    register: Register | None,
+) -> Decimal | _Attention | None:
+    """The row's unit price: the entry's, else the mapping's, else the article register's.
+
+    Every row goes out with an explicit price, because a row sent without one is priced by the
+    target, and an article without a sales price is invoiced at 0. None is returned only when
+    no register was given (a plan made without asking the target).
+    """
+    where = profile.display_name
+    if register is not None and article not in register:
+        return _Attention(
+            f"article {article} (category '{category.slug}') does not exist or is inactive in "
+            f"{where}: create or activate it there, or change the mapping"
+        )
+    if entry.unit_price is not None:
+        price: Decimal | None = entry.unit_price
+    elif category.price is not None:
+        price = category.price
+    elif register is not None:
+        price = register[article]
+        if price is not None and _places(price) <= profile.price_places:
+            # The register's own notation ("1150", "1150.0") must not change the row: a fixed
+            # number of decimals keeps the plan, and so the decision to write, stable.
+            price = price.quantize(Decimal(1).scaleb(-profile.price_places))
+    else:
+        return None
+    if price is None or (price == 0 and not category.free):
+        origin = (
+            "the ledger entry's unit_price is 0"
+            if entry.unit_price is not None
+            else f"the mapping's price is 0 for '{category.slug}'"
+            if category.price is not None
+            else f"article {article} has no sales price in {where} and neither the ledger "
+            f"entry nor the mapping gives a price (set price for '{category.slug}' in the "
+            f"mappings, or a sales price in {where})"
+        )
+        return _Attention(
+            f"would be invoiced at price 0: {origin}; set free = true on the category if "
+            "its hours are given away on purpose"
+        )
+    if _places(price) > profile.price_places:
+        return _Attention(
+            f"unit price {price} has more than {profile.price_places} decimals; "
+            f"{where} would round it"
+        )
+    return price
+
+
 def entry_rows(
-    entry: Entry, mappings: Mappings, profile: TargetProfile
+    entry: Entry, mappings: Mappings, profile: TargetProfile, register: Register | None = None
 ) -> tuple[Row, ...] | _Excluded | _Attention:
     """The rows an active entry should have on an invoice, or why it has none."""
     if entry.status is Status.VOID:
@@ -358,20 +430,17 @@ def entry_rows(
     if category is None:
         return _Attention(f"unknown category '{entry.category}': add it to the mapping files")
     if entry.kind is Kind.TOPUP:
-        return _topup_rows(entry, category, profile)
+        return _topup_rows(entry, category, profile, register)
     if entry.category == PREPAID_CATEGORY:
         return _Attention(f"a debit cannot use category '{PREPAID_CATEGORY}' (top-ups only)")
     if not category.billable:
         return _Excluded(f"included in the monthly fee ({category.slug})")
     quantity = category.rounding.apply(entry.hours - entry.prepaid_hours)
-    price = entry.unit_price if entry.unit_price is not None else category.price
-    if price is not None and _places(price) > profile.price_places:
-        return _Attention(
-            f"unit price {price} has more than {profile.price_places} decimals; "
-            f"{profile.display_name} would round it"
-        )
     article = category.article_for(profile.name)
     assert article is not None, "validated: billable categories have an article"
+    price = _price(entry, category, article, profile, register) if quantity > 0 else None
+    if isinstance(price, _Attention):
+        return price
     rows: list[Row] = []
     if quantity > 0:
         rows.append(
@@ -401,7 +470,7 @@ def entry_rows(
 
 
 def _topup_rows(
-    entry: Entry, category: Category, profile: TargetProfile
+    entry: Entry, category: Category, profile: TargetProfile, register: Register | None
 ) -> tuple[Row, ...] | _Excluded | _Attention:
     if entry.category != PREPAID_CATEGORY:
         return _Attention(
@@ -409,16 +478,11 @@ def _topup_rows(
         )
     if not category.billable:
         return _Excluded(f"category '{PREPAID_CATEGORY}' is not billable in the mappings")
-    price = entry.unit_price if entry.unit_price is not None else category.price
-    if price is None:
+    if entry.unit_price is None and category.price is None:
+        # The price of a package is agreed: never taken from the article register.
         return _Attention(
             "top-up without price: set unit_price on the ledger entry "
             f"or price for '{PREPAID_CATEGORY}' in the mappings"
-        )
-    if _places(price) > profile.price_places:
-        return _Attention(
-            f"unit price {price} has more than {profile.price_places} decimals; "
-            f"{profile.display_name} would round it"
         )
     if _places(entry.hours) > profile.quantity_places:
         return _Attention(
@@ -427,6 +491,9 @@ def _topup_rows(
         )
     article = category.article_for(profile.name)
     assert article is not None
+    price = _price(entry, category, article, profile, register)
+    if isinstance(price, _Attention):
+        return price
     return (
         Row(
             entry_id=entry.id,
@@ -513,11 +580,15 @@ def plan(
     profile: TargetProfile,
     invoiced: Invoiced | None = None,
     rejected: Iterable[tuple[str, str]] = (),
+    register: Register | None = None,
 ) -> Plan:
     """Compute the desired invoices.
 
     `entries` is the current revision of every valid entry; `rejected` lists (ref, reason) for
     entries that failed validation. Every entry of both ends in exactly one result.
+    `register` is the target's article register (article -> sales price): with it, every article
+    row carries an explicit price; without it (a plan made offline) rows the ledger and the
+    mappings leave unpriced show no price.
     """
     invoiced = invoiced or Invoiced()
     results: dict[str, EntryResult] = {}
@@ -527,7 +598,7 @@ def plan(
         results[ref] = EntryResult(ref, Outcome.ATTENTION, f"malformed entry: {reason}")
 
     for entry in entries:
-        result, parts = _plan_entry(entry, mappings, profile, invoiced)
+        result, parts = _plan_entry(entry, mappings, profile, invoiced, register)
         results[entry.id] = result
         contributions.extend(parts)
 
@@ -547,7 +618,7 @@ def plan(
         previous = invoiced.invoices.get(key)
         # A draft left without rows keeps the currency it was written in.
         currency = currencies.get(key) or (previous.currency if previous else None) or "SEK"
-        invoices.append(_invoice(key, parts, previous, currency))
+        invoices.append(_invoice(key, parts, previous, currency, invoiced, profile))
     return Plan(
         target=profile.name,
         invoices=tuple(invoices),
@@ -556,9 +627,13 @@ def plan(
 
 
 def _plan_entry(
-    entry: Entry, mappings: Mappings, profile: TargetProfile, invoiced: Invoiced
+    entry: Entry,
+    mappings: Mappings,
+    profile: TargetProfile,
+    invoiced: Invoiced,
+    register: Register | None,
 ) -> tuple[EntryResult, list[_Contribution]]:
-    desired = entry_rows(entry, mappings, profile)
+    desired = entry_rows(entry, mappings, profile, register)
     base = InvoiceKey(entry.customer_number, entry.period)
     placements = invoiced.placements.get(entry.id, ())
     closed = [p for p in placements if invoiced.status(p.key).closed]
@@ -682,11 +757,49 @@ def _majority(group: list[_Contribution]) -> str:
     return earliest if earliest in tied else min(tied)
 
 
+def invoice_date(period: str, policy: str, locked_through: date | None = None) -> tuple[date, bool]:
+    """The date a new invoice of `period` gets, and whether it was moved out of a locked period.
+
+    Never the day the draft happens to be created: a draft made on the 3rd would otherwise be
+    dated, and fall due, before the month's work is done. `month_end` is the last day of the
+    service month, `next_month_start` the day after it. A date on or before the last locked day
+    becomes the first open day, because the target refuses invoices in a locked period.
+    """
+    year, month = (int(part) for part in period.split("-"))
+    last = date(year, month, calendar.monthrange(year, month)[1])
+    chosen = last if policy == "month_end" else last + timedelta(days=1)
+    if locked_through is not None and chosen <= locked_through:
+        return locked_through + timedelta(days=1), True
+    return chosen, False
+
+
+def header_text(key: InvoiceKey, invoiced: Invoiced) -> str:
+    """The invoice's first row, in Swedish: what the invoice is for, and for a supplementary
+    invoice the invoice it adds to (the latest one of the month the customer holds)."""
+    year, month = key.period.split("-")
+    when = f"{SWEDISH_MONTHS[int(month) - 1]} {year}"
+    text = f"Servicekonto: arbete utanför månadsavgiften, {when}"
+    for sequence in range(key.sequence - 1, 0, -1):
+        known = invoiced.invoices.get(InvoiceKey(key.customer_number, key.period, sequence))
+        if known is not None and known.status.billed and known.document_number:
+            return f"Tilläggsfaktura till faktura {known.document_number}. {text}"
+    return text
+
+
 def _invoice(
-    key: InvoiceKey, parts: list[_Contribution], known: KnownInvoice | None, currency: str
+    key: InvoiceKey,
+    parts: list[_Contribution],
+    known: KnownInvoice | None,
+    currency: str,
+    invoiced: Invoiced,
+    profile: TargetProfile,
 ) -> PlannedInvoice:
     parts = sorted(parts, key=lambda p: (p.entry.performed_on, p.entry.id))
     rows: list[Row] = []
+    if parts:
+        # A fixed first row: it tells the customer what the invoice is for, and it gives every
+        # update a text row to pair with, so no row ever lands on a row of another kind.
+        rows.append(Row("", RowRole.HEADER, cut(header_text(key, invoiced), profile.row_text_max)))
     for part in parts:
         rows.extend(sorted(part.rows, key=lambda r: _ROLE_ORDER[r.role]))
     digest = rows_digest(rows, currency)

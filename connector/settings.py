@@ -46,6 +46,9 @@ class FortnoxSettings(BaseModel):
     redirect_uri: str = "http://localhost:8790/fortnox/callback"
     rate_limit: str = "24/5"
     timeout_seconds: float = Field(default=30.0, gt=0)
+    # Whether Fortnox's search lists a new invoice at once is undocumented: after a lost create
+    # answer, "not found" is trusted only this long after the create (docs/fortnox.md).
+    search_settle_seconds: float = Field(default=600.0, ge=0)
 
     @field_validator("api_url", "auth_url")
     @classmethod
@@ -68,6 +71,16 @@ class FortnoxSettings(BaseModel):
         return value
 
 
+class InvoiceSettings(BaseModel):
+    """How new invoices look, whatever the target (docs/planning.md, Invoice date)."""
+
+    # month_end: the last day of the service month; next_month_start: the first day after it.
+    # Either way moved to the first open day when that date lies in a locked period.
+    date: Literal["month_end", "next_month_start"] = "month_end"
+    # The invoice's remarks text. Unset: the customer card's own remark applies, untouched.
+    remarks: str | None = Field(default=None, max_length=1024)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -79,6 +92,7 @@ class Settings(BaseSettings):
 
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     fortnox: FortnoxSettings = Field(default_factory=FortnoxSettings)
+    invoice: InvoiceSettings = Field(default_factory=InvoiceSettings)
     state_dir: Path = Path("./var")
     mappings_dir: Path = Path("./mappings")
     target: TargetName = "fortnox"

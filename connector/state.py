@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -176,11 +176,13 @@ class Written:
             return True
         return rows_match(remote, self.rows)
 
-    def as_planned(self, key: InvoiceKey, document_number: str | None) -> PlannedInvoice:
+    def as_planned(
+        self, key: InvoiceKey, document_number: str | None, prefix: Sequence[Row] = ()
+    ) -> PlannedInvoice:
         return PlannedInvoice(
             key=key,
             currency=self.currency,
-            rows=self.rows,
+            rows=(*prefix, *self.rows),
             action=Action.UPDATE,
             revisions=self.revisions,
             document_number=document_number,
@@ -197,6 +199,7 @@ class InvoiceRecord:
     updated_at: str
     refused_digest: str | None = None
     refused_code: str | None = None
+    pending_since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,9 @@ class RunRecord:
 class StateStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir
+        # When a write is marked pending; the sync compares it with its own clock (tests move
+        # both together).
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         try:
             if not state_dir.exists():
                 # It holds the token file and the billing memory: private from the start.
@@ -390,7 +396,13 @@ class StateStore:
             db.execute(
                 "UPDATE invoices SET pending = ?, pending_since = ?, updated_at = ?"
                 " WHERE target = ? AND key = ?",
-                (Written.of(invoice).to_json(), _now(), _now(), target, invoice.key.text),
+                (
+                    Written.of(invoice).to_json(),
+                    self.clock().isoformat(timespec="seconds"),
+                    _now(),
+                    target,
+                    invoice.key.text,
+                ),
             )
 
     def record_refusal(self, target: str, invoice: PlannedInvoice, code: str | None) -> None:
@@ -489,12 +501,12 @@ class StateStore:
 
     _RECORD = (
         "SELECT key, status, document_number, written, pending, updated_at, refused_digest,"
-        " refused_code FROM invoices WHERE target = ?"
+        " refused_code, pending_since FROM invoices WHERE target = ?"
     )
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> InvoiceRecord:
-        key, status, number, written, pending, updated, refused_digest, refused_code = row
+        key, status, number, written, pending, updated, refused_digest, refused_code, since = row
         return InvoiceRecord(
             InvoiceKey.parse(key),
             InvoiceStatus(status),
@@ -504,6 +516,7 @@ class StateStore:
             updated,
             refused_digest,
             refused_code,
+            since,
         )
 
     def invoice_records(self, target: str) -> list[InvoiceRecord]:

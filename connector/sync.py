@@ -10,7 +10,10 @@ import contextlib
 import os
 import signal
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from connector import targets
@@ -35,15 +38,19 @@ from connector.planning import (
     Outcome,
     Plan,
     PlannedInvoice,
+    RowRole,
+    invoice_date,
     plan,
 )
-from connector.settings import Settings
+from connector.settings import InvoiceSettings, Settings
 from connector.state import InvoiceRecord, StateStore
 from connector.targets.base import (
+    NeedsStepping,
     RemoteInvoice,
     Target,
     TargetProfile,
     TargetRefusal,
+    row_differences,
     rows_match,
 )
 
@@ -153,6 +160,8 @@ class SyncReport:
     would: list[tuple[str, str]] = field(default_factory=list)
     unchanged: int = 0
     invoice_attention: dict[str, str] = field(default_factory=dict)
+    # Things done differently from the usual course, worth a look but needing nothing.
+    notes: list[str] = field(default_factory=list)
     plan: Plan | None = None
     requests: int = 0
     rate_limited: int = 0
@@ -210,6 +219,7 @@ class SyncReport:
             "excluded": dict(
                 sorted(Counter(r.reason for r in results if r.outcome is Outcome.EXCLUDED).items())
             ),
+            "notes": self.notes,
             "requests": self.requests,
             "rate_limited": self.rate_limited,
             "exit_code": int(self.exit_code),
@@ -222,12 +232,24 @@ class _Duplicate(Exception):
         self.numbers = numbers
 
 
+def remote_status(remote: RemoteInvoice) -> InvoiceStatus | None:
+    """The closed status a remote invoice has reached, or None while it is an open draft."""
+    if remote.cancelled:
+        return InvoiceStatus.CANCELLED
+    if remote.booked:
+        return InvoiceStatus.BOOKED
+    if remote.sent:
+        return InvoiceStatus.SENT
+    return None
+
+
 class _Sync:
     """One sync run's work against one target. Decisions come from the planner; this class
     only looks at the remote, writes, and records what happened, in an order that survives a
     crash at any point."""
 
     MAX_ROUNDS = 6
+    UPDATE_ATTEMPTS = 3
 
     def __init__(
         self,
@@ -235,18 +257,31 @@ class _Sync:
         target: Target,
         mappings: Mappings,
         report: SyncReport,
+        invoice_settings: InvoiceSettings | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.store = store
         self.target = target
         self.name = target.profile.name
+        self.where = target.profile.display_name
         self.mappings = mappings
         self.report = report
         self.dry_run = report.dry_run
+        self.invoice_settings = invoice_settings or InvoiceSettings()
+        self.clock = clock or (lambda: datetime.now(UTC))
         # Statuses learnt during a dry run, which must not be stored.
         self.overrides: dict[InvoiceKey, KnownInvoice] = {}
         self.skip: set[InvoiceKey] = set()
+        self._register: dict[str, Decimal | None] | None = None
+        self._locked: tuple[date | None] | None = None
 
     # --- planning ---------------------------------------------------------------------------
+
+    def register(self) -> dict[str, Decimal | None]:
+        """The target's active articles and prices, read once per run."""
+        if self._register is None:
+            self._register = self.target.article_prices()
+        return self._register
 
     def plan(self) -> Plan:
         entries, rejected = load_entries(self.store)
@@ -255,7 +290,9 @@ class _Sync:
             invoiced = Invoiced(
                 invoices={**invoiced.invoices, **self.overrides}, placements=invoiced.placements
             )
-        return plan(entries, self.mappings, self.target.profile, invoiced, rejected)
+        return plan(
+            entries, self.mappings, self.target.profile, invoiced, rejected, self.register()
+        )
 
     def attention(self, key: InvoiceKey, reason: str) -> None:
         log.warning("invoice.attention", key=key.text, reason=reason)
@@ -270,6 +307,20 @@ class _Sync:
             self.overrides[key] = KnownInvoice(key, status, None, document_number, None)
         else:
             self.store.set_status(self.name, key, status, document_number)
+
+    def invoice_date(self, key: InvoiceKey) -> date:
+        """The date of a new invoice (planning.invoice_date), out of any locked period."""
+        if self._locked is None:
+            self._locked = (self.target.locked_through(),)
+        (locked,) = self._locked
+        chosen, moved = invoice_date(key.period, self.invoice_settings.date, locked)
+        if moved:
+            note = (
+                f"{key}: dated {chosen} because {self.where} has locked the period through {locked}"
+            )
+            log.warning("invoice.date_moved", key=key.text, date=str(chosen), locked=str(locked))
+            self.report.notes.append(note)
+        return chosen
 
     # --- looking at the remote ------------------------------------------------------------
 
@@ -293,8 +344,8 @@ class _Sync:
     def refresh_statuses(
         self, changes: list[PlannedInvoice], remote: dict[str, list[RemoteInvoice]]
     ) -> bool:
-        """Learn what happened remotely (booked, cancelled, unknown invoices); True when a
-        status changed, so the plan must be made again."""
+        """Learn what happened remotely (booked, sent, cancelled, unknown invoices); True when
+        a status changed, so the plan must be made again."""
         changed = False
         for invoice in changes:
             key = invoice.key
@@ -302,17 +353,17 @@ class _Sync:
             number = invoice.document_number
             if number:
                 mine = [c for c in candidates if c.document_number == number]
-                if not mine:
-                    where = self.target.profile.display_name
+                # A search may miss an invoice (freshness is not promised): read it directly
+                # before calling it missing.
+                current = mine[0] if mine else self.target.get_invoice(number)
+                if current is None:
                     self.attention(
-                        key, f"invoice {number} ({key}) is not found in {where}; nothing is sent"
+                        key, f"invoice {number} ({key}) is not found in {self.where}; not sent"
                     )
                     continue
-                if mine[0].cancelled:
-                    self.set_status(key, InvoiceStatus.CANCELLED, number)
-                    changed = True
-                elif mine[0].booked:
-                    self.set_status(key, InvoiceStatus.BOOKED, number)
+                status = remote_status(current)
+                if status is not None:
+                    self.set_status(key, status, number)
                     changed = True
                 continue
             live = [c for c in candidates if c.live]
@@ -320,10 +371,9 @@ class _Sync:
                 numbers = ", ".join(sorted(c.document_number for c in live))
                 self.attention(
                     key,
-                    f"{self.target.profile.display_name} already has invoice {numbers} with "
-                    f"reference {key}, which this connector has no record of; nothing is sent "
-                    "for it. If the state directory was lost, restore it; otherwise cancel "
-                    "that invoice.",
+                    f"{self.where} already has invoice {numbers} with reference {key}, which "
+                    "this connector has no record of; nothing is sent for it. If the state "
+                    "directory was lost, restore it; otherwise cancel that invoice.",
                 )
         return changed
 
@@ -331,7 +381,7 @@ class _Sync:
 
     def recover(self) -> None:
         """Finish what a crashed or cut-off run left: writes whose outcome is unknown are
-        looked up before anything new is sent."""
+        looked up before anything new is sent. A refused read flags that invoice only."""
         for record in self.store.invoice_records(self.name):
             if record.pending is None:
                 continue
@@ -341,20 +391,53 @@ class _Sync:
                 if record.document_number:
                     self._recover_update(record, pending)
                 else:
-                    self._recover_create(pending)
+                    self._recover_create(record, pending)
             except _Duplicate as dup:
                 self._duplicate(record.key, dup)
+            except TargetRefusal as refusal:
+                self.attention(
+                    record.key,
+                    f"cannot check what became of the last write to {record.key} "
+                    f"({self.where} refused the read: {refusal}); nothing is sent for it",
+                )
 
-    def _recover_create(self, pending: PlannedInvoice) -> None:
+    def _settled(self, since: str | None) -> bool:
+        """Whether the target's search has had time to list an invoice created at `since`."""
+        settle = self.target.search_settle_seconds
+        if settle <= 0 or since is None:
+            return True
+        age = self.clock() - datetime.fromisoformat(since)
+        return age.total_seconds() >= settle
+
+    def _recover_create(self, record: InvoiceRecord, pending: PlannedInvoice) -> None:
         found = self.find_live(pending.key)
-        if found is None:
-            self.store.clear_pending(self.name, pending.key)  # never created: plan sends it
+        if found is not None:
+            self._adopt(pending, found.document_number)
             return
-        self._adopt(pending, found.document_number)
+        if not self._settled(record.pending_since):
+            self._wait_for_search(pending.key)
+            return
+        self.store.clear_pending(self.name, pending.key)  # never created: the plan sends it
+
+    def _wait_for_search(self, key: InvoiceKey) -> None:
+        self.attention(
+            key,
+            f"creating {key} had an unknown outcome and {self.where}'s search does not list "
+            f"it yet; nothing more is sent for it until a later run has looked again (after "
+            f"{self.target.search_settle_seconds:g} s)",
+        )
 
     def _recover_update(self, record: InvoiceRecord, pending: PlannedInvoice) -> None:
         assert record.document_number is not None
         remote = self.target.get_invoice(record.document_number)
+        if remote is None:
+            self.store.clear_pending(self.name, pending.key)
+            self.attention(
+                pending.key,
+                f"invoice {record.document_number} ({pending.key}) is not found in "
+                f"{self.where}; nothing is sent",
+            )
+            return
         rows = remote.rows or ()
         if rows_match(rows, pending.rows):
             self.store.confirm_write(self.name, pending, record.document_number, rows)
@@ -363,32 +446,35 @@ class _Sync:
             self.store.clear_pending(self.name, pending.key)
         else:
             self.store.clear_pending(self.name, pending.key)
-            self._locked(pending.key, record.document_number)
+            self._locked_by_person(pending.key, record.document_number)
 
     def _adopt(self, invoice: PlannedInvoice, number: str) -> None:
         """A create whose answer was lost did happen: record it if it holds our rows."""
         remote = self.target.get_invoice(number)
-        if rows_match(remote.rows or (), invoice.rows):
+        if remote is not None and rows_match(remote.rows or (), invoice.rows):
             self.store.confirm_write(self.name, invoice, number, remote.rows)
             self.report.recovered.append(invoice.key.text)
             log.info("invoice.recovered", key=invoice.key.text, number=number)
         else:
             self.store.clear_pending(self.name, invoice.key)
-            self._locked(invoice.key, number)
+            self._locked_by_person(invoice.key, number)
 
-    def _locked(self, key: InvoiceKey, number: str) -> None:
-        self.set_status(key, InvoiceStatus.LOCKED, number)
-        self.attention(
+    def _locked_by_person(self, key: InvoiceKey, number: str) -> None:
+        self._lock(
             key,
-            f"invoice {number} ({key}) was changed in {self.target.profile.display_name} by a "
-            "person; the connector no longer changes it and sends later changes on a "
-            "supplementary invoice",
+            number,
+            f"invoice {number} ({key}) was changed in {self.where} by a person; the connector "
+            "no longer changes it and sends later changes on a supplementary invoice",
         )
+
+    def _lock(self, key: InvoiceKey, number: str, reason: str) -> None:
+        self.set_status(key, InvoiceStatus.LOCKED, number)
+        self.attention(key, reason)
 
     def _duplicate(self, key: InvoiceKey, dup: _Duplicate) -> None:
         self.attention(
             key,
-            f"{self.target.profile.display_name} has several live invoices with reference {key} "
+            f"{self.where} has several live invoices with reference {key} "
             f"({', '.join(dup.numbers)}): cancel all but one; nothing is sent for it meanwhile",
         )
 
@@ -445,21 +531,47 @@ class _Sync:
                 self._duplicate(invoice.key, dup)
         return changed
 
+    def _confirm(self, invoice: PlannedInvoice, number: str, answer: RemoteInvoice) -> bool:
+        """Record a write, and compare the target's answer with the plan: anything it stored
+        differently (a price, a row, VAT included) locks the invoice for a person to check."""
+        self.store.confirm_write(self.name, invoice, number, answer.rows)
+        problems = row_differences(answer.rows or (), invoice.rows, texts=False)
+        if answer.vat_included:
+            problems.append("prices are marked as including VAT")
+        if answer.currency and answer.currency != invoice.currency:
+            problems.append(f"currency {answer.currency} instead of {invoice.currency}")
+        if not problems:
+            return True
+        self._lock(
+            invoice.key,
+            number,
+            f"{self.where} stored invoice {number} ({invoice.key}) differently from what was "
+            f"sent: {'; '.join(problems[:3])}; the connector no longer changes it: check it in "
+            f"{self.where}",
+        )
+        return False
+
     def create(self, invoice: PlannedInvoice) -> None:
         if self.dry_run:
             self.report.would.append(("create", invoice.key.text))
             return
+        dated = self.invoice_date(invoice.key)
         for _ in range(2):
             self.store.mark_pending(self.name, invoice)
             failpoint("before_post")
             try:
-                created = self.target.create_invoice(invoice)
+                created = self.target.create_invoice(invoice, dated)
             except OutcomeUnknownError as exc:
                 log.warning("invoice.outcome_unknown", key=invoice.key.text, detail=str(exc))
                 found = self.find_live(invoice.key)
                 if found is not None:
                     self._adopt(invoice, found.document_number)
                     self.report.created.append(invoice.key.text)
+                    return
+                if self.target.search_settle_seconds > 0:
+                    # The search may not list a fresh invoice yet: sending again could make a
+                    # second one. The pending mark stays for a later run to look again.
+                    self._wait_for_search(invoice.key)
                     return
                 self.store.clear_pending(self.name, invoice.key)
                 continue  # looked, and it is not there: sending again is safe
@@ -468,7 +580,7 @@ class _Sync:
                 self.store.clear_pending(self.name, invoice.key)
                 raise
             failpoint("after_post")
-            self.store.confirm_write(self.name, invoice, created.document_number, created.rows)
+            self._confirm(invoice, created.document_number, created)
             self.report.created.append(invoice.key.text)
             log.info("invoice.created", key=invoice.key.text, number=created.document_number)
             return
@@ -483,32 +595,99 @@ class _Sync:
         invoice is locked or re-statused)."""
         assert invoice.document_number is not None
         remote = self.target.get_invoice(invoice.document_number)
-        if remote.cancelled or remote.booked:
-            status = InvoiceStatus.CANCELLED if remote.cancelled else InvoiceStatus.BOOKED
+        if remote is None:
+            self.attention(
+                invoice.key,
+                f"invoice {invoice.document_number} ({invoice.key}) is not found in "
+                f"{self.where}; nothing is sent",
+            )
+            return None
+        status = remote_status(remote)
+        if status is not None:
             self.set_status(invoice.key, status, invoice.document_number)
             return None
         record = self.store.invoice_record(self.name, invoice.key)
         known = [w for w in (record.written, record.pending) if w] if record else []
         if not any(w.holds(remote.rows or ()) for w in known):
-            self._locked(invoice.key, invoice.document_number)
+            self._locked_by_person(invoice.key, invoice.document_number)
             return None
         return remote
 
     def update(self, invoice: PlannedInvoice) -> bool:
         assert invoice.document_number is not None
-        if self._check_ours(invoice) is None:
+        current = self._check_ours(invoice)
+        if current is None:
             return True
         if self.dry_run:
             self.report.would.append(("update", invoice.key.text))
             return False
-        self.store.mark_pending(self.name, invoice)
-        # A full-replace PUT is safe to repeat, so lost answers are retried by the transport.
-        updated = self.target.update_invoice(invoice.document_number, invoice)
+        try:
+            answer = self._put(invoice, current)
+        except NeedsStepping:
+            # A draft without a text row (written by an earlier version): first add the header
+            # alone, keeping every row as it is, so the real change has a row to pair with.
+            answer = self._put(self._with_header(invoice), current)
+            if answer is None:
+                return True
+            answer = self._put(invoice, answer)
+        if answer is None:
+            return True
         failpoint("after_put")
-        self.store.confirm_write(self.name, invoice, invoice.document_number, updated.rows)
-        self.report.updated.append(invoice.key.text)
-        log.info("invoice.updated", key=invoice.key.text, number=invoice.document_number)
-        return False
+        if self._confirm(invoice, invoice.document_number, answer):
+            self.report.updated.append(invoice.key.text)
+            log.info("invoice.updated", key=invoice.key.text, number=invoice.document_number)
+            return False
+        return True
+
+    def _with_header(self, invoice: PlannedInvoice) -> PlannedInvoice:
+        record = self.store.invoice_record(self.name, invoice.key)
+        assert record is not None
+        assert record.written is not None
+        header = [r for r in invoice.rows if r.role is RowRole.HEADER]
+        return record.written.as_planned(invoice.key, invoice.document_number, prefix=header)
+
+    def _put(self, invoice: PlannedInvoice, current: RemoteInvoice) -> RemoteInvoice | None:
+        """Write the rows; a lost answer is settled by reading the draft, never by sending the
+        same row ids again (they change with every update). None when the draft turned out to
+        be someone else's or gone; raises RemoteUnavailableError after repeated unknowns."""
+        assert invoice.document_number is not None
+        number = invoice.document_number
+        for _ in range(self.UPDATE_ATTEMPTS):
+            self.store.mark_pending(self.name, invoice)
+            try:
+                answer = self.target.update_invoice(number, invoice, current)
+            except OutcomeUnknownError as exc:
+                log.warning("invoice.outcome_unknown", key=invoice.key.text, detail=str(exc))
+                now = self.target.get_invoice(number)
+                if now is None or remote_status(now) is not None:
+                    # Gone, booked, sent or cancelled meanwhile: then the write did not land.
+                    self.store.clear_pending(self.name, invoice.key)
+                    status = None if now is None else remote_status(now)
+                    if status is None:
+                        self.attention(
+                            invoice.key,
+                            f"invoice {number} ({invoice.key}) is not found in {self.where}; "
+                            "nothing is sent",
+                        )
+                    else:
+                        self.set_status(invoice.key, status, number)
+                    return None
+                if rows_match(now.rows or (), invoice.rows):
+                    return now  # it landed
+                if tuple(now.rows or ()) == tuple(current.rows or ()):
+                    current = now  # it did not land: send again with the fresh row ids
+                    continue
+                self.store.clear_pending(self.name, invoice.key)
+                self._locked_by_person(invoice.key, number)
+                return None
+            except TargetRefusal:
+                self.store.clear_pending(self.name, invoice.key)
+                raise
+            return answer
+        raise RemoteUnavailableError(
+            f"updating {invoice.key} had an unknown outcome {self.UPDATE_ATTEMPTS} times; the "
+            "next run checks first"
+        )
 
     def cancel_empty(self, invoice: PlannedInvoice) -> bool:
         """A draft of ours left with nothing to bill is cancelled rather than left empty."""
@@ -518,7 +697,18 @@ class _Sync:
         if self.dry_run:
             self.report.would.append(("cancel", invoice.key.text))
             return False
-        self.target.cancel_invoice(invoice.document_number)
+        try:
+            self.target.cancel_invoice(invoice.document_number)
+        except (OutcomeUnknownError, TargetRefusal) as exc:
+            # A lost answer, or a repeat refused: what counts is whether it is cancelled now.
+            now = self.target.get_invoice(invoice.document_number)
+            if now is None or not now.cancelled:
+                if isinstance(exc, TargetRefusal):
+                    raise
+                raise RemoteUnavailableError(
+                    f"cancelling {invoice.key} had an unknown outcome and it is not cancelled; "
+                    "the next run looks again"
+                ) from None
         self.store.confirm_write(self.name, invoice, invoice.document_number)
         self.store.set_status(self.name, invoice.key, InvoiceStatus.CANCELLED)
         self.report.cancelled.append(invoice.key.text)
@@ -537,7 +727,7 @@ def open_target(settings: Settings) -> Target:
     _supported(settings)
     from connector.targets import fortnox
 
-    return fortnox.build(settings.fortnox, settings.state_dir)
+    return fortnox.build(settings.fortnox, settings.state_dir, remarks=settings.invoice.remarks)
 
 
 def run_sync(
@@ -546,6 +736,7 @@ def run_sync(
     ledger: LedgerClient | None = None,
     target: Target | None = None,
     dry_run: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> SyncReport:
     """`connector sync`: finish unfinished work, pull, plan, and bring the target in line."""
     if ledger is None:
@@ -563,8 +754,10 @@ def run_sync(
         store = StateStore(settings.state_dir)
         resources.callback(store.close)
         resources.enter_context(store.lock())
+        if clock is not None:
+            store.clock = clock
         run_id = None if dry_run else store.start_run("sync", target.profile.name)
-        sync = _Sync(store, target, mappings, report)
+        sync = _Sync(store, target, mappings, report, settings.invoice, clock)
         try:
             if not dry_run:
                 sync.recover()

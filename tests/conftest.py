@@ -13,6 +13,7 @@ from connector import http, logs
 from connector.mappings import Mappings, load_mappings
 from connector.sandbox import build_app
 from connector.sandbox.app import SandboxApp
+from connector.sandbox.fortnox import TENANT_ID
 from connector.sandbox.server import SandboxServer, running
 
 # HYPOTHESIS_PROFILE=deep for a long hunt; the default keeps `make test` within minutes.
@@ -105,5 +106,6 @@ def connector_env(server_url: str, state_dir: Path) -> dict[str, str]:
         "CONNECTOR_FORTNOX__AUTH_URL": server_url + "/fortnox/oauth-v1",
         "CONNECTOR_FORTNOX__CLIENT_ID": "sandbox",
         "CONNECTOR_FORTNOX__CLIENT_SECRET": "sandbox",
-        "CONNECTOR_FORTNOX__TENANT_ID": "sandbox",
+        "CONNECTOR_FORTNOX__TENANT_ID": TENANT_ID,
+        "CONNECTOR_FORTNOX__SEARCH_SETTLE_SECONDS": "0",
     }

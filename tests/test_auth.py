@@ -45,8 +45,14 @@ def test_authorization_url() -> None:
     url = authorization_url("https://apps.fortnox.se/oauth-v1", "cid", "http://localhost/cb", "st")
     assert url == (
         "https://apps.fortnox.se/oauth-v1/auth?client_id=cid&redirect_uri=http%3A%2F%2Flocalhost"
-        "%2Fcb&scope=invoice+article+customer&state=st&access_type=offline&response_type=code"
+        "%2Fcb&scope=invoice+article+customer+companyinformation+settings&state=st"
+        "&access_type=offline&response_type=code"
     )
+    service = authorization_url(
+        "https://apps.fortnox.se/oauth-v1", "cid", "http://localhost/cb", "st", service_account=True
+    )
+    # Fortnox: "You have to use account_type=service for the consent to be created".
+    assert service == url + "&account_type=service"
 
 
 def test_code_exchange_then_rotation_stored_before_use(tmp_path: Path) -> None:

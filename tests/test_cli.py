@@ -56,7 +56,8 @@ def test_plan_json_against_the_sandbox(env: dict[str, str]) -> None:
         assert sum(map(__import__("decimal").Decimal, amounts), start=0) == (
             __import__("decimal").Decimal(inv["total"])
         )
-        dates = [row["description"][:10] for row in inv["rows"]]
+        assert inv["rows"][0]["role"] == "header"
+        dates = [row["description"][:10] for row in inv["rows"][1:]]
         assert dates == sorted(dates)
 
 
@@ -148,8 +149,8 @@ def test_demo_runs_a_full_sync_and_exits_0(monkeypatch: pytest.MonkeyPatch) -> N
     os.chdir(REPO)
     result = run("demo")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("pulled 431 ledger change(s); invoices: 99 created")
-    assert "Invoices now in the sandbox's Fortnox: 99" in result.stdout
+    assert result.stdout.startswith("pulled 431 ledger change(s); invoices: 98 created")
+    assert "Invoices now in the sandbox's Fortnox: 98" in result.stdout
     assert "SK-1042-2026-08: customer 1042 does not exist in Fortnox" in result.stdout
 
 
@@ -187,7 +188,7 @@ def test_sync_json_then_idempotent(fast: dict[str, str], sandbox_app: Any) -> No
     first = run("sync", "--json")
     assert first.exit_code == 1
     doc = json.loads(first.stdout)
-    assert len(doc["invoices"]["created"]) == 99
+    assert len(doc["invoices"]["created"]) == 98
     assert doc["attention"]["invoices"][0] == {
         "key": "SK-1042-2026-08",
         "reason": "customer 1042 does not exist in Fortnox",
@@ -195,7 +196,7 @@ def test_sync_json_then_idempotent(fast: dict[str, str], sandbox_app: Any) -> No
     assert doc["requests"] > 99 and doc["rate_limited"] == 0
     second = run("sync")
     assert second.exit_code == 1
-    assert "invoices: 0 created, 0 updated, 99 unchanged" in second.stdout
+    assert "invoices: 0 created, 0 updated, 98 unchanged" in second.stdout
     assert "SK-1042-2026-08: customer 1042 does not exist in Fortnox" in second.stdout
 
 
@@ -237,6 +238,36 @@ def test_auth_login_then_sync_with_the_refresh_token(
     assert code not in login.stdout  # typed hidden, never echoed
     assert run("sync").exit_code == 1
     assert (tmp_path / "state" / "fortnox-token.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_service_account_login_prints_the_tenant_id(
+    fast: dict[str, str], sandbox_app: Any, tmp_path: Path
+) -> None:
+    """The service-account set-up end to end: the address asks for account_type=service and
+    the scope to read the tenant id; the answer is the value for CONNECTOR_FORTNOX__TENANT_ID,
+    and the client-credentials flow then works for that tenant."""
+    from connector.sandbox import fortnox_of
+    from connector.sandbox.fortnox import TENANT_ID
+
+    fake = fortnox_of(sandbox_app)
+    fake.consents.clear()  # no consent yet: client credentials are refused
+    assert run("sync").exit_code == 5
+    redirect = "http://localhost:8790/fortnox/callback"
+    code = fake.issue_code(account_type="service", redirect_uri=redirect)
+    login = CliRunner().invoke(
+        app, ["auth", "login", "fortnox", "--service-account"], input=code + "\n"
+    )
+    assert login.exit_code == 0, login.output
+    assert "account_type=service" in login.stdout and "companyinformation" in login.stdout
+    assert f"CONNECTOR_FORTNOX__TENANT_ID={TENANT_ID}" in login.stdout
+    assert not (tmp_path / "state" / "fortnox-token.json").exists()  # nothing to keep
+    assert run("sync").exit_code == 1  # consent given: the sync runs (1: the sample's issues)
+
+
+def test_sandbox_refuses_a_bad_fault_setting() -> None:
+    result = run("sandbox", "--latency-ms", "-5")
+    assert result.exit_code == 2
+    assert "latency_ms must not be negative" in result.stderr
 
 
 def test_auth_for_an_unknown_system_is_a_usage_error(env: dict[str, str]) -> None:

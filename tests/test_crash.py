@@ -19,7 +19,6 @@ from connector.mappings import Mappings
 from connector.sandbox import fortnox_of
 from connector.sandbox.app import SandboxApp
 from connector.sandbox.server import SandboxServer
-from connector.state import StateStore
 from connector.sync import SyncReport
 from tests.conftest import REPO, connector_env
 from tests.harness import World, assert_matches_ledger, assert_no_duplicates
@@ -65,14 +64,7 @@ def clean_sync_matches(
     # Rebuild the final plan in-process from the same state directory for the oracle.
     settings = sandbox_settings("http://unused", tmp_path / "state", MAPPINGS_DIR)
     world = World(app=app, settings=settings, mappings=mappings)
-    store = StateStore(tmp_path / "state")
-    try:
-        from connector.sync import current_plan
-        from connector.targets import fortnox
-
-        report = SyncReport(dry_run=False, plan=current_plan(store, mappings, fortnox.PROFILE))
-    finally:
-        store.close()
+    report = SyncReport(dry_run=False, plan=world.current_plan())
     assert_matches_ledger(world, report)
     writes_before = world.writes()
     code, _, err = finish(start(env))

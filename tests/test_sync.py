@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,11 +16,18 @@ from connector import http
 from connector import sync as sync_module
 from connector.errors import ConfigError, ExitCode, ReauthRequiredError, RemoteUnavailableError
 from connector.mappings import Mappings, load_mappings
-from connector.planning import InvoiceStatus
-from connector.sandbox.app import Ledger
+from connector.planning import InvoiceKey, InvoiceStatus, Plan
+from connector.sandbox.app import DropConnection, Ledger, json_response
 from connector.sandbox.fortnox import FortnoxFake
 from connector.sandbox.sample import load
-from tests.harness import World, assert_matches_ledger, assert_no_duplicates, make_world
+from connector.targets.base import TargetRefusal
+from tests.harness import (
+    World,
+    assert_matches_ledger,
+    assert_no_duplicates,
+    entries_of,
+    make_world,
+)
 
 
 @pytest.fixture
@@ -56,8 +65,8 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, name: str, times: int = 1) -> None
 
 def test_first_sync_creates_the_plan_and_second_sync_writes_nothing(world: World) -> None:
     report = world.sync()
-    assert report.exit_code is ExitCode.ATTENTION  # customer 1042 and two bad entries
-    assert len(report.created) == 99
+    assert report.exit_code is ExitCode.ATTENTION  # customer 1042 and the bad entries
+    assert len(report.created) == 98
     assert report.invoice_attention == {
         f"SK-1042-2026-{m}": "customer 1042 does not exist in Fortnox" for m in ("08", "09", "10")
     }
@@ -66,14 +75,14 @@ def test_first_sync_creates_the_plan_and_second_sync_writes_nothing(world: World
     again = world.sync()
     assert world.writes() == writes  # idempotent: no write request at all
     assert again.created == again.updated == []
-    assert again.unchanged == 99
+    assert again.unchanged == 98
     assert_matches_ledger(world, again)
 
 
 def test_dry_run_sends_no_write_and_keeps_no_state(world: World) -> None:
     report = world.sync(dry_run=True)
     assert world.writes() == 0
-    assert len([w for w in report.would if w[0] == "create"]) == 102
+    assert len([w for w in report.would if w[0] == "create"]) == 101
     store = world.store()
     assert store.invoice_records("fortnox") == []
     assert store.runs() == [] and store.attention("fortnox") == []
@@ -100,7 +109,7 @@ def test_ledger_change_updates_the_open_draft(world: World) -> None:
     assert report.updated == [key] and report.created == []
     assert_matches_ledger(world, report)
     (invoice,) = world.fake.live_by_key()[key]
-    assert "6.00" in [row["DeliveredQuantity"] for row in invoice["InvoiceRows"]]
+    assert Decimal(6) in [Decimal(row["DeliveredQuantity"]) for row in invoice["InvoiceRows"]]
 
 
 def test_booked_invoice_is_never_touched_changes_go_to_supplementary(world: World) -> None:
@@ -116,8 +125,8 @@ def test_booked_invoice_is_never_touched_changes_go_to_supplementary(world: Worl
     assert invoice["InvoiceRows"] == before
     (supplement,) = world.fake.live_by_key()[f"{key}-2"]
     descriptions = [r["Description"] for r in supplement["InvoiceRows"]]
-    assert descriptions[0].startswith(f"Korrigering av faktura {key}:")
-    assert supplement["Remarks"].startswith(f"Tilläggsfaktura till {key}.")
+    assert descriptions[0].startswith(f"Tilläggsfaktura till faktura {invoice['DocumentNumber']}.")
+    assert descriptions[1].startswith(f"Korrigering av faktura {key}:")
     assert_matches_ledger(world, report)
     assert (
         world.store()
@@ -188,22 +197,19 @@ def test_target_normalising_rows_is_not_taken_for_a_person_edit(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fortnox may store rows in its own normal form; only a real edit locks a draft."""
-    original = FortnoxFake._rows
+    original = FortnoxFake._set_fields
 
-    def normalising(self: FortnoxFake, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        stored = original(self, rows)
-        for row in stored:
-            row["Description"] = row["Description"].replace("(ref. ", "(Ref: ")
-            row["DeliveredQuantity"] = str(Decimal(row["DeliveredQuantity"]).normalize())
-        return stored
+    def normalising(row: dict[str, Any], sent: dict[str, Any]) -> None:
+        original(row, sent)
+        row["Description"] = row["Description"].replace("(ref. ", "(Ref: ")
 
-    monkeypatch.setattr(FortnoxFake, "_rows", normalising)
+    monkeypatch.setattr(FortnoxFake, "_set_fields", staticmethod(normalising))
     world.sync()
     for hours in ("6", "7"):
         world.post_ledger([sample_entry(revision=int(hours), hours=hours)])
         report = world.sync()
         assert len(report.updated) == 1, report.invoice_attention
-        assert not [r for r in report.invoice_attention.values() if "by a person" in r]
+        assert not [r for r in report.invoice_attention.values() if "1042" not in r]
 
 
 # --- faults -----------------------------------------------------------------------------------
@@ -212,7 +218,7 @@ def test_target_normalising_rows_is_not_taken_for_a_person_edit(
 def test_lost_create_answer_is_reconciled_without_duplicate(world: World) -> None:
     world.faults(lost_create_rate=1.0)
     report = world.sync()
-    assert len(report.recovered) == 99 and len(report.created) == 99
+    assert len(report.recovered) == 98 and len(report.created) == 98
     assert_no_duplicates(world.fake)
     world.faults(lost_create_rate=0)
     assert_matches_ledger(world, world.sync())
@@ -228,7 +234,7 @@ def test_5xx_on_create_is_looked_up_before_sending_again(world: World) -> None:
     world.faults(error_rate=0)
     final = world.sync()
     assert_matches_ledger(world, final)
-    assert len(world.fake.invoices) == 99
+    assert len(world.fake.invoices) == 98
 
 
 @pytest.mark.parametrize("point", ["before_post", "after_post", "after_pull"])
@@ -308,9 +314,15 @@ def test_unknown_article_needs_attention_and_others_go_on(world: World, tmp_path
     world.settings.mappings_dir = maps
     world.mappings = load_mappings(maps)
     report = world.sync()
-    reasons = set(report.invoice_attention.values())
-    assert "article SK-KONF2 does not exist in Fortnox" in reasons
-    assert len(report.created) > 50
+    assert report.plan is not None
+    reasons = {r.reason for r in report.plan.results if "SK-KONF2" in r.reason}
+    # Known from the article register before anything is sent: the entries of that category
+    # need attention, and the rest of their invoices go out.
+    assert reasons == {
+        "article SK-KONF2 (category 'configuration') does not exist or is inactive in "
+        "Fortnox: create or activate it there, or change the mapping"
+    }
+    assert len(report.created) > 90
 
 
 def test_unknown_remote_invoice_with_our_key_blocks_that_key(world: World, tmp_path: Path) -> None:
@@ -368,3 +380,301 @@ def test_visma_target_is_refused_clearly(world: World) -> None:
     world.settings.fortnox.client_secret = None
     with pytest.raises(ConfigError, match="CONNECTOR_TARGET=visma"):
         sync_module.run_sync(world.settings)
+
+
+# --- Fortnox as it really is (issue 6): rows that shift, sent invoices, prices, dates --------
+
+
+def draft_of(world: World, key: str) -> dict[str, Any]:
+    (invoice,) = world.fake.live_by_key()[key]
+    return invoice
+
+
+def last_plan(world: World) -> Plan:
+    report = world.reports[-1]
+    assert report.plan is not None
+    return report.plan
+
+
+def test_a_back_dated_entry_shifts_rows_and_the_update_lands_exactly(world: World) -> None:
+    """A new entry dated before every row of a draft sorts first: sent by position, each row
+    would land on its neighbour and keep its price and VAT. The draft must equal the plan."""
+    world.sync()
+    first = sample_entry()
+    key = f"SK-1004-{first['performed_on'][:7]}"
+    early = sample_entry(
+        id="BACK-1", performed_on=first["performed_on"][:8] + "01", category="training",
+        unit_price=None, hours="1.25", prepaid_hours="0",
+    )  # fmt: skip
+    world.post_ledger([early])
+    report = world.sync()
+    assert report.updated == [key]
+    assert draft_of(world, key)["InvoiceRows"][1]["Description"].startswith(early["performed_on"])
+    assert_matches_ledger(world, report)
+
+
+def test_prepaid_text_rows_appear_and_disappear(world: World) -> None:
+    world.sync()
+    entry = sample_entry()
+    key = f"SK-1004-{entry['performed_on'][:7]}"
+    half = str(Decimal(entry["hours"]) / 2)
+    world.post_ledger([{**entry, "revision": 5, "prepaid_hours": half}])
+    report = world.sync()
+    assert report.updated == [key]
+    assert any("förbetalda" in r["Description"] for r in draft_of(world, key)["InvoiceRows"])
+    assert_matches_ledger(world, report)
+    world.post_ledger([{**entry, "revision": 6, "prepaid_hours": "0"}])
+    report = world.sync()
+    assert report.updated == [key]
+    assert not any("förbetalda" in r["Description"] for r in draft_of(world, key)["InvoiceRows"])
+    assert_matches_ledger(world, report)
+
+
+def test_a_sent_invoice_is_never_changed_again(world: World) -> None:
+    """Fortnox accepts a PUT on an invoice that was e-mailed but not booked; the customer holds
+    it, so the connector must not: changes go to a supplementary invoice."""
+    world.sync()
+    entry = sample_entry(revision=2, hours="6")
+    key = f"SK-1004-{entry['performed_on'][:7]}"
+    invoice = draft_of(world, key)
+    world.fake.mark_sent(int(invoice["DocumentNumber"]))
+    before = [dict(r) for r in invoice["InvoiceRows"]]
+    world.post_ledger([entry])
+    report = world.sync()
+    assert report.created == [f"{key}-2"] and report.updated == []
+    assert invoice["InvoiceRows"] == before
+    assert world.fake.modified_while_sent == []
+    supplement = draft_of(world, f"{key}-2")
+    assert supplement["InvoiceRows"][0]["Description"].startswith(
+        f"Tilläggsfaktura till faktura {invoice['DocumentNumber']}."
+    )
+    assert_matches_ledger(world, report)
+    store = world.store()
+    status = store.invoiced("fortnox").status(InvoiceKey.parse(key))
+    store.close()
+    assert status is InvoiceStatus.SENT
+
+
+def test_sent_invoice_with_emptied_rows_is_not_cancelled(world: World) -> None:
+    world.sync()
+    key = "SK-1004-2026-08"
+    invoice = draft_of(world, key)
+    world.fake.mark_sent(int(invoice["DocumentNumber"]))
+    world.post_ledger(
+        [{**e, "revision": 9, "status": "void"} for e in entries_of(world.app)
+         if e["customer_number"] == "1004" and e["performed_on"].startswith("2026-08")]
+    )  # fmt: skip
+    report = world.sync()
+    assert report.cancelled == [] and not invoice["Cancelled"]
+    assert report.created == [f"{key}-2"]  # a credit for what the sent invoice billed
+    assert world.fake.modified_while_sent == []
+    assert_matches_ledger(world, report)
+
+
+def test_every_row_carries_an_explicit_price(world: World) -> None:
+    """Rows the ledger and the mappings leave unpriced get the article register's price; an
+    article without one (SK-PL) would go out at 0, so those entries need attention instead."""
+    report = world.sync()
+    for invoice in world.fake.invoices.values():
+        for row in invoice["InvoiceRows"]:
+            if row["ArticleNumber"]:
+                assert Decimal(str(row["Price"])) > 0, invoice["DocumentNumber"]
+    assert report.plan is not None
+    zero = [r for r in report.plan.results if "would be invoiced at price 0" in r.reason]
+    assert zero and all("SK-PL" in r.reason or "SK-DATA" in r.reason for r in zero)
+    assert_matches_ledger(world, report)
+
+
+def test_customer_card_defaults_do_not_change_the_money(world: World) -> None:
+    """Customer 1005 shows prices including VAT by default and 1004 has a predefined remark:
+    the connector sends VATIncluded false, and leaves the remark alone."""
+    world.sync()
+    for invoice in world.fake.invoices.values():
+        assert invoice["VATIncluded"] is False
+    remark = world.fake.customers["1004"].invoice_remark
+    assert remark
+    assert all(
+        i["Remarks"] == remark
+        for i in world.fake.invoices.values()
+        if i["CustomerNumber"] == "1004"
+    )
+
+
+def test_a_remarks_setting_overrides_the_card(world: World) -> None:
+    world.settings.invoice.remarks = "Tack för att ni anlitar oss."
+    world.sync()
+    assert {i["Remarks"] for i in world.fake.invoices.values()} == {"Tack för att ni anlitar oss."}
+
+
+def test_invoices_are_dated_by_the_policy_and_out_of_locked_periods(world: World) -> None:
+    world.fake.locked_through = date(2026, 8, 31)
+    report = world.sync()
+    dates = {
+        i["ExternalInvoiceReference1"][-7:]: i["InvoiceDate"] for i in world.fake.invoices.values()
+    }
+    assert dates == {"2026-08": "2026-09-01", "2026-09": "2026-09-30", "2026-10": "2026-10-31"}
+    assert any("locked the period through 2026-08-31" in n for n in report.notes)
+    due = {i["DueDate"] for i in world.fake.invoices.values() if i["InvoiceDate"] == "2026-09-30"}
+    assert "2026-10-30" in due  # the customer's terms (30 days) apply
+
+
+def test_a_locked_period_refusal_names_the_cause(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connector did not know the lock (no scope for it): Fortnox's refusal is explained."""
+    world.fake.locked_through = date(2026, 9, 30)
+    from connector.targets.fortnox import FortnoxClient
+
+    monkeypatch.setattr(FortnoxClient, "locked_through", lambda self: None)
+    report = world.sync()
+    reasons = [
+        r
+        for k, r in report.invoice_attention.items()
+        if ("2026-09" in k or "2026-08" in k) and "1042" not in k
+    ]
+    assert reasons and all(r.startswith("Fortnox refuses the invoice date") for r in reasons)
+    assert any("2026-10" in k for k in report.created)
+
+
+def test_fortnox_storing_something_else_locks_the_invoice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After every write the answer is compared with the plan: a price Fortnox stored
+    differently is flagged and the invoice left for a person, never silently."""
+    original = FortnoxFake._create
+
+    def cheaper(self: FortnoxFake, request: Any) -> Any:
+        response = original(self, request)
+        newest = self.invoices[max(self.invoices)]
+        if newest["CustomerNumber"] == "1007":
+            for row in newest["InvoiceRows"]:
+                if row["ArticleNumber"]:
+                    row["Price"] = Decimal("1.00")
+            response = json_response(201, {"Invoice": newest})
+        return response
+
+    monkeypatch.setattr(FortnoxFake, "_create", cheaper)
+    report = world.sync()
+    flagged = {k: r for k, r in report.invoice_attention.items() if k.startswith("SK-1007-")}
+    assert flagged and all("stored invoice" in r and "price 1.00" in r for r in flagged.values())
+    store = world.store()
+    statuses = {store.invoiced("fortnox").status(InvoiceKey.parse(k)) for k in flagged}
+    store.close()
+    assert statuses == {InvoiceStatus.LOCKED}
+
+
+def test_a_draft_missing_from_the_search_is_read_directly(world: World) -> None:
+    """Fortnox's search may not list an invoice yet: the connector reads it by number before
+    calling it missing."""
+    world.sync()
+    world.faults(search_lag_seconds=3600)  # every invoice made above is hidden from the search
+    world.post_ledger([sample_entry(revision=2, hours="6")])
+    report = world.sync()
+    assert len(report.updated) == 1
+    assert not [r for r in report.invoice_attention.values() if "not found" in r]
+
+
+def test_a_lost_create_is_not_sent_again_before_the_search_has_settled(
+    world: World,
+) -> None:
+    """If the search lags, a lost create that the search does not list yet may still exist:
+    it is looked up again once the search has settled, and only then sent."""
+    world.settings.fortnox.search_settle_seconds = 600
+    world.faults(search_lag_seconds=300, lost_create_rate=1.0)
+    now = [datetime(2026, 11, 1, 2, 0, tzinfo=UTC)]
+    world.fake.clock = lambda: now[0].timestamp()  # the fake's search lag runs on this clock
+    report = world.sync(clock=lambda: now[0])
+    assert report.created == []
+    waiting = [r for r in report.invoice_attention.values() if "does not list it yet" in r]
+    assert len(waiting) == len(world.fake.invoices) == 98  # each waits; none is sent twice
+    world.faults(lost_create_rate=0)
+    now[0] += timedelta(minutes=5)
+    report = world.sync(clock=lambda: now[0])  # listed by now: adopted, not sent again
+    assert len(report.recovered) == 98 and report.created == []
+    assert len(world.fake.invoices) == 98
+    assert_matches_ledger(world, report)
+
+
+def test_a_put_whose_answer_is_lost_is_settled_by_reading(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.sync()
+    original = FortnoxFake._update
+    drops = [1]
+
+    def dropping(self: FortnoxFake, number: int, invoice: dict[str, Any], request: Any) -> Any:
+        response = original(self, number, invoice, request)
+        if drops[0]:
+            drops[0] -= 1
+            raise DropConnection  # the update happened; its answer never arrives
+        return response
+
+    monkeypatch.setattr(FortnoxFake, "_update", dropping)
+    world.post_ledger([sample_entry(revision=2, hours="6")])
+    report = world.sync()
+    assert len(report.updated) == 1 and drops == [0]
+    assert_matches_ledger(world, report)
+
+
+def test_puts_refused_with_5xx_are_sent_again_with_fresh_row_ids(world: World) -> None:
+    world.sync()
+    world.post_ledger(
+        [sample_entry(revision=2, hours="6"), sample_entry(id="NEW-9", hours="1", revision=1)]
+    )
+    world.faults(error_rate=0.4, seed=5)
+    for _ in range(10):
+        with contextlib.suppress(RemoteUnavailableError):
+            world.sync()
+            break
+    world.faults(error_rate=0)
+    assert_matches_ledger(world, world.sync())
+
+
+def test_a_draft_written_without_a_header_is_stepped(world: World) -> None:
+    """A draft written by an earlier version has no text row for a RowId update to pair with:
+    the connector first adds the header keeping every row, then makes the change."""
+    world.sync()
+    entry = sample_entry()
+    key = f"SK-1004-{entry['performed_on'][:7]}"
+    invoice = draft_of(world, key)
+    del invoice["InvoiceRows"][0]  # as an earlier version wrote it: no header row
+    store = world.store()
+    record = store.invoice_record("fortnox", InvoiceKey.parse(key))
+    assert record is not None and record.written is not None
+    legacy = replace(record.written, rows=record.written.rows[1:], remote=None)
+    store.db.execute("UPDATE invoices SET written = ? WHERE key = ?", (legacy.to_json(), key))
+    store.close()
+    world.post_ledger([sample_entry(revision=2, hours="6")])
+    report = world.sync()
+    assert report.updated == [key]
+    assert_matches_ledger(world, report)
+
+
+def test_a_refused_read_during_recovery_flags_only_that_invoice(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.sync()
+    world.post_ledger([sample_entry(revision=2, hours="6")])
+    crash_at(monkeypatch, "after_put")
+    with pytest.raises(Crash):
+        world.sync()
+    monkeypatch.setattr(sync_module, "failpoint", lambda name: None)
+    from connector.targets.fortnox import FortnoxClient
+
+    original = FortnoxClient.get_invoice
+    refused = [1]
+
+    def refusing(self: FortnoxClient, number: str) -> Any:
+        if refused[0]:
+            refused[0] -= 1
+            raise TargetRefusal("Nej", code="2000588", status=400)
+        return original(self, number)
+
+    monkeypatch.setattr(FortnoxClient, "get_invoice", refusing)
+    report = world.sync()
+    assert any("cannot check what became of" in r for r in report.invoice_attention.values())
+    assert report.exit_code is ExitCode.ATTENTION
+    later = world.sync()  # the next run is not blocked
+    assert later.recovered and not later.invoice_attention.keys() - {
+        k for k in later.invoice_attention if "1042" in k
+    }

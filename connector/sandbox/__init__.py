@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from connector.sandbox.app import SandboxApp
-from connector.sandbox.fortnox import Faults, FortnoxFake
+from connector.sandbox.fortnox import FakeArticle, FakeCustomer, Faults, FortnoxFake
 from connector.sandbox.sample import SAMPLE_PATH, load
 
 
@@ -14,11 +16,13 @@ def build_app(
     *,
     rate_limit: str = "25/5",
     faults: Faults | None = None,
+    today: Callable[[], date] = date.today,
 ) -> SandboxApp:
     """The sandbox app: the ledger (`ledger_file` as JSON lines, or the sample ledger) and a
-    fake Fortnox with Fortnox's own 25-requests-per-5-seconds window by default."""
+    fake Fortnox with Fortnox's own 25-requests-per-5-seconds window by default. `today` is the
+    fake Fortnox's date (default invoice dates, due dates)."""
     app = SandboxApp(ledger_entries=load(ledger_file or SAMPLE_PATH))
-    FortnoxFake(app, rate_limit=rate_limit, faults=faults)
+    FortnoxFake(app, rate_limit=rate_limit, faults=faults, today=today)
     return app
 
 
@@ -28,4 +32,12 @@ def fortnox_of(app: SandboxApp) -> FortnoxFake:
     return fake
 
 
-__all__ = ["Faults", "FortnoxFake", "SandboxApp", "build_app", "fortnox_of"]
+__all__ = [
+    "FakeArticle",
+    "FakeCustomer",
+    "Faults",
+    "FortnoxFake",
+    "SandboxApp",
+    "build_app",
+    "fortnox_of",
+]

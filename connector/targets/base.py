@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,6 +57,13 @@ class RemoteRow:
     quantity: Decimal | None
     price: Decimal | None
     unit: str | None
+    # The target's id of the row, to update it in place. Not part of the row's identity: Fortnox
+    # gives every row a new id on every update.
+    row_id: int | None = field(default=None, compare=False)
+
+    @property
+    def is_text(self) -> bool:
+        return not self.article
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,19 @@ class RemoteInvoice:
     cancelled: bool
     currency: str | None = None
     rows: tuple[RemoteRow, ...] | None = None
+    # Sent to the customer (e-mailed, printed, e-invoiced or marked sent): the customer holds it.
+    sent: bool = False
+    # Whether row prices include VAT; None when the answer does not say (list results).
+    vat_included: bool | None = None
 
     @property
     def live(self) -> bool:
         return not self.cancelled
+
+    @property
+    def closed(self) -> bool:
+        """Never to be changed again by the connector: booked, sent or cancelled."""
+        return self.booked or self.sent or self.cancelled
 
 
 class TargetRefusal(ConnectorError):
@@ -93,28 +110,42 @@ class TargetRefusal(ConnectorError):
         self.code = code
 
 
-def rows_match(remote: Sequence[RemoteRow], rows: Sequence[Row]) -> bool:
-    """Whether the target's rows are the rows the connector wrote (so no person edited them).
+def row_differences(
+    remote: Sequence[RemoteRow], rows: Sequence[Row], *, texts: bool = True
+) -> list[str]:
+    """How the target's rows differ from the planned ones, in words; empty when they match.
 
-    Numbers compare as Decimals, so "2.50" and "2.5" match. A price the connector left to the
-    article register is not compared; a text row compares by its text alone.
+    Numbers compare as Decimals, so "2.50" and "2.5" match. A text row must carry no article,
+    quantity or price. A price the plan left to the target (None: only in rows written by an
+    earlier version) is not compared. `texts=False` leaves row texts out: what a write must
+    land is the money, and a target may store a text in its own form.
     """
     if len(remote) != len(rows):
-        return False
-    for theirs, ours in zip(remote, rows, strict=True):
-        if theirs.description != ours.description:
-            return False
+        return [f"{len(remote)} row(s) instead of {len(rows)}"]
+    found: list[str] = []
+    for number, (theirs, ours) in enumerate(zip(remote, rows, strict=True), start=1):
+        if texts and theirs.description != ours.description:
+            found.append(f"row {number}: text {theirs.description!r}")
         if ours.is_text:
-            if theirs.article or (theirs.quantity not in (None, Decimal(0))):
-                return False
+            if theirs.article or theirs.quantity not in (None, Decimal(0)):
+                found.append(f"row {number}: a text row carries article or quantity")
+            elif theirs.price not in (None, Decimal(0)):
+                found.append(f"row {number}: a text row carries price {theirs.price}")
             continue
-        if theirs.article != ours.article or theirs.quantity != ours.quantity:
-            return False
+        if theirs.article != ours.article:
+            found.append(f"row {number}: article {theirs.article} instead of {ours.article}")
+        if theirs.quantity != ours.quantity:
+            found.append(f"row {number}: quantity {theirs.quantity} instead of {ours.quantity}")
         if (ours.unit or None) != (theirs.unit or None):
-            return False
+            found.append(f"row {number}: unit {theirs.unit} instead of {ours.unit}")
         if ours.price is not None and theirs.price != ours.price:
-            return False
-    return True
+            found.append(f"row {number}: price {theirs.price} instead of {ours.price}")
+    return found
+
+
+def rows_match(remote: Sequence[RemoteRow], rows: Sequence[Row]) -> bool:
+    """Whether the target's rows are the rows the connector wrote (so no person edited them)."""
+    return not row_differences(remote, rows)
 
 
 class Target(Protocol):
@@ -122,24 +153,37 @@ class Target(Protocol):
 
     profile: TargetProfile
     stats: Stats
+    # How long the target's search may take to list a new invoice. After a create whose answer
+    # was lost, a search that misses it is trusted only this long after the create.
+    search_settle_seconds: float
 
     def find_invoices(self, fragment: str) -> list[RemoteInvoice]:
-        """Every invoice whose key field contains `fragment` (the remote's search)."""
+        """Every invoice whose key field contains `fragment` (the remote's search), read in a
+        stable order so no page repeats or misses one."""
 
-    def get_invoice(self, document_number: str) -> RemoteInvoice:
-        """One invoice with its rows."""
+    def get_invoice(self, document_number: str) -> RemoteInvoice | None:
+        """One invoice with its rows; None when the target does not have it."""
 
-    def create_invoice(self, invoice: PlannedInvoice) -> RemoteInvoice:
-        """Create a draft; raises OutcomeUnknownError when the answer was lost."""
+    def create_invoice(self, invoice: PlannedInvoice, invoice_date: date) -> RemoteInvoice:
+        """Create a draft dated `invoice_date`; raises OutcomeUnknownError when the answer was
+        lost. Returns the target's answer, rows included, for the caller to verify."""
 
-    def update_invoice(self, document_number: str, invoice: PlannedInvoice) -> RemoteInvoice:
-        """Replace a draft's rows with the planned ones."""
+    def update_invoice(
+        self, document_number: str, invoice: PlannedInvoice, current: RemoteInvoice
+    ) -> RemoteInvoice:
+        """Make the draft's rows the planned ones. `current` is the draft as just read (its
+        rows hold what the connector last wrote); raises NeedsStepping when the change cannot
+        be written in one request without a row inheriting fields from another."""
 
     def cancel_invoice(self, document_number: str) -> None:
         """Cancel a draft the connector made that has nothing left to bill."""
 
-    def article_numbers(self) -> set[str]:
-        """Every article number that exists in the system."""
+    def article_prices(self) -> dict[str, Decimal | None]:
+        """The active articles: article number -> sales price (None when it has none)."""
+
+    def locked_through(self) -> date | None:
+        """The last day of the period the company has locked for bookkeeping, or None when
+        nothing is locked or the target does not say."""
 
     def explain(self, refusal: TargetRefusal, invoice: PlannedInvoice) -> str:
         """The refusal in plain words, naming the customer or article concerned."""
@@ -149,3 +193,9 @@ class Target(Protocol):
         is still there (the customer or article still missing), None to send again."""
 
     def close(self) -> None: ...
+
+
+class NeedsStepping(Exception):
+    """The draft's rows cannot be changed into the planned ones in a single request without a
+    row taking over fields of another (a draft written by an earlier version, without the
+    header row). The sync first writes the header alone, keeping every row, then updates."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,21 @@ from urllib.parse import quote
 import httpx
 
 from connector.auth import (
+    FORTNOX_SCOPES,
     ClientCredentials,
     RotatingRefreshToken,
+    StaticToken,
     TokenEndpoint,
     TokenFile,
     TokenProvider,
 )
-from connector.errors import ConfigError, ReauthRequiredError, RemoteUnavailableError
+from connector.errors import (
+    ConfigError,
+    ReauthRequiredError,
+    RemoteSetupError,
+    RemoteUnavailableError,
+    ScopeDeniedError,
+)
 from connector.http import (
     GaveUpError,
     RateLimiter,
@@ -39,7 +48,14 @@ from connector.http import (
 from connector.logs import get_logger
 from connector.planning import PlannedInvoice, Row
 from connector.settings import FortnoxSettings
-from connector.targets.base import RemoteInvoice, RemoteRow, TargetProfile, TargetRefusal
+from connector.targets.base import (
+    NeedsStepping,
+    RemoteInvoice,
+    RemoteRow,
+    TargetProfile,
+    TargetRefusal,
+    rows_match,
+)
 
 log = get_logger(__name__)
 
@@ -59,69 +75,103 @@ PROFILE = TargetProfile(
 PAGE_SIZE = 500  # Fortnox's maximum `limit`
 TOKEN_FILE = "fortnox-token.json"  # noqa: S105 - a file name, not a secret
 
-SWEDISH_MONTHS = [
-    "januari",
-    "februari",
-    "mars",
-    "april",
-    "maj",
-    "juni",
-    "juli",
-    "augusti",
-    "september",
-    "oktober",
-    "november",
-    "december",
-]
-
+# Error codes, from Fortnox's error list and recorded answers (docs/fortnox.md, Errors).
 _CUSTOMER_MISSING = {"2000204", "2000433"}
 _ARTICLE_MISSING = {"2000428", "2001302"}
-_REAUTH = {"2000310", "2000311", "2001101", "2001103", "2000663"}
+_UNIT_MISSING = {"2000432"}
+_INVOICE_MISSING = {"2000434"}
+_LOCKED_PERIOD = {"2000401", "2002141"}
+_REAUTH = {"2000310", "2000311"}
+_SCOPE_DENIED = {"2000663"}
+# A missing licence: authorising again cannot fix it.
+_NO_LICENCE = {"2001101", "2001103"}
+_CONNECTOR_BUG = {"2000587", "2000588", "2001399", "2001392", "2002115"}
 _PLAIN: dict[str, str] = {
     "2001304": "an account is missing in Fortnox: set the company's predefined accounts "
     "(or the customer's) in Fortnox's settings",
-    "2003125": "the invoice is completed in Fortnox and cannot be changed",
+    "2003125": "the invoice is marked complete for the warehouse in Fortnox and cannot be changed",
     "2004167": "Fortnox needs an account on rows with a custom VAT rate (EasyVat)",
     "2000359": "a text contains characters Fortnox does not accept",
-    "2001399": "Fortnox does not know one of the fields sent (connector bug: please report)",
 }
 
 
-def remarks(invoice: PlannedInvoice) -> str:
-    """The invoice text the customer reads, in Swedish."""
-    year, month = invoice.key.period.split("-")
-    text = f"Servicekonto: arbete utanför månadsavgiften, {SWEDISH_MONTHS[int(month) - 1]} {year}."
-    if invoice.supplements is not None:
-        text = f"Tilläggsfaktura till {invoice.supplements}. " + text
-    return text
+def is_locked_period(code: str | None, message: str) -> bool:
+    """Fortnox's locked-period refusal. Its code is known only from integrators' help pages, so
+    the Swedish wording is matched as well."""
+    return code in _LOCKED_PERIOD or "låst perioden" in message.lower()
 
 
 def row_payload(row: Row) -> dict[str, Any]:
+    """A complete row: Fortnox fills any field left out from the article (a row without Price
+    gets the article's sales price, 0 when it has none), so article rows send every field."""
     if row.is_text:
         return {"Description": row.description}
+    if row.price is None or row.quantity is None:
+        raise ValueError(f"article row for entry {row.entry_id} has no price or quantity")
     payload: dict[str, Any] = {
         "ArticleNumber": row.article,
         "Description": row.description,
         "DeliveredQuantity": str(row.quantity),
+        "Price": row.price,
     }
-    if row.price is not None:
-        payload["Price"] = row.price
     if row.unit:
         payload["Unit"] = row.unit
     return payload
 
 
-def invoice_payload(invoice: PlannedInvoice) -> dict[str, Any]:
-    """The body of POST /invoices and PUT /invoices/{n}: the full desired row set."""
-    return {
-        "Invoice": {
-            "CustomerNumber": invoice.key.customer_number,
-            "ExternalInvoiceReference1": invoice.key.text,
-            "Currency": invoice.currency,
-            "Remarks": remarks(invoice),
-            "InvoiceRows": [row_payload(r) for r in invoice.rows],
-        }
+def update_rows(planned: Sequence[Row], current: Sequence[RemoteRow]) -> list[dict[str, Any]]:
+    """Rows for a PUT that turns `current` into exactly `planned`.
+
+    Fortnox maps rows sent without RowId onto the existing rows by position and updates only
+    the fields sent, so a row could inherit another row's article, price or VAT. With a RowId
+    on at least one row, rows with RowId update that row, rows without are created new (with
+    every default taken from their article) and rows not named are removed. So: a planned row
+    identical to an existing one keeps it by RowId; a text row may take over an existing text
+    row (text onto text inherits nothing); every other row is sent whole as a new row. The
+    header text row the planner puts on every invoice guarantees a RowId in practice.
+    """
+    unused = [r for r in current if r.row_id is not None]
+    rows: list[dict[str, Any]] = []
+    for row in planned:
+        same = next((r for r in unused if rows_match([r], [row])), None)
+        if same is not None:
+            unused.remove(same)
+            rows.append({"RowId": same.row_id})
+            continue
+        if row.is_text:
+            text = next((r for r in unused if r.is_text and not r.quantity and not r.price), None)
+            if text is not None:
+                unused.remove(text)
+                rows.append({"RowId": text.row_id, "Description": row.description})
+                continue
+        rows.append(row_payload(row))
+    if current and not any("RowId" in r for r in rows):
+        raise NeedsStepping(f"no row of the draft can carry a RowId ({len(current)} rows)")
+    return rows
+
+
+def invoice_payload(
+    invoice: PlannedInvoice,
+    rows: list[dict[str, Any]] | None = None,
+    *,
+    invoice_date: date | None = None,
+    remarks: str | None = None,
+) -> dict[str, Any]:
+    """The body of POST /invoices (with an invoice date) and PUT /invoices/{n} (without: a PUT
+    keeps header fields it does not send). Prices exclude VAT whatever the customer card says.
+    Remarks are sent only when a setting asks: otherwise the customer card's remark applies."""
+    body: dict[str, Any] = {
+        "CustomerNumber": invoice.key.customer_number,
+        "ExternalInvoiceReference1": invoice.key.text,
+        "Currency": invoice.currency,
+        "VATIncluded": False,
     }
+    if invoice_date is not None:
+        body["InvoiceDate"] = invoice_date.isoformat()
+    if remarks is not None:
+        body["Remarks"] = remarks
+    body["InvoiceRows"] = rows if rows is not None else [row_payload(r) for r in invoice.rows]
+    return {"Invoice": body}
 
 
 def _decimal(value: object) -> Decimal | None:
@@ -144,6 +194,15 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def _row_id(value: object) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
 def parse_invoice(data: dict[str, Any], with_rows: bool) -> RemoteInvoice:
     rows = None
     if with_rows:
@@ -154,9 +213,11 @@ def parse_invoice(data: dict[str, Any], with_rows: bool) -> RemoteInvoice:
                 quantity=_decimal(r.get("DeliveredQuantity")),
                 price=_decimal(r.get("Price")),
                 unit=_text(r.get("Unit")) or None,
+                row_id=_row_id(r.get("RowId")),
             )
             for r in data.get("InvoiceRows") or []
         )
+    vat_included = data.get("VATIncluded")
     return RemoteInvoice(
         document_number=_text(data.get("DocumentNumber")),
         key=_text(data.get("ExternalInvoiceReference1")) or None,
@@ -165,6 +226,8 @@ def parse_invoice(data: dict[str, Any], with_rows: bool) -> RemoteInvoice:
         cancelled=_bool(data.get("Cancelled")),
         currency=_text(data.get("Currency")) or None,
         rows=rows,
+        sent=_bool(data.get("Sent")),
+        vat_included=None if vat_included is None else _bool(vat_included),
     )
 
 
@@ -205,6 +268,7 @@ class FortnoxClient:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] | None = None,
         stats: Stats | None = None,
+        remarks: str | None = None,
     ) -> None:
         self._base = settings.api_url
         self._tokens = tokens
@@ -212,8 +276,10 @@ class FortnoxClient:
         self._limiter = limiter or RateLimiter.parse(settings.rate_limit, sleep=sleep)
         self._policy = policy or RetryPolicy(rate_limit_wait=self._limiter.period)
         self._sleep = sleep
+        self._remarks = remarks
+        self.search_settle_seconds = settings.search_settle_seconds
         self.stats = stats or Stats()
-        self._articles: set[str] | None = None
+        self._prices: dict[str, Decimal | None] | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -227,6 +293,7 @@ class FortnoxClient:
         *,
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
         url = f"{self._base}{path}"
         content = dumps_exact(body).encode() if body is not None else None
@@ -251,6 +318,7 @@ class FortnoxClient:
                     stats=self.stats,
                     before_attempt=self._limiter.acquire,
                     sleep=self._sleep,
+                    idempotent=idempotent,
                 )
             except GaveUpError as exc:
                 raise RemoteUnavailableError(f"Fortnox unreachable: {exc.last}") from None
@@ -271,78 +339,130 @@ class FortnoxClient:
             return decode_json(response.content) if response.content else None
         code, message = error_information(response)
         request_id = response.headers.get("X-Request-Id") or response.headers.get("x-uid")
-        if code in _REAUTH or (response.status_code in (401, 403) and code is None):
+        status = response.status_code
+        if code in _NO_LICENCE:
+            raise RemoteSetupError(
+                f"the Fortnox company has no active licence for this part of the API ({message}, "
+                f"Fortnox code {code}); authorising again cannot fix it: the company must add "
+                "the licence in Fortnox",
+                status=status,
+                request_id=request_id,
+            )
+        if code in _SCOPE_DENIED:
+            raise ScopeDeniedError(
+                f"the Fortnox authorisation lacks a scope this needs ({message}); authorise "
+                f"again with the scopes {FORTNOX_SCOPES}: connector auth login fortnox",
+                status=status,
+                request_id=request_id,
+            )
+        if code in _REAUTH or (status in (401, 403) and code is None):
             raise ReauthRequiredError(
                 f"Fortnox denies access ({message}); a person must authorise the integration "
-                "again with the scopes invoice, article and customer: "
-                "connector auth login fortnox",
-                status=response.status_code,
+                f"again with the scopes {FORTNOX_SCOPES}: connector auth login fortnox",
+                status=status,
                 request_id=request_id,
             )
         raise TargetRefusal(
-            message or f"HTTP {response.status_code}",
-            code=code,
-            status=response.status_code,
-            request_id=request_id,
+            message or f"HTTP {status}", code=code, status=status, request_id=request_id
         )
+
+    def _pages(self, path: str, wrapper: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint, page after page. Callers ask for a sort order: the
+        API promises none otherwise, and pages of an unordered list may overlap or miss."""
+        page = 1
+        while True:
+            body = self._call(
+                "GET", path, params={**params, "limit": str(PAGE_SIZE), "page": str(page)}
+            )
+            items = body.get(wrapper) if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise RemoteUnavailableError(f"Fortnox answered {path} without {wrapper}")
+            yield from (i for i in items if isinstance(i, dict))
+            meta = body.get("MetaInformation") or {}
+            if page >= int(meta.get("@TotalPages") or 1) or not items:
+                return
+            page += 1
 
     # --- operations -----------------------------------------------------------------------
 
     def find_invoices(self, fragment: str) -> list[RemoteInvoice]:
-        """Invoices whose ExternalInvoiceReference1 contains `fragment`, every page."""
-        found: list[RemoteInvoice] = []
-        page = 1
-        while True:
-            body = self._call(
-                "GET",
-                "/invoices",
-                params={
-                    "externalinvoicereference1": fragment,
-                    "limit": str(PAGE_SIZE),
-                    "page": str(page),
-                },
-            )
-            items = body.get("Invoices") if isinstance(body, dict) else None
-            if not isinstance(items, list):
-                raise RemoteUnavailableError("Fortnox answered an invoice list without Invoices")
-            found.extend(parse_invoice(i, with_rows=False) for i in items if isinstance(i, dict))
-            meta = body.get("MetaInformation") or {}
-            total_pages = int(meta.get("@TotalPages") or 1)
-            if page >= total_pages or not items:
-                return found
-            page += 1
+        """Invoices whose ExternalInvoiceReference1 contains `fragment`, every page, in document
+        number order (a global sort, which may accompany the one resource filter)."""
+        params = {"externalinvoicereference1": fragment, "sortby": "documentnumber"}
+        return [
+            parse_invoice(i, with_rows=False) for i in self._pages("/invoices", "Invoices", params)
+        ]
 
-    def get_invoice(self, document_number: str) -> RemoteInvoice:
-        body = self._call("GET", f"/invoices/{document_number}")
+    def get_invoice(self, document_number: str) -> RemoteInvoice | None:
+        try:
+            body = self._call("GET", f"/invoices/{quote(document_number, safe='')}")
+        except TargetRefusal as refusal:
+            if refusal.status == 404 or refusal.code in _INVOICE_MISSING:
+                return None
+            raise
         return parse_invoice(body["Invoice"], with_rows=True)
 
-    def create_invoice(self, invoice: PlannedInvoice) -> RemoteInvoice:
-        body = self._call("POST", "/invoices", body=invoice_payload(invoice))
+    def create_invoice(self, invoice: PlannedInvoice, invoice_date: date) -> RemoteInvoice:
+        payload = invoice_payload(invoice, invoice_date=invoice_date, remarks=self._remarks)
+        body = self._call("POST", "/invoices", body=payload)
         return parse_invoice(body["Invoice"], with_rows=True)
 
-    def update_invoice(self, document_number: str, invoice: PlannedInvoice) -> RemoteInvoice:
-        body = self._call("PUT", f"/invoices/{document_number}", body=invoice_payload(invoice))
+    def update_invoice(
+        self, document_number: str, invoice: PlannedInvoice, current: RemoteInvoice
+    ) -> RemoteInvoice:
+        rows = update_rows(invoice.rows, current.rows or ())
+        payload = invoice_payload(invoice, rows, remarks=self._remarks)
+        # Row ids change with every update: a lost answer is reconciled, never sent again.
+        body = self._call(
+            "PUT",
+            f"/invoices/{quote(document_number, safe='')}",
+            body=payload,
+            idempotent=False,
+        )
         return parse_invoice(body["Invoice"], with_rows=True)
 
     def cancel_invoice(self, document_number: str) -> None:
-        self._call("PUT", f"/invoices/{document_number}/cancel")
+        self._call("PUT", f"/invoices/{quote(document_number, safe='')}/cancel", idempotent=False)
+
+    def article_prices(self) -> dict[str, Decimal | None]:
+        """Active articles and their sales prices, read once per client (one run). Inactive
+        articles are left out: Fortnox refuses them on an invoice as if they did not exist."""
+        if self._prices is None:
+            params = {"filter": "active", "sortby": "articlenumber"}
+            self._prices = {
+                _text(a.get("ArticleNumber")): _decimal(a.get("SalesPrice"))
+                for a in self._pages("/articles", "Articles", params)
+            }
+        return self._prices
 
     def article_numbers(self) -> set[str]:
-        if self._articles is None:
-            numbers: set[str] = set()
-            page = 1
-            while True:
-                body = self._call(
-                    "GET", "/articles", params={"limit": str(PAGE_SIZE), "page": str(page)}
-                )
-                items = body.get("Articles") or []
-                numbers.update(str(a.get("ArticleNumber")) for a in items if isinstance(a, dict))
-                meta = body.get("MetaInformation") or {}
-                if page >= int(meta.get("@TotalPages") or 1) or not items:
-                    break
-                page += 1
-            self._articles = numbers
-        return self._articles
+        return set(self.article_prices())
+
+    def locked_through(self) -> date | None:
+        """GET /settings/lockedperiod ("If no date is returned, no period is locked"). Without
+        the scope for it, the answer is unknown: None, and Fortnox's own refusal names it."""
+        try:
+            body = self._call("GET", "/settings/lockedperiod")
+        except (ScopeDeniedError, RemoteSetupError) as exc:
+            log.warning("fortnox.locked_period_unknown", reason=str(exc))
+            return None
+        period = body.get("LockedPeriod") if isinstance(body, dict) else None
+        end = period.get("EndDate") if isinstance(period, dict) else None
+        if not isinstance(end, str) or not end:
+            return None
+        try:
+            return date.fromisoformat(end[:10])
+        except ValueError:
+            log.warning("fortnox.locked_period_unreadable", value=end[:40])
+            return None
+
+    def company_information(self) -> dict[str, Any]:
+        """GET /companyinformation: its DatabaseNumber is the tenant id client credentials use."""
+        body = self._call("GET", "/companyinformation")
+        info = body.get("CompanyInformation") if isinstance(body, dict) else None
+        if not isinstance(info, dict):
+            raise RemoteUnavailableError("Fortnox answered without CompanyInformation")
+        return info
 
     def customer_exists(self, number: str) -> bool:
         try:
@@ -353,39 +473,58 @@ class FortnoxClient:
             raise
         return True
 
+    def _missing_articles(self, invoice: PlannedInvoice) -> list[str]:
+        return sorted({r.article for r in invoice.rows if r.article} - self.article_numbers())
+
     def still_refused(self, code: str | None, invoice: PlannedInvoice) -> str | None:
         if code in _CUSTOMER_MISSING:
             if not self.customer_exists(invoice.key.customer_number):
                 return f"customer {invoice.key.customer_number} does not exist in Fortnox"
             return None
         if code in _ARTICLE_MISSING:
-            self._articles = None  # read the register again: it may have been fixed
-            missing = sorted(
-                {r.article for r in invoice.rows if r.article} - self.article_numbers()
-            )
+            self._prices = None  # read the register again: it may have been fixed
+            missing = self._missing_articles(invoice)
             if missing:
-                plural = "s" if len(missing) > 1 else ""
-                return f"article{plural} {', '.join(missing)} does not exist in Fortnox"
+                return _articles_missing(missing)
             return None
         return None  # other causes cannot be checked by a read: try again
 
     def explain(self, refusal: TargetRefusal, invoice: PlannedInvoice) -> str:
         code = refusal.code or ""
         customer = invoice.key.customer_number
+        detail = f"Fortnox code {code}: {refusal.message}" if code else refusal.message
         if code in _CUSTOMER_MISSING:
             return f"customer {customer} does not exist in Fortnox"
         if code in _ARTICLE_MISSING:
             wanted = sorted({r.article for r in invoice.rows if r.article})
             try:
-                missing = [a for a in wanted if a not in self.article_numbers()]
+                missing = self._missing_articles(invoice)
             except (TargetRefusal, RemoteUnavailableError):
                 missing = []
-            names = ", ".join(missing or wanted)
-            plural = "s" if len(missing or wanted) > 1 else ""
-            return f"article{plural} {names} does not exist in Fortnox"
+            return _articles_missing(missing or wanted)
+        if code in _UNIT_MISSING:
+            units = ", ".join(sorted({r.unit for r in invoice.rows if r.unit}))
+            return (
+                f"unit {units} does not exist in Fortnox: add it under Settings > Units in "
+                f"Fortnox, or change the unit in the mappings ({detail})"
+            )
+        if is_locked_period(refusal.code, refusal.message):
+            return (
+                f"Fortnox refuses the invoice date: that period is locked ({refusal.message}); "
+                "unlock the period in Fortnox (Settings > Bookkeeping > Locked period), or "
+                "set CONNECTOR_INVOICE__DATE to date invoices later"
+            )
+        if code in _CONNECTOR_BUG:
+            return (
+                f"Fortnox refused what the connector sent (connector bug: please report; {detail})"
+            )
         plain = _PLAIN.get(code)
-        detail = f"Fortnox code {code}: {refusal.message}" if code else refusal.message
         return f"{plain} ({detail})" if plain else f"Fortnox refused the invoice: {detail}"
+
+
+def _articles_missing(articles: list[str]) -> str:
+    plural = "s" if len(articles) > 1 else ""
+    return f"article{plural} {', '.join(articles)} does not exist or is inactive in Fortnox"
 
 
 @contextlib.contextmanager
@@ -402,6 +541,19 @@ def login_endpoint(settings: FortnoxSettings) -> Iterator[TokenEndpoint]:
         )
 
 
+def tenant_of(settings: FortnoxSettings, access_token: str) -> str:
+    """The tenant id (DatabaseNumber of /companyinformation) of the company a fresh access token
+    belongs to: what client credentials ask for."""
+    client = FortnoxClient(settings, StaticToken(access_token))
+    try:
+        number = client.company_information().get("DatabaseNumber")
+    finally:
+        client.close()
+    if number is None or str(number).strip() == "":
+        raise RemoteUnavailableError("Fortnox answered CompanyInformation without DatabaseNumber")
+    return str(number).strip()
+
+
 def build(
     settings: FortnoxSettings,
     state_dir: Path,
@@ -409,6 +561,7 @@ def build(
     http: httpx.Client | None = None,
     sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] | None = None,
+    remarks: str | None = None,
 ) -> FortnoxClient:
     """A client with the authentication the settings choose: client credentials when a tenant
     id is set, otherwise the stored rotating refresh token."""
@@ -428,4 +581,6 @@ def build(
         tokens = ClientCredentials(endpoint, settings.tenant_id, store, **extra)
     else:
         tokens = RotatingRefreshToken(endpoint, store, **extra)
-    return FortnoxClient(settings, tokens, http=http, sleep=sleep, stats=endpoint.stats)
+    return FortnoxClient(
+        settings, tokens, http=http, sleep=sleep, stats=endpoint.stats, remarks=remarks
+    )
