@@ -17,6 +17,8 @@ class ExitCode(IntEnum):
     LOCKED = 3
     UNREACHABLE = 4
     REAUTH = 5
+    # An unexpected exception escaped a command: a bug in the connector (EX_SOFTWARE).
+    BUG = 70
 
 
 class ConnectorError(Exception):
@@ -93,6 +95,12 @@ class LedgerUnavailableError(UnreachableError):
 
 class RemoteUnavailableError(UnreachableError):
     """The accounting system did not answer usefully after retries."""
+
+
+class StateMismatchError(ConfigError):
+    """The state directory does not belong to this ledger or accounting company, or does not
+    know invoices this connector made there: writing could invoice hours twice. Nothing was
+    sent."""
 
 
 class StateError(ConnectorError):

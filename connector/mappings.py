@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,10 @@ MONEY_PLACES = 2
 QUANTITY_PLACES = 2
 
 DEFAULT_KEYS = {"unit", "show_prepaid_rows", "rounding"}
-CATEGORY_KEYS = {"name", "article", "billable", "free", "price", "rounding", "unit", *PROFILES}
+CATEGORY_KEYS = {
+    "name", "article", "billable", "free", "price", "prices", "rounding", "unit", *PROFILES,
+}  # fmt: skip
+PRICE_CHANGE_KEYS = {"from", "price"}
 OVERRIDE_KEYS = {"article"}
 ROUNDING_KEYS = {"increment", "mode"}
 TOP_KEYS = {"defaults", "categories"}
@@ -65,9 +69,21 @@ class Category:
     # Rows of this category may go out at price 0 (hours given away but shown on the invoice);
     # otherwise a row priced 0 needs attention instead of being sent.
     free: bool = False
+    # Price changes: (first day, price), ascending. They apply to work performed from that day;
+    # rows already on invoices keep their price unless their entry changes.
+    prices: tuple[tuple[date, Decimal], ...] = ()
 
     def article_for(self, target: str) -> str | None:
         return self.overrides.get(target, self.article)
+
+    def price_on(self, day: date) -> Decimal | None:
+        """The mapping's price for work performed on `day`: the latest change in effect, else
+        `price`."""
+        price = self.price
+        for since, value in self.prices:
+            if since <= day:
+                price = value
+        return price
 
 
 @dataclass(frozen=True)
@@ -269,6 +285,9 @@ def _read_category(check: _Checker, slug: str, raw: object, defaults: Defaults) 
     price = None
     if "price" in raw:
         price = check.decimal(raw["price"], (*key, "price"), "price")
+    prices: list[tuple[date, Decimal]] = []
+    if "prices" in raw:
+        prices = _read_price_changes(check, raw["prices"], (*key, "prices"))
     rounding = defaults.rounding
     if "rounding" in raw:
         rounding = check.rounding(raw["rounding"], (*key, "rounding"), defaults.rounding)
@@ -290,7 +309,40 @@ def _read_category(check: _Checker, slug: str, raw: object, defaults: Defaults) 
         overrides=overrides,
         source=check.at(*key),
         free=free,
+        prices=tuple(prices),
     )
+
+
+def _read_price_changes(
+    check: _Checker, raw: object, key: tuple[str, ...]
+) -> list[tuple[date, Decimal]]:
+    """prices = [{ from = "2027-01-01", price = "1250.00" }, ...]: each from a date on."""
+    example = 'prices = [{ from = "2027-01-01", price = "1250.00" }]'
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        check.problem(key, f"prices must be a list of price changes, e.g. {example}")
+        return []
+    changes: list[tuple[date, Decimal]] = []
+    for item in raw:
+        check.unknown_keys(item, PRICE_CHANGE_KEYS, key)
+        since = item.get("from")
+        if isinstance(since, str):
+            try:
+                since = date.fromisoformat(since.strip())
+            except ValueError:
+                since = None
+        if not isinstance(since, date) or isinstance(since, datetime):
+            check.problem(key, f"each price change needs from = a date YYYY-MM-DD: {example}")
+            continue
+        if "price" not in item:
+            check.problem(key, f"the price change from {since} has no price: {example}")
+            continue
+        value = check.decimal(item["price"], key, f"price from {since}")
+        if value is not None:
+            changes.append((since, value))
+    days = [since for since, _ in changes]
+    if len(set(days)) != len(days):
+        check.problem(key, "two price changes start on the same day")
+    return sorted(changes)
 
 
 def _check_articles(
@@ -323,10 +375,55 @@ def load_mappings(directory: Path) -> Mappings:
     files = sorted(directory.glob("*.toml"))
     if not files:
         raise MappingError([f"{directory}: no *.toml mapping files"])
-    return parse_mapping_files((path, path.read_text(encoding="utf-8")) for path in files)
+    problems: list[str] = []
+    sources: list[tuple[Path, str]] = []
+    for path in files:
+        text, problem = read_mapping_file(path)
+        if problem is not None:
+            problems.append(problem)
+        elif text is not None:
+            sources.append((path, text))
+    try:
+        mappings = parse_mapping_files(sources, require_categories=not problems)
+    except MappingError as exc:
+        raise MappingError(problems + exc.problems) from None
+    if problems:
+        raise MappingError(problems)
+    return mappings
 
 
-def parse_mapping_files(sources: Iterable[tuple[Path, str]]) -> Mappings:
+def read_mapping_file(path: Path) -> tuple[str | None, str | None]:
+    """(text, None), or (None, why the file cannot be used) naming it: every way a file can
+    be unreadable is a problem to fix, never a crash."""
+    if path.is_dir():
+        return None, f"{path}: is a folder, not a mapping file; rename it or move it away"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"{path}: cannot be read ({exc.strerror or exc}); check its permissions"
+    if data.startswith(b"\xef\xbb\xbf"):
+        return None, (
+            f"{path}:1: starts with a byte-order mark; save it as UTF-8 without BOM "
+            "(in most editors: encoding 'UTF-8', not 'UTF-8 with BOM')"
+        )
+    if not data.strip():
+        return None, f"{path}: is empty; add [categories.<slug>] tables or remove the file"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, (
+            f"{path}:{line}: is not UTF-8 (byte {data[exc.start]:#04x}); save it as UTF-8, "
+            "for example from Notepad or Excel choose 'UTF-8' rather than 'ANSI' or 'Windows-1252'"
+        )
+    if "\x00" in text:
+        return None, f"{path}: contains NUL characters; it is not a text file"
+    return text, None
+
+
+def parse_mapping_files(
+    sources: Iterable[tuple[Path, str]], *, require_categories: bool = True
+) -> Mappings:
     problems: list[str] = []
     parsed: list[tuple[_Checker, dict[str, Any]]] = []
     paths: list[Path] = []
@@ -371,7 +468,7 @@ def parse_mapping_files(sources: Iterable[tuple[Path, str]]) -> Mappings:
                 categories[slug] = category
     for check, _ in parsed:
         problems.extend(check.problems)
-    if not categories and not problems:
+    if not categories and not problems and require_categories:
         problems.append("no categories defined: add [categories.<slug>] tables")
     if problems:
         raise MappingError(problems)

@@ -15,9 +15,10 @@ import calendar
 import hashlib
 import json
 import re
+import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -208,6 +209,7 @@ class EntryResult:
     keys: tuple[InvoiceKey, ...] = ()
     customer_number: str | None = None
     period: str | None = None
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -343,7 +345,16 @@ def swedish_number(value: Decimal) -> str:
 
 
 def _clean(text: str) -> str:
+    """Text fit for an invoice and a terminal: Unicode NFC (so "å" is one character before any
+    cut), every control or format character (NUL, escape, bidi overrides) made a space, runs
+    of whitespace folded to one space."""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     return " ".join(text.split())
+
+
+def clean(text: str) -> str:
+    return _clean(text)
 
 
 def cut(text: str, limit: int) -> str:
@@ -386,10 +397,11 @@ def _price(
             f"article {article} (category '{category.slug}') does not exist or is inactive in "
             f"{where}: create or activate it there, or change the mapping"
         )
+    mapped = category.price_on(entry.performed_on)
     if entry.unit_price is not None:
         price: Decimal | None = entry.unit_price
-    elif category.price is not None:
-        price = category.price
+    elif mapped is not None:
+        price = mapped
     elif register is not None:
         price = register[article]
         if price is not None and _places(price) <= profile.price_places:
@@ -403,7 +415,7 @@ def _price(
             "the ledger entry's unit_price is 0"
             if entry.unit_price is not None
             else f"the mapping's price is 0 for '{category.slug}'"
-            if category.price is not None
+            if mapped is not None
             else f"article {article} has no sales price in {where} and neither the ledger "
             f"entry nor the mapping gives a price (set price for '{category.slug}' in the "
             f"mappings, or a sales price in {where})"
@@ -420,15 +432,75 @@ def _price(
     return price
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Sanity limits per ledger entry: an entry beyond one needs attention and is not invoiced
+    until confirmed. The defaults are far beyond what a service company bills for one piece
+    of work, so only a mistake meets them (docs/planning.md)."""
+
+    max_hours: Decimal = Decimal(200)
+    max_unit_price: Decimal = Decimal(5000)
+    max_amount: Decimal = Decimal(250000)
+    # Entries a person confirmed: "E123@2" confirms that revision, "E123" every revision.
+    confirmed: frozenset[str] = frozenset()
+
+    def confirms(self, entry: Entry) -> bool:
+        return entry.id in self.confirmed or f"{entry.id}@{entry.revision}" in self.confirmed
+
+    def problem(self, entry: Entry, rows: Sequence[Row]) -> str | None:
+        """Why the entry's rows are beyond the limits, or None."""
+        if self.confirms(entry):
+            return None
+        charged = [r for r in rows if r.article is not None and r.quantity is not None]
+        amount = sum((a for r in charged if (a := r.amount) is not None), Decimal(0))
+        prices = [r.price for r in charged if r.price is not None]
+        found = None
+        if entry.hours > self.max_hours:
+            found = f"{entry.hours} hours exceed CONNECTOR_LIMITS__MAX_HOURS ({self.max_hours})"
+        elif prices and max(prices) > self.max_unit_price:
+            found = (
+                f"unit price {max(prices)} exceeds CONNECTOR_LIMITS__MAX_UNIT_PRICE "
+                f"({self.max_unit_price})"
+            )
+        elif amount > self.max_amount:
+            found = (
+                f"amount {amount} {entry.currency} exceeds CONNECTOR_LIMITS__MAX_AMOUNT "
+                f"({self.max_amount})"
+            )
+        if found is None:
+            return None
+        return (
+            f"{found}: not invoiced until checked. Correct the ledger entry, or if it is "
+            f"right, confirm it with CONNECTOR_LIMITS__CONFIRMED={entry.id}@{entry.revision}"
+        )
+
+
 def entry_rows(
-    entry: Entry, mappings: Mappings, profile: TargetProfile, register: Register | None = None
+    entry: Entry,
+    mappings: Mappings,
+    profile: TargetProfile,
+    register: Register | None = None,
+    limits: Limits | None = None,
 ) -> tuple[Row, ...] | _Excluded | _Attention:
     """The rows an active entry should have on an invoice, or why it has none."""
+    rows = _rows_of(entry, mappings, profile, register)
+    if isinstance(rows, tuple):
+        problem = (limits or Limits()).problem(entry, rows)
+        if problem is not None:
+            return _Attention(problem)
+    return rows
+
+
+def _rows_of(
+    entry: Entry, mappings: Mappings, profile: TargetProfile, register: Register | None
+) -> tuple[Row, ...] | _Excluded | _Attention:
     if entry.status is Status.VOID:
         return _Excluded("void in the ledger")
     category = mappings.categories.get(entry.category)
     if category is None:
-        return _Attention(f"unknown category '{entry.category}': add it to the mapping files")
+        return _Attention(
+            f"unknown category '{_clean(entry.category)}': add it to the mapping files"
+        )
     if entry.kind is Kind.TOPUP:
         return _topup_rows(entry, category, profile, register)
     if entry.category == PREPAID_CATEGORY:
@@ -478,7 +550,7 @@ def _topup_rows(
         )
     if not category.billable:
         return _Excluded(f"category '{PREPAID_CATEGORY}' is not billable in the mappings")
-    if entry.unit_price is None and category.price is None:
+    if entry.unit_price is None and category.price_on(entry.performed_on) is None:
         # The price of a package is agreed: never taken from the article register.
         return _Attention(
             "top-up without price: set unit_price on the ledger entry "
@@ -581,6 +653,7 @@ def plan(
     invoiced: Invoiced | None = None,
     rejected: Iterable[tuple[str, str]] = (),
     register: Register | None = None,
+    limits: Limits | None = None,
 ) -> Plan:
     """Compute the desired invoices.
 
@@ -598,7 +671,7 @@ def plan(
         results[ref] = EntryResult(ref, Outcome.ATTENTION, f"malformed entry: {reason}")
 
     for entry in entries:
-        result, parts = _plan_entry(entry, mappings, profile, invoiced, register)
+        result, parts = _plan_entry(entry, mappings, profile, invoiced, register, limits)
         results[entry.id] = result
         contributions.extend(parts)
 
@@ -632,15 +705,23 @@ def _plan_entry(
     profile: TargetProfile,
     invoiced: Invoiced,
     register: Register | None,
+    limits: Limits | None,
 ) -> tuple[EntryResult, list[_Contribution]]:
-    desired = entry_rows(entry, mappings, profile, register)
+    desired = entry_rows(entry, mappings, profile, register, limits)
     base = InvoiceKey(entry.customer_number, entry.period)
     placements = invoiced.placements.get(entry.id, ())
     closed = [p for p in placements if invoiced.status(p.key).closed]
 
     def result(outcome: Outcome, reason: str, keys: tuple[InvoiceKey, ...] = ()) -> EntryResult:
-        return EntryResult(entry.id, outcome, reason, keys, entry.customer_number, entry.period)
+        return EntryResult(
+            entry.id, outcome, reason, keys, entry.customer_number, entry.period, entry.revision
+        )
 
+    if placements and max(p.revision for p in placements) == entry.revision:
+        # The ledger has not changed this entry since its rows were written: they stay exactly
+        # as they are. Only a ledger change (or an explicit re-sync) changes invoiced rows; a
+        # mapping or price change never withdraws or re-prices what is already on an invoice.
+        return _as_written(entry, desired, placements, invoiced, profile, result)
     if isinstance(desired, _Attention):
         return result(Outcome.ATTENTION, desired.reason), []
     if closed and invoiced.status(closed[-1].key) is InvoiceStatus.CANCELLED:
@@ -699,6 +780,73 @@ def _plan_entry(
     return result(Outcome.INVOICED, reason, tuple(parts)), list(parts.values())
 
 
+def _as_written(
+    entry: Entry,
+    desired: tuple[Row, ...] | _Excluded | _Attention,
+    placements: Sequence[Placement],
+    invoiced: Invoiced,
+    profile: TargetProfile,
+    result: Callable[[Outcome, str, tuple[InvoiceKey, ...]], EntryResult],
+) -> tuple[EntryResult, list[_Contribution]]:
+    """An unchanged entry keeps the rows it has on invoices. If the mappings would now give it
+    other rows (a category gone or renamed, an article removed, another article or quantity;
+    a price change alone is expected and silent), it needs attention, and still stays."""
+    live = [p for p in placements if invoiced.status(p.key) is not InvoiceStatus.CANCELLED]
+    if not live:
+        last = placements[-1].key
+        return result(
+            Outcome.EXCLUDED,
+            f"its invoice {last} was cancelled in {profile.display_name}; not invoiced again",
+            (last,),
+        ), []
+    parts = []
+    for placement in live:
+        if invoiced.status(placement.key) is InvoiceStatus.OPEN:
+            known = invoiced.invoices.get(placement.key)
+            currency = (known.currency if known else None) or entry.currency
+            parts.append(_Contribution(placement.key, entry, list(placement.rows), currency))
+    keys = tuple(dict.fromkeys(p.key for p in live))
+    drift = _mapping_drift(desired, live)
+    if drift is not None:
+        where = ", ".join(str(k) for k in keys)
+        return result(
+            Outcome.ATTENTION,
+            f"{drift}; it stays on invoice {where} as written, because the ledger entry has not "
+            "changed: correct the mappings, or re-invoice it on purpose",
+            keys,
+        ), parts
+    return result(Outcome.INVOICED, "on invoice" if parts else "already invoiced", keys), parts
+
+
+def _billing_shape(rows: Iterable[Row]) -> Counter[tuple[str, Decimal, str | None]]:
+    """What rows bill, price aside: article, quantity and unit."""
+    shape: Counter[tuple[str, Decimal, str | None]] = Counter()
+    for row in rows:
+        if row.article is not None and row.quantity is not None:
+            shape[(row.article, row.quantity, row.unit)] += 1
+    return shape
+
+
+def _mapping_drift(
+    desired: tuple[Row, ...] | _Excluded | _Attention, placements: Sequence[Placement]
+) -> str | None:
+    """Why the mappings would now plan an unchanged entry differently, or None."""
+    if isinstance(desired, _Attention):
+        return desired.reason
+    # What the entry charges now: the charge rows written for its current revision (a booked
+    # invoice's older charge is netted by correction rows beside them).
+    latest = max(p.revision for p in placements)
+    written = [
+        r for p in placements if p.revision == latest for r in p.rows if r.role is RowRole.CHARGE
+    ]
+    if isinstance(desired, _Excluded):
+        return f"the mappings now leave it out ({desired.reason})" if written else None
+    if _billing_shape(desired) != _billing_shape(written):
+        articles = ", ".join(sorted({r.article for r in desired if r.article}))
+        return f"the mappings now give it other rows ({articles or 'no article'})"
+    return None
+
+
 def _enforce_currency(
     parts: list[_Contribution], invoiced: Invoiced, results: dict[str, EntryResult]
 ) -> tuple[list[_Contribution], dict[InvoiceKey, str]]:
@@ -719,9 +867,8 @@ def _enforce_currency(
                     f"currency {part.entry.currency} differs from {currency} of invoice {key}"
                 )
     for entry_id, reason in rejected.items():
-        old = results[entry_id]
-        results[entry_id] = EntryResult(
-            entry_id, Outcome.ATTENTION, reason, (), old.customer_number, old.period
+        results[entry_id] = replace(
+            results[entry_id], outcome=Outcome.ATTENTION, reason=reason, keys=()
         )
     return [p for p in parts if p.entry.id not in rejected], currencies
 
@@ -737,14 +884,11 @@ def _drop_text_only(
     still_on = {p.entry.id for p in kept}
     for part in parts:
         if part.key not in charged and part.entry.id not in still_on:
-            old = results[part.entry.id]
-            results[part.entry.id] = EntryResult(
-                old.ref,
-                Outcome.EXCLUDED,
-                "fully covered by prepaid hours",
-                (),
-                old.customer_number,
-                old.period,
+            results[part.entry.id] = replace(
+                results[part.entry.id],
+                outcome=Outcome.EXCLUDED,
+                reason="fully covered by prepaid hours",
+                keys=(),
             )
     return kept
 

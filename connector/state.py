@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from connector.errors import LockHeldError, StateError
+from connector.errors import LockHeldError, StateError, StateMismatchError
 from connector.ledger import FeedItem
 from connector.planning import (
     Action,
@@ -101,7 +101,23 @@ MIGRATIONS: tuple[str, ...] = (
         summary TEXT
     );
     """,
+    # 2: months held after a state rebuild, until a person has looked (connector state release).
+    """
+    CREATE TABLE holds (
+        target TEXT NOT NULL,
+        customer_number TEXT NOT NULL,
+        period TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (target, customer_number, period)
+    );
+    """,
 )
+
+# What a state directory is bound to (meta keys): the ledger it mirrors, and per target the
+# accounting company it writes to.
+BOUND_LEDGER = "bound_ledger"
+BOUND_TARGET = "bound_target:"
 
 
 def _now() -> str:
@@ -232,8 +248,10 @@ class StateStore:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state store {state_dir / DB_NAME} is unusable: {exc}") from None
-        with contextlib.suppress(OSError):
-            os.chmod(state_dir / DB_NAME, 0o600)
+        # The database and its journal hold the billing memory: readable by the owner only.
+        for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
+            with contextlib.suppress(OSError):
+                os.chmod(state_dir / name, 0o600)
 
     def close(self) -> None:
         self.db.close()
@@ -294,6 +312,36 @@ class StateStore:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    # --- what the state belongs to -------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with self.transaction() as db:
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def bind(self, key: str, value: str, what: str, *, record: bool = True) -> None:
+        """Check that this state belongs to `value` (the ledger's address, the accounting
+        company); the first use records it. A mismatch stops the command: mixing two ledgers or
+        two companies in one state could invoice hours twice or never."""
+        bound = self.meta(key)
+        if bound is None:
+            if record:
+                self.set_meta(key, value)
+            return
+        if bound != value:
+            raise StateMismatchError(
+                f"the state directory {self.dir} belongs to {what} {bound}, not {value}. "
+                "Point CONNECTOR_STATE_DIR at the state directory of this one (each ledger and "
+                "accounting company needs its own); if it really moved, run: connector state "
+                "rebind"
+            )
 
     # --- ledger mirror --------------------------------------------------------------------
 
@@ -481,6 +529,21 @@ class StateStore:
                 db.execute(
                     "DELETE FROM placements WHERE target = ? AND key = ?",
                     (target, invoice.key.text),
+                )
+
+    def advance_placements(self, target: str, revisions: Iterable[tuple[str, int]]) -> None:
+        """Entries revised without changing what they bill ("already invoiced"): their rows on
+        invoices now stand for the new revision, so later mapping changes leave them alone."""
+        with self.transaction() as db:
+            for entry_id, revision in revisions:
+                db.execute(
+                    """
+                    UPDATE placements SET revision = ?
+                    WHERE target = ? AND entry_id = ? AND revision = (
+                        SELECT MAX(revision) FROM placements WHERE target = ? AND entry_id = ?
+                    ) AND revision < ?
+                    """,
+                    (revision, target, entry_id, target, entry_id, revision),
                 )
 
     def set_status(

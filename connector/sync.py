@@ -10,11 +10,12 @@ import contextlib
 import os
 import signal
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from connector import targets
 from connector.errors import (
@@ -23,18 +24,21 @@ from connector.errors import (
     ExitCode,
     ReauthRequiredError,
     RemoteUnavailableError,
+    StateMismatchError,
 )
 from connector.http import OutcomeUnknownError, Stats
 from connector.ledger import Entry, InvalidEntry, LedgerClient, parse_entry
 from connector.logs import get_logger
 from connector.mappings import Mappings, load_mappings
 from connector.planning import (
+    KEY_PREFIX,
     Action,
     EntryResult,
     Invoiced,
     InvoiceKey,
     InvoiceStatus,
     KnownInvoice,
+    Limits,
     Outcome,
     Plan,
     PlannedInvoice,
@@ -43,7 +47,7 @@ from connector.planning import (
     plan,
 )
 from connector.settings import InvoiceSettings, Settings
-from connector.state import InvoiceRecord, StateStore
+from connector.state import BOUND_LEDGER, BOUND_TARGET, InvoiceRecord, StateStore
 from connector.targets.base import (
     NeedsStepping,
     RemoteInvoice,
@@ -108,6 +112,27 @@ def open_ledger(settings: Settings) -> LedgerClient:
     )
 
 
+def ledger_identity(settings: Settings) -> str:
+    """The ledger a state mirrors: its address, without case or trailing slash differences."""
+    url, _ = settings.require_ledger()
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+
+
+def bind_ledger(store: StateStore, settings: Settings, *, record: bool = True) -> None:
+    store.bind(BOUND_LEDGER, ledger_identity(settings), "the ledger", record=record)
+
+
+def bind_target(store: StateStore, target: Target, *, record: bool = True) -> None:
+    """Check (and on first use record) which accounting company the state writes to."""
+    identity = target.identity()
+    if identity is None:
+        log.warning("state.company_unverified", target=target.profile.name)
+        return
+    where = f"the {target.profile.display_name} company"
+    store.bind(BOUND_TARGET + target.profile.name, identity, where, record=record)
+
+
 def run_plan(settings: Settings, ledger: LedgerClient | None = None) -> tuple[Plan, ExitCode]:
     """`connector plan`: pull new ledger changes and plan; sends nothing to a target."""
     if ledger is None:
@@ -120,6 +145,7 @@ def run_plan(settings: Settings, ledger: LedgerClient | None = None) -> tuple[Pl
         store = StateStore(settings.state_dir)
         resources.callback(store.close)
         resources.enter_context(store.lock())
+        bind_ledger(store, settings)
         run_id = store.start_run("plan", profile.name)
         try:
             pulled = pull(store, ledger)
@@ -259,6 +285,7 @@ class _Sync:
         report: SyncReport,
         invoice_settings: InvoiceSettings | None = None,
         clock: Callable[[], datetime] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self.target = target
@@ -268,6 +295,7 @@ class _Sync:
         self.report = report
         self.dry_run = report.dry_run
         self.invoice_settings = invoice_settings or InvoiceSettings()
+        self.limits = limits or Limits()
         self.clock = clock or (lambda: datetime.now(UTC))
         # Statuses learnt during a dry run, which must not be stored.
         self.overrides: dict[InvoiceKey, KnownInvoice] = {}
@@ -291,7 +319,13 @@ class _Sync:
                 invoices={**invoiced.invoices, **self.overrides}, placements=invoiced.placements
             )
         return plan(
-            entries, self.mappings, self.target.profile, invoiced, rejected, self.register()
+            entries,
+            self.mappings,
+            self.target.profile,
+            invoiced,
+            rejected,
+            self.register(),
+            self.limits,
         )
 
     def attention(self, key: InvoiceKey, reason: str) -> None:
@@ -332,14 +366,60 @@ class _Sync:
         return live[0] if live else None
 
     def lookup(self, invoices: list[PlannedInvoice]) -> dict[str, list[RemoteInvoice]]:
-        """Remote invoices for these keys, fetched in pages per month, not one per key."""
+        """Remote invoices for these keys, fetched in pages per month, not one per key. Every
+        invoice of the connector's key form in those months must be one the state knows."""
         wanted = {i.key.text for i in invoices}
         found: dict[str, list[RemoteInvoice]] = defaultdict(list)
+        seen: list[RemoteInvoice] = []
         for period in sorted({i.key.period for i in invoices}):
             for remote in self.target.find_invoices(f"-{period}"):
+                seen.append(remote)
                 if remote.key in wanted:
                     found[remote.key].append(remote)
+        self.check_known(seen)
         return found
+
+    def check_known(self, remotes: Iterable[RemoteInvoice]) -> None:
+        """Refuse to write when the target holds invoices of the connector's key form that the
+        state does not know, live or not, any suffix: the state is not the one that made them
+        (lost, replaced, an old backup), and writing could invoice the same hours again."""
+        records = {r.key.text: r for r in self.store.invoice_records(self.name)}
+        unknown: list[tuple[RemoteInvoice, InvoiceKey]] = []
+        for remote in remotes:
+            try:
+                key = InvoiceKey.parse(remote.key or "")
+            except ValueError:
+                continue  # not the connector's
+            record = records.get(key.text)
+            if record is not None and (
+                record.document_number == remote.document_number
+                or (record.document_number is None and record.pending is not None)
+            ):
+                continue
+            unknown.append((remote, key))
+        if not unknown:
+            return
+        unknown.sort(key=lambda u: u[1])
+        listed = ", ".join(
+            f"{key} (#{r.document_number}, {'cancelled' if r.cancelled else 'live'})"
+            for r, key in unknown[:6]
+        )
+        more = f" and {len(unknown) - 6} more" if len(unknown) > 6 else ""
+        raise StateMismatchError(
+            f"{self.where} holds invoices this connector made that the state directory "
+            f"{self.store.dir} does not know: {listed}{more}. It is not the state that made "
+            "them (lost, replaced, an old backup, or CONNECTOR_STATE_DIR points elsewhere), "
+            "and writing could invoice the same hours twice, so nothing was sent. Restore the "
+            "right state directory, or rebuild this one from "
+            f"{self.where} and the ledger: connector state rebuild"
+        )
+
+    def check_fresh_state(self) -> None:
+        """A state that has never written to this target checks the whole target first: its
+        months may hold the connector's invoices although this run plans none there."""
+        if self.store.invoice_records(self.name):
+            return
+        self.check_known(self.target.find_invoices(f"{KEY_PREFIX}-"))
 
     def refresh_statuses(
         self, changes: list[PlannedInvoice], remote: dict[str, list[RemoteInvoice]]
@@ -366,15 +446,6 @@ class _Sync:
                     self.set_status(key, status, number)
                     changed = True
                 continue
-            live = [c for c in candidates if c.live]
-            if live:
-                numbers = ", ".join(sorted(c.document_number for c in live))
-                self.attention(
-                    key,
-                    f"{self.where} already has invoice {numbers} with reference {key}, which "
-                    "this connector has no record of; nothing is sent for it. If the state "
-                    "directory was lost, restore it; otherwise cancel that invoice.",
-                )
         return changed
 
     # --- recovery ---------------------------------------------------------------------------
@@ -482,6 +553,8 @@ class _Sync:
 
     def run(self) -> Plan:
         current = self.plan()
+        if current.changes:
+            self.check_fresh_state()
         for _ in range(self.MAX_ROUNDS):
             changes = [c for c in current.changes if c.key not in self.skip]
             if not changes:
@@ -502,6 +575,15 @@ class _Sync:
             for i in current.invoices
             if i.action is Action.UNCHANGED and i.key.text not in written
         )
+        if not self.dry_run:
+            self.store.advance_placements(
+                self.name,
+                (
+                    (r.ref, r.revision)
+                    for r in current.results
+                    if r.reason == "already invoiced" and r.revision is not None
+                ),
+            )
         return current
 
     def apply(self, changes: list[PlannedInvoice]) -> bool:
@@ -759,6 +841,8 @@ def run_sync(
         run_id = None if dry_run else store.start_run("sync", target.profile.name)
         sync = _Sync(store, target, mappings, report, settings.invoice, clock)
         try:
+            bind_ledger(store, settings, record=not dry_run)
+            bind_target(store, target, record=not dry_run)
             if not dry_run:
                 sync.recover()
             report.pulled = pull(store, ledger).items

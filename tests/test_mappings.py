@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -244,3 +246,89 @@ def test_articles_checked_against_the_accounting_system(mappings: Mappings) -> N
     (found,) = check_articles_exist(mappings, fortnox.PROFILE, existing)
     assert "service-categories.toml:" in found
     assert "article 'SK-RAD' of category 'business_advisory' does not exist in Fortnox" in found
+
+
+# --- price history and files that cannot be read ----------------------------------------------
+
+
+def test_price_history_applies_by_the_day_the_work_was_done(tmp_path: Path) -> None:
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "m.toml").write_text(
+        '[categories.installation]\narticle = "SK-INST"\nprice = "1150.00"\n'
+        'prices = [{ from = 2027-01-01, price = "1250.00" },\n'
+        '          { from = "2027-07-01", price = "1300" }]\n',
+        encoding="utf-8",
+    )
+    category = load_mappings(folder).categories["installation"]
+    assert category.price_on(date(2026, 12, 31)) == Decimal("1150.00")
+    assert category.price_on(date(2027, 1, 1)) == Decimal("1250.00")
+    assert category.price_on(date(2027, 7, 2)) == Decimal(1300)
+
+
+@pytest.mark.parametrize(
+    ("prices", "message"),
+    [
+        ('"1250.00"', "prices must be a list of price changes"),
+        ('[{ price = "1250.00" }]', "each price change needs from = a date YYYY-MM-DD"),
+        ('[{ from = "2027-13-01", price = "1" }]', "each price change needs from = a date"),
+        ('[{ from = "2027-01-01" }]', "the price change from 2027-01-01 has no price"),
+        ('[{ from = "2027-01-01", price = 1250.5 }]', "must be a quoted decimal"),
+        ('[{ from = "2027-01-01", price = "1" }, { from = "2027-01-01", price = "2" }]',
+         "two price changes start on the same day"),
+        ('[{ from = "2027-01-01", price = "1", since = "x" }]', "unknown key 'since'"),
+    ],
+)  # fmt: skip
+def test_bad_price_history(tmp_path: Path, prices: str, message: str) -> None:
+    text = f'[categories.installation]\narticle = "SK-INST"\nprices = {prices}\n'
+    (problem,) = problems_of(tmp_path, ("m.toml", text))
+    assert problem.startswith(f"{tmp_path / 'maps' / 'm.toml'}:3: ")
+    assert message in problem
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xef\xbb\xbf" + GOOD.encode(), ":1: starts with a byte-order mark; save it as UTF-8"),
+        (b"", ": is empty"),
+        (b"  \n\n", ": is empty"),
+        ("[categories.guidance]\nname = \"Vägledning\"\n".encode("latin-1"),
+         ":2: is not UTF-8 (byte 0xe4); save it as UTF-8"),
+        (b"[defaults]\nunit = \"h\x00\"\n", ": contains NUL characters"),
+    ],
+)  # fmt: skip
+def test_unreadable_mapping_files_are_named(tmp_path: Path, content: bytes, message: str) -> None:
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "good.toml").write_text(GOOD.replace("installation", "training"), encoding="utf-8")
+    (folder / "bad.toml").write_bytes(content)
+    with pytest.raises(MappingError) as info:
+        load_mappings(folder)
+    assert info.value.exit_code == 2
+    (problem,) = info.value.problems
+    assert problem.startswith(str(folder / "bad.toml")) and message in problem
+
+
+def test_a_folder_or_an_unreadable_file_named_toml(tmp_path: Path) -> None:
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "good.toml").write_text(GOOD, encoding="utf-8")
+    (folder / "old.toml").mkdir()
+    locked = folder / "locked.toml"
+    locked.write_text('[categories.training]\narticle = "SK-UTB"\n', encoding="utf-8")
+    locked.chmod(0)
+    with pytest.raises(MappingError) as info:
+        load_mappings(folder)
+    problems = info.value.problems
+    assert f"{folder / 'old.toml'}: is a folder, not a mapping file" in problems[-1]
+    if os.geteuid() != 0:  # root reads any file
+        assert f"{locked}: cannot be read" in problems[0]
+
+
+def test_validate_command_names_an_unreadable_file(tmp_path: Path) -> None:
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "m.toml").write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    result = CliRunner().invoke(app, ["mappings", "validate", "--dir", str(folder)])
+    assert result.exit_code == 2
+    assert "byte-order mark" in result.stderr and str(folder / "m.toml") in result.stderr

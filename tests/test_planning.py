@@ -18,6 +18,7 @@ from connector.planning import (
     Invoiced,
     InvoiceKey,
     InvoiceStatus,
+    Limits,
     Outcome,
     Plan,
     PlannedInvoice,
@@ -33,6 +34,9 @@ from connector.targets import fortnox, visma
 
 FORTNOX = fortnox.PROFILE
 Make = Callable[..., Entry]
+SHIPPED = (
+    Path(__file__).resolve().parent.parent / "mappings" / "service-categories.toml"
+).read_text(encoding="utf-8")
 
 
 @pytest.fixture
@@ -542,6 +546,137 @@ def test_invoice_date_policy(
     assert invoice_date(period, policy, lock) == (date.fromisoformat(expected), moved)
 
 
+# --- a person's mistake must not become money -------------------------------------------------
+
+RENAMED = """\
+[categories.instalation]
+article = "SK-INST"
+"""
+
+
+def test_a_category_typo_leaves_invoiced_entries_as_they_are(
+    make: Make, mappings: Mappings
+) -> None:
+    """Found by a tester: renaming a category by mistake withdrew invoiced entries from their
+    drafts. An unchanged entry keeps its rows; it needs attention instead."""
+    entries = [make(id="A"), make(id="B", category="training")]
+    state = write_all(Invoiced(), plan(entries, mappings, FORTNOX))
+    typo = mappings_from(RENAMED + '[categories.training]\narticle = "SK-UTB"\n')
+    result = plan(entries, typo, FORTNOX, state)
+    assert result.changes == []  # every invoice unchanged
+    state_a, why = outcome(result, "A")
+    assert state_a is Outcome.ATTENTION
+    assert why.startswith("unknown category 'installation'")
+    assert "it stays on invoice SK-1001-2026-09 as written" in why
+    # Booked, the same: no correction from a mapping mistake.
+    booked_state = booked(state, "SK-1001-2026-09")
+    assert plan(entries, typo, FORTNOX, booked_state).invoices == ()
+
+
+def test_an_unchanged_entry_stays_when_its_category_is_no_longer_billable(
+    make: Make, mappings: Mappings
+) -> None:
+    state = write_all(Invoiced(), plan([make(id="A")], mappings, FORTNOX))
+    free = mappings_from("[categories.installation]\nbillable = false\n")
+    result = plan([make(id="A")], free, FORTNOX, state)
+    assert result.changes == []
+    assert outcome(result, "A")[1].startswith("the mappings now leave it out")
+
+
+def test_a_price_change_leaves_invoiced_rows_alone(make: Make) -> None:
+    old = mappings_from('[categories.installation]\narticle = "SK-INST"\nprice = "1000.00"\n')
+    new = mappings_from('[categories.installation]\narticle = "SK-INST"\nprice = "1200.00"\n')
+    state = write_all(Invoiced(), plan([make(id="A", unit_price=None)], old, FORTNOX))
+    result = plan(
+        [make(id="A", unit_price=None), make(id="B", unit_price=None)], new, FORTNOX, state
+    )
+    (only,) = result.invoices
+    assert [(r.entry_id, r.price) for r in only.item_rows] == [
+        ("A", Decimal("1000.00")),  # on the invoice already: keeps its price, silently
+        ("B", Decimal("1200.00")),  # new work: the new price
+    ]
+    assert outcome(result, "A") == (Outcome.INVOICED, "on invoice")
+    revised = plan([make(id="A", unit_price=None, revision=2, hours="3")], new, FORTNOX, state)
+    assert [r.price for r in revised.invoices[0].item_rows] == [Decimal("1200.00")]
+
+
+def test_a_price_history_prices_by_the_day_of_the_work(make: Make) -> None:
+    custom = mappings_from(
+        '[categories.installation]\narticle = "SK-INST"\nprice = "1000.00"\n'
+        'prices = [{ from = "2026-09-15", price = "1100.00" }]\n'
+    )
+    result = plan(
+        [make(id="A", unit_price=None, performed_on="2026-09-14"),
+         make(id="B", unit_price=None, performed_on="2026-09-15")],
+        custom, FORTNOX,
+    )  # fmt: skip
+    assert [r.price for r in result.invoices[0].item_rows] == [
+        Decimal("1000.00"),
+        Decimal("1100.00"),
+    ]
+
+
+def test_an_entry_revised_without_changing_its_billing_stays_put_after_a_mapping_change(
+    make: Make, mappings: Mappings
+) -> None:
+    state = booked(
+        write_all(Invoiced(), plan([make(id="A")], mappings, FORTNOX)), "SK-1001-2026-09"
+    )
+    result = plan([make(id="A", revision=2, description="Ny text")], mappings, FORTNOX, state)
+    assert outcome(result, "A") == (Outcome.INVOICED, "already invoiced")
+    assert result.results[0].revision == 2  # the sync records the rows as standing for it
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"hours": "250"}, "250 hours exceed CONNECTOR_LIMITS__MAX_HOURS (200)"),
+        (
+            {"unit_price": "11500.00"},
+            "unit price 11500.00 exceeds CONNECTOR_LIMITS__MAX_UNIT_PRICE",
+        ),
+        ({"hours": "199", "unit_price": "1500.00"}, "amount 298500.0000 SEK exceeds"),
+    ],
+)
+def test_an_absurd_entry_needs_attention_until_confirmed(
+    make: Make, mappings: Mappings, overrides: dict[str, str], reason: str
+) -> None:
+    entries = [make(id="A", revision=3, **overrides), make(id="B")]
+    result = plan(entries, mappings, FORTNOX)
+    state, why = outcome(result, "A")
+    assert state is Outcome.ATTENTION and why.startswith(reason)
+    assert "CONNECTOR_LIMITS__CONFIRMED=A@3" in why
+    assert [r.entry_id for r in result.invoices[0].item_rows] == ["B"]  # the rest goes out
+    confirmed = plan(entries, mappings, FORTNOX, limits=Limits(confirmed=frozenset({"A@3"})))
+    assert outcome(confirmed, "A")[0] is Outcome.INVOICED
+    later = plan(
+        [make(id="A", revision=4, **overrides)],
+        mappings,
+        FORTNOX,
+        limits=Limits(confirmed=frozenset({"A@3"})),
+    )
+    assert outcome(later, "A")[0] is Outcome.ATTENTION  # a new revision is checked again
+
+
+def test_control_characters_never_reach_an_invoice(make: Make, mappings: Mappings) -> None:
+    entry = make(
+        description="Fel\x00sökning\x1b[31m röd\u202e text\u200b och A\u030a",
+        reference="ÄR\x07-1",
+    )
+    (row,) = plan([entry], mappings, FORTNOX).invoices[0].item_rows
+    assert row.description == "2026-09-14: Fel sökning [31m röd text och Å (ref. ÄR -1)"
+    assert all(ord(ch) >= 32 for ch in row.description)
+    result = plan([make(category="ins\x1btallation")], mappings, FORTNOX)
+    assert "\x1b" not in result.results[0].reason
+
+
+def test_text_is_normalised_before_it_is_cut(make: Make) -> None:
+    """NFC first: "A" + a combining ring is one character, so a cut never splits it."""
+    entry = make(description="A\u030a" * 300, reference=None)
+    text = describe(entry, FORTNOX.row_text_max)
+    assert len(text) <= 255 and "\u030a" not in text and text.endswith("Å...")
+
+
 # --- helpers for properties -----------------------------------------------------------------
 
 
@@ -720,3 +855,34 @@ def test_net_billed_always_equals_the_ledger(
     for key, known in state.invoices.items():
         if known.status is InvoiceStatus.BOOKED:
             assert all(i.key != key for i in final.invoices)
+
+
+MAPPING_MISTAKES = [
+    # a typo renaming a category, a price change, a category made not billable, another
+    # article, a category removed
+    SHIPPED.replace("[categories.installation]", "[categories.instalation]"),
+    SHIPPED.replace('article = "SK-UTB"', 'article = "SK-UTB"\nprice = "1.00"'),
+    SHIPPED.replace('article = "SK-PROJ"', 'article = "SK-PROJ"\nbillable = false'),
+    SHIPPED.replace('article = "SK-INST"', 'article = "SK-INST2"'),
+    SHIPPED.replace('[categories.training]\nname = "Utbildning"\narticle = "SK-UTB"\n', ""),
+]
+assert all(m != SHIPPED for m in MAPPING_MISTAKES), "each mistake changes the shipped file"
+
+
+@PROPERTY
+@given(entries=ledgers(), mistake=st.sampled_from(MAPPING_MISTAKES), booked_some=st.booleans())
+def test_a_mapping_change_alone_never_changes_an_invoice(
+    entries: list[Entry], mistake: str, booked_some: bool, mappings: Mappings
+) -> None:
+    """Whatever an administrator does to the mapping files, invoices already written keep
+    their rows until the ledger changes the entries on them: no withdrawal, no re-pricing, no
+    correction, no cancelled draft."""
+    state = write_all(Invoiced(), plan(entries, mappings, FORTNOX))
+    if booked_some:
+        for key in sorted(state.invoices)[::2]:
+            state = with_status(state, key, InvoiceStatus.BOOKED)
+    after = plan(entries, mappings_from(mistake), FORTNOX, state)
+    touched = [i.key for i in after.changes if i.key in state.invoices]
+    assert touched == []
+    supplements = [i.key for i in after.changes if i.key.sequence > 1]
+    assert supplements == []

@@ -14,9 +14,15 @@ import pytest
 
 from connector import http
 from connector import sync as sync_module
-from connector.errors import ConfigError, ExitCode, ReauthRequiredError, RemoteUnavailableError
+from connector.errors import (
+    ConfigError,
+    ExitCode,
+    ReauthRequiredError,
+    RemoteUnavailableError,
+    StateMismatchError,
+)
 from connector.mappings import Mappings, load_mappings
-from connector.planning import InvoiceKey, InvoiceStatus, Plan
+from connector.planning import InvoiceKey, InvoiceStatus, Outcome, Plan
 from connector.sandbox.app import DropConnection, Ledger, json_response
 from connector.sandbox.fortnox import FortnoxFake
 from connector.sandbox.sample import load
@@ -325,18 +331,47 @@ def test_unknown_article_needs_attention_and_others_go_on(world: World, tmp_path
     assert len(report.created) > 90
 
 
-def test_unknown_remote_invoice_with_our_key_blocks_that_key(world: World, tmp_path: Path) -> None:
-    world.sync()
-    # The state directory is lost: the connector must not invoice those months again.
+def test_lost_state_with_a_cancelled_original_and_a_live_supplement_writes_nothing(
+    world: World,
+) -> None:
+    """Found by a tester: a sync from a fresh state directory created a second live invoice for
+    hours already on a live supplementary invoice, because the month's original invoice had
+    been cancelled. Any invoice of the connector's form the state does not know, live or not,
+    any suffix, now stops the sync before it writes (exit 2)."""
     import shutil
 
-    shutil.rmtree(world.settings.state_dir)
-    report = world.sync()
-    assert report.created == []
-    assert all(
-        "has no record of" in r for k, r in report.invoice_attention.items() if "1042" not in k
-    )
+    world.sync()
+    key = "SK-1004-2026-09"
+    world.fake.cancel(int(draft_of(world, key)["DocumentNumber"]))
+    world.post_ledger([sample_entry(id="LATE-1", performed_on="2026-09-29", hours="2")])
+    assert world.sync().created == [f"{key}-2"]
+    shutil.rmtree(world.settings.state_dir)  # the state directory is lost
+    writes = world.writes()
+    with pytest.raises(StateMismatchError) as info:
+        world.sync()
+    assert info.value.exit_code is ExitCode.CONFIG
+    message = str(info.value)
+    assert f"{key} (#" in message and "cancelled" in message and f"{key}-2 (#" in message
+    assert "connector state rebuild" in message
+    assert world.writes() == writes
     assert_no_duplicates(world.fake)
+
+
+def test_a_state_directory_of_another_company_or_ledger_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.sync()
+    writes = world.writes()
+    from connector.sandbox import fortnox as fake_module
+
+    monkeypatch.setattr(fake_module, "DATABASE_NUMBER", 7654321)  # another Fortnox company
+    with pytest.raises(StateMismatchError, match="tenant 1234567, not tenant 7654321"):
+        world.sync()
+    monkeypatch.undo()
+    world.settings.ledger.url = "http://other-ledger.test/api/v1"
+    with pytest.raises(StateMismatchError, match="belongs to the ledger"):
+        world.sync()
+    assert world.writes() == writes
 
 
 def test_unreachable_fortnox_exits_4(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -678,3 +713,88 @@ def test_a_refused_read_during_recovery_flags_only_that_invoice(
     assert later.recovered and not later.invoice_attention.keys() - {
         k for k in later.invoice_attention if "1042" in k
     }
+
+
+# --- people and files that are wrong (issue 7) --------------------------------------------------
+
+
+def mappings_with(world: World, tmp_path: Path, old: str, new: str) -> None:
+    """Point the world at a copy of the shipped mappings with one edit."""
+    folder = tmp_path / "edited-maps"
+    folder.mkdir(exist_ok=True)
+    text = (Path(world.settings.mappings_dir) / "service-categories.toml").read_text()
+    assert old in text
+    (folder / "service-categories.toml").write_text(text.replace(old, new))
+    world.settings.mappings_dir = folder
+    world.mappings = load_mappings(folder)
+
+
+def snapshot(world: World) -> dict[int, Any]:
+    return {
+        n: (dict(i), [dict(r) for r in i["InvoiceRows"]]) for n, i in world.fake.invoices.items()
+    }
+
+
+def test_a_category_typo_then_a_sync_leaves_every_invoice_unchanged(
+    world: World, tmp_path: Path
+) -> None:
+    """Found by a tester: a one-letter typo renaming a category withdrew the invoiced entries
+    of that category and cancelled two drafts; after the fix they came back on supplementary
+    invoices. Now the entries stay where they are and need attention."""
+    world.sync()
+    before = snapshot(world)
+    mappings_with(world, tmp_path, "[categories.installation]", "[categories.instalation]")
+    report = world.sync()
+    assert snapshot(world) == before
+    assert report.cancelled == [] and report.updated == [] and report.created == []
+    assert report.plan is not None
+    stuck = [r for r in report.plan.results if "unknown category 'installation'" in r.reason]
+    invoiced = [r for r in stuck if r.keys]  # the ones already on an invoice
+    assert invoiced and all("stays on invoice" in r.reason for r in invoiced)
+    mappings_with(world, tmp_path, "[categories.instalation]", "[categories.installation]")
+    fixed = world.sync()
+    assert snapshot(world) == before and fixed.created == []  # nothing to repair
+    assert_matches_ledger(world, fixed)
+
+
+def test_a_price_change_leaves_existing_rows_unchanged(world: World, tmp_path: Path) -> None:
+    world.sync()
+    before, writes = snapshot(world), world.writes()
+    mappings_with(
+        world,
+        tmp_path,
+        'article = "SK-DATA"\nprice = "995.00"',
+        'article = "SK-DATA"\nprice = "1095.00"',
+    )
+    report = world.sync()
+    assert world.writes() == writes and snapshot(world) == before
+    assert report.exit_code is ExitCode.ATTENTION  # only the sample's usual items
+    new = sample_entry(
+        id="NEW-DATA",
+        category="data_maintenance",
+        unit_price=None,
+        hours="2",
+        customer_number="1003",
+    )
+
+    def data_prices() -> list[Decimal]:
+        rows = [r for i in world.fake.invoices.values() for r in i["InvoiceRows"]]
+        return [Decimal(str(r["Price"])) for r in rows if r["ArticleNumber"] == "SK-DATA"]
+
+    old_rows, agreed = data_prices().count(Decimal(995)), data_prices().count(Decimal(1095))
+    assert old_rows > 0
+    world.post_ledger([new])
+    world.sync()
+    assert data_prices().count(Decimal(995)) == old_rows  # rows on invoices keep their price
+    assert data_prices().count(Decimal(1095)) == agreed + 1  # the new work gets the new price
+
+
+def test_an_absurd_ledger_value_is_not_invoiced_and_the_rest_goes_through(world: World) -> None:
+    world.post_ledger([sample_entry(id="HUGE-1", hours="4000", revision=1)])
+    report = world.sync()
+    assert report.plan is not None
+    (huge,) = [r for r in report.plan.results if r.ref == "HUGE-1"]
+    assert huge.outcome is Outcome.ATTENTION and "CONNECTOR_LIMITS__MAX_HOURS" in huge.reason
+    assert len(report.created) == 98
+    assert not any("HUGE" in r["Description"] for i in world.fake.invoices.values()
+                   for r in i["InvoiceRows"])  # fmt: skip

@@ -185,6 +185,10 @@ class Target(Protocol):
         """The last day of the period the company has locked for bookkeeping, or None when
         nothing is locked or the target does not say."""
 
+    def identity(self) -> str | None:
+        """Which company the credentials reach (Fortnox: its tenant id), to bind the state to
+        it; None when the target will not say."""
+
     def explain(self, refusal: TargetRefusal, invoice: PlannedInvoice) -> str:
         """The refusal in plain words, naming the customer or article concerned."""
 

@@ -277,6 +277,7 @@ class FortnoxClient:
         self._policy = policy or RetryPolicy(rate_limit_wait=self._limiter.period)
         self._sleep = sleep
         self._remarks = remarks
+        self._tenant = settings.tenant_id
         self.search_settle_seconds = settings.search_settle_seconds
         self.stats = stats or Stats()
         self._prices: dict[str, Decimal | None] | None = None
@@ -463,6 +464,17 @@ class FortnoxClient:
         if not isinstance(info, dict):
             raise RemoteUnavailableError("Fortnox answered without CompanyInformation")
         return info
+
+    def identity(self) -> str | None:
+        """ "tenant <DatabaseNumber>": the company the token reaches. Without the scope to read
+        it, the configured tenant id (client credentials) or None."""
+        try:
+            number = self.company_information().get("DatabaseNumber")
+        except ScopeDeniedError:
+            number = self._tenant
+        if number is None or str(number).strip() == "":
+            return None
+        return f"tenant {str(number).strip()}"
 
     def customer_exists(self, number: str) -> bool:
         try:
