@@ -7,36 +7,132 @@ error. Exit codes are documented in the README and defined in `connector.errors.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
+import os
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
+import connector
 from connector import logs
 from connector.errors import ConfigError, ConnectorError, ExitCode, MappingError
-from connector.settings import Settings, load_settings
+from connector.settings import Settings, default_state_dir, load_settings, unknown_variables
 
-app = typer.Typer(
-    no_args_is_help=True,
-    add_completion=False,
+# Not ExitCode members: no connector error maps to them; they say how the run was stopped.
+INTERRUPTED = 130  # Ctrl-C, or a prompt abandoned (128 + SIGINT)
+PIPE_CLOSED = 141  # the reader of standard output went away (128 + SIGPIPE)
+
+EPILOG = f"""\b
+Exit codes:
+  0    everything done
+  1    done, but some entries need attention (listed); the rest went through
+  2    configuration or usage error (settings, mappings, options); nothing sent
+  3    another run holds the lock
+  4    ledger or accounting system unreachable; pending work kept for next run
+  5    the accounting system needs re-authorisation by a person
+  70   unexpected error (a bug); the traceback is in the log: please report it
+  130  interrupted (141: standard output closed early); the next run goes on
+
+\b
+Settings: CONNECTOR_* environment variables or a .env file (see the README).
+State directory (CONNECTOR_STATE_DIR) by default:
+  {default_state_dir()}
+"""
+
+
+def _typer(**options: Any) -> typer.Typer:
+    """Every Typer app of the CLI: plain help (no value placeholder on flags) and no "pretty"
+    exceptions, whose tracebacks print local variables, and so secrets."""
+    return typer.Typer(
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        pretty_exceptions_show_locals=False,
+        **options,
+    )
+
+
+app = _typer(
     help="Turns billable service-account hours into invoice drafts in Fortnox or Visma.",
+    epilog=EPILOG,
 )
-mappings_app = typer.Typer(no_args_is_help=True, help="Check the mapping files.")
+mappings_app = _typer(help="Check the mapping files.")
 app.add_typer(mappings_app, name="mappings")
-auth_app = typer.Typer(no_args_is_help=True, help="Authorise the connector in Fortnox.")
+auth_app = _typer(help="Authorise the connector in Fortnox.")
 app.add_typer(auth_app, name="auth")
+state_app = _typer(help="Look after the state directory: rebuild it, rebind it, release months.")
+app.add_typer(state_app, name="state")
 
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_unknown_reported = False
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("connector")
+    except importlib.metadata.PackageNotFoundError:
+        return connector.__version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"connector {version()}")
+        raise typer.Exit(int(ExitCode.OK))
+
+
+@app.callback()
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 def _settings() -> Settings:
+    global _unknown_reported
     settings = load_settings()
-    logs.configure(settings.log_format, secrets=settings.secrets())
+    logs.configure(settings.log_format, level=settings.log_level, secrets=settings.secrets())
+    if not _unknown_reported:  # once per command, however often a command loads settings
+        _unknown_reported = True
+        log = logs.get_logger("connector.settings")
+        for unknown in unknown_variables():
+            # The name only: the value may be a secret (a mistyped token is one).
+            log.warning(
+                "settings.unknown_variable",
+                variable=unknown.name,
+                source=unknown.source,
+                suggestion=unknown.suggestion,
+            )
+        _warn_old_state_dir(settings)
     return settings
+
+
+def _warn_old_state_dir(settings: Settings) -> None:
+    """The state directory's default was `./var`: a state left there is not used any more."""
+    from connector.state import DB_NAME
+
+    old = Path("var") / DB_NAME
+    if "state_dir" not in settings.model_fields_set and old.is_file():
+        logs.get_logger("connector.settings").warning(
+            "settings.old_state_dir",
+            found=str(old.parent.resolve()),
+            state_dir=str(settings.state_dir),
+            hint="set CONNECTOR_STATE_DIR to the old folder, or move its files to the new one",
+        )
 
 
 def _fail(exc: ConnectorError) -> NoReturn:
@@ -53,11 +149,68 @@ def _fail(exc: ConnectorError) -> NoReturn:
     raise typer.Exit(int(exc.exit_code))
 
 
+def _configure_fallback_logging() -> None:
+    """Logging for a crash before a command configured it: the settings' format and secrets if
+    they load, else the defaults."""
+    fmt: Any = "auto"
+    level: str | None = None
+    secrets: list[str] = []
+    with contextlib.suppress(Exception):
+        settings = load_settings()
+        fmt, level, secrets = settings.log_format, settings.log_level, settings.secrets()
+    logs.configure(fmt, level=level, secrets=secrets)
+
+
+def _report_crash(exc: BaseException) -> None:
+    """Log one `command.crashed` event with the traceback (never local variables) and, unless
+    standard error carries JSON lines, print one short line under it."""
+    if logs.active_format is None:
+        _configure_fallback_logging()
+    kind = type(exc).__qualname__
+    if type(exc).__module__ not in ("builtins", "__main__"):
+        kind = f"{type(exc).__module__}.{kind}"
+    logs.get_logger("connector.cli").error(
+        "command.crashed",
+        error_type=kind,
+        error=str(exc),
+        exit_code=int(ExitCode.BUG),
+        exception="".join(traceback.format_exception(exc)).rstrip(),
+    )
+    if logs.active_format != "json":
+        message = logs.redactor.scrub(str(exc)).strip().splitlines()
+        first = message[0][:200] if message else ""
+        typer.echo(
+            f"error: unexpected error (a bug): {kind}: {first}; the traceback is in the log"
+            " above. Please report it.",
+            err=True,
+        )
+
+
 def _guard(body: Callable[[], int]) -> None:
+    """Run a command's body and turn its outcome into the documented exit code."""
+    global _unknown_reported
+    _unknown_reported = False
     try:
         code = body()
     except ConnectorError as exc:
         _fail(exc)
+    except (typer.Exit, typer.TyperException):
+        raise  # an exit code chosen on purpose; click's usage errors exit 2
+    except (KeyboardInterrupt, typer.Abort):
+        if logs.active_format == "json":
+            logs.get_logger("connector.cli").warning("command.interrupted", exit_code=INTERRUPTED)
+        else:
+            typer.echo("error: interrupted", err=True)
+        raise typer.Exit(INTERRUPTED) from None
+    except BrokenPipeError:
+        # `connector plan | head`: not a bug. Point standard output at /dev/null so that the
+        # final flush at exit does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(PIPE_CLOSED) from None
+    except Exception as exc:
+        _report_crash(exc)
+        raise typer.Exit(int(ExitCode.BUG)) from None
     raise typer.Exit(code)
 
 
@@ -65,10 +218,14 @@ def _print_json(document: Any) -> None:
     typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
 
 
-@app.command()
+@app.command(short_help="Show the invoices a sync would create or change; sends nothing.")
 def plan(
-    period: Annotated[str | None, typer.Option(help="Only show this month, YYYY-MM.")] = None,
-    customer: Annotated[str | None, typer.Option(help="Only show this customer number.")] = None,
+    period: Annotated[
+        str | None, typer.Option(metavar="YYYY-MM", help="Only show this month.")
+    ] = None,
+    customer: Annotated[
+        str | None, typer.Option(metavar="NUMBER", help="Only show this customer number.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Pull new ledger changes and show the invoices that would be created or changed.
@@ -94,7 +251,7 @@ def plan(
     _guard(body)
 
 
-@app.command()
+@app.command(short_help="Nightly job: bring the invoice drafts in line with the ledger.")
 def sync(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Look, but send no write request.")
@@ -122,14 +279,20 @@ def sync(
     _guard(body)
 
 
-def _system(system: str) -> None:
-    if system != "fortnox":
-        raise ConfigError(f"unknown system {system!r}: only fortnox is supported")
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):  # no standard input at all, or closed
+        return False
 
 
-@auth_app.command("login")
+System = Literal["fortnox"]  # the accounting systems that can be authorised
+_SYSTEM_HELP = "The accounting system."
+
+
+@auth_app.command("login", short_help="Authorise with a person's login.")
 def auth_login(
-    system: Annotated[str, typer.Argument(help="fortnox")],
+    system: Annotated[System, typer.Argument(metavar="SYSTEM", help=_SYSTEM_HELP)],
     service_account: Annotated[
         bool,
         typer.Option(
@@ -138,15 +301,31 @@ def auth_login(
             "and print the tenant id for CONNECTOR_FORTNOX__TENANT_ID; no token is stored.",
         ),
     ] = False,
+    code_from_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--code-from-stdin",
+            help="Read the code from standard input (one line) instead of asking a person at "
+            "the terminal; for when standard input is not a terminal.",
+        ),
+    ] = False,
 ) -> None:
-    """Authorise with a person's login: prints the URL to open, then asks for the code."""
+    """Authorise with a person's login: prints the URL to open, then asks for the code.
+
+    Needs a person at a terminal; with --code-from-stdin the code is read from standard input.
+    """
 
     def body() -> int:
         from connector.auth import TokenFile, authorization_url, exchange_code, new_state
         from connector.targets.fortnox import TOKEN_FILE, login_endpoint, tenant_of
 
-        _system(system)
         settings = _settings()
+        if not code_from_stdin and not _stdin_is_terminal():
+            raise ConfigError(
+                "auth login needs a person to paste a code, but standard input is not a "
+                "terminal: run it in a terminal, or pass --code-from-stdin to read the code "
+                "from standard input"
+            )
         client_id, _ = settings.require_fortnox()
         url = authorization_url(
             settings.fortnox.auth_url,
@@ -158,7 +337,14 @@ def auth_login(
         who = "a Fortnox system administrator" if service_account else "a Fortnox administrator"
         typer.echo(f"Open this address, log in as {who} and allow access:")
         typer.echo(f"  {url}")
-        code = typer.prompt("Then paste the code from the address you are sent to", hide_input=True)
+        if code_from_stdin:
+            code = sys.stdin.readline()
+            if not code.strip():
+                raise ConfigError("--code-from-stdin: no code on standard input")
+        else:
+            code = typer.prompt(
+                "Then paste the code from the address you are sent to", hide_input=True
+            )
         store = None if service_account else TokenFile(settings.state_dir / TOKEN_FILE)
         with login_endpoint(settings.fortnox) as endpoint:
             tokens = exchange_code(endpoint, store, code.strip(), settings.fortnox.redirect_uri)
@@ -173,9 +359,9 @@ def auth_login(
     _guard(body)
 
 
-@auth_app.command("import")
+@auth_app.command("import", short_help="Store a refresh token read from standard input.")
 def auth_import(
-    system: Annotated[str, typer.Argument(help="fortnox")],
+    system: Annotated[System, typer.Argument(metavar="SYSTEM", help=_SYSTEM_HELP)],
 ) -> None:
     """Store a refresh token read from standard input (never from an argument)."""
 
@@ -183,10 +369,132 @@ def auth_import(
         from connector.auth import TokenFile, import_refresh_token
         from connector.targets.fortnox import TOKEN_FILE
 
-        _system(system)
         settings = _settings()
         import_refresh_token(TokenFile(settings.state_dir / TOKEN_FILE), sys.stdin.readline())
         typer.echo("Refresh token stored; the next sync exchanges it.")
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask a person at a terminal; without one, only --yes goes on."""
+    if yes:
+        return
+    if not _stdin_is_terminal():
+        raise ConfigError(f"{question} Standard input is not a terminal: pass --yes to confirm")
+    if not typer.confirm(question, default=False):
+        raise typer.Exit(int(ExitCode.OK))
+
+
+@state_app.command("rebuild", short_help="Rebuild a lost state from the accounting system.")
+def state_rebuild(
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Replace a state directory that is not empty.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Reconstruct the state directory from the invoices this connector made in the accounting
+    system and from the ledger, so a lost state is recovered without invoicing anything twice.
+
+    Every row is tied back to the ledger entry whose text it carries; a customer's month with a
+    row that cannot be tied back is held (nothing is sent for it) until released with `connector
+    state release`. A state that is not empty is copied aside first. Sends nothing.
+    """
+
+    def body() -> int:
+        from connector.rebuild import rebuild
+
+        settings = _settings()
+        settings.require_ledger()
+        from connector.state import DB_NAME
+
+        if (settings.state_dir / DB_NAME).exists():
+            _confirm(
+                f"Rebuild the state in {settings.state_dir}, replacing what it holds (a copy is "
+                "kept beside it)?",
+                yes,
+            )
+        report = rebuild(settings, replace_existing=True)
+        document = report.to_json()
+        if as_json:
+            _print_json(document)
+        else:
+            counts = ", ".join(f"{n} {s}" for s, n in document["invoices"].items()) or "none"
+            typer.echo(f"Invoices found: {counts}; entries tied to them: {report.entries_placed}")
+            if report.backup:
+                typer.echo(f"The previous state is kept in {report.backup}")
+            for key in report.locked:
+                typer.echo(f"  {key}: has rows of unknown origin; left to a person (locked)")
+            for customer, period, reason in report.held:
+                typer.echo(f"  held {customer} {period}: {reason}")
+            typer.echo("Next: connector sync --dry-run shows what a sync would send.")
+        return int(ExitCode.ATTENTION if report.held or report.locked else ExitCode.OK)
+
+    _guard(body)
+
+
+@state_app.command("rebind", short_help="Bind the state to the current ledger and company.")
+def state_rebind(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Record the current ledger address and accounting company as the ones this state
+    directory belongs to, after a real move (a new ledger address). Refused runs say when
+    this is needed; never use it to point one state at another company's books."""
+
+    def body() -> int:
+        from connector.state import BOUND_LEDGER, BOUND_TARGET, StateStore
+        from connector.sync import ledger_identity, open_target
+
+        settings = _settings()
+        ledger = ledger_identity(settings)
+        target = open_target(settings)
+        try:
+            company = target.identity()
+        finally:
+            target.close()
+        store = StateStore(settings.state_dir)
+        try:
+            with store.lock():
+                before = store.meta(BOUND_LEDGER), store.meta(BOUND_TARGET + target.profile.name)
+                _confirm(
+                    f"Bind {settings.state_dir} to the ledger {ledger} (was {before[0]}) and "
+                    f"the company {company} (was {before[1]})?",
+                    yes,
+                )
+                store.set_meta(BOUND_LEDGER, ledger)
+                if company is not None:
+                    store.set_meta(BOUND_TARGET + target.profile.name, company)
+        finally:
+            store.close()
+        typer.echo(f"Bound to the ledger {ledger} and the company {company}.")
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
+@state_app.command("release", short_help="Release a month held after a rebuild.")
+def state_release(
+    customer: Annotated[str, typer.Option(metavar="NUMBER", help="The customer number.")],
+    period: Annotated[str, typer.Option(metavar="YYYY-MM", help="The month.")],
+) -> None:
+    """Let the connector invoice a customer's month again after a person has checked it in the
+    accounting system (a rebuild holds months it could not account for in full)."""
+
+    def body() -> int:
+        if not _PERIOD.match(period):
+            raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+        from connector.state import StateStore
+
+        settings = _settings()
+        store = StateStore(settings.state_dir)
+        try:
+            released = store.release(settings.target, customer, period)
+        finally:
+            store.close()
+        if not released:
+            raise ConfigError(f"customer {customer} {period} is not held")
+        typer.echo(f"Released customer {customer} {period}: the next sync plans it again.")
         return int(ExitCode.OK)
 
     _guard(body)
@@ -196,7 +504,9 @@ def auth_import(
 def mappings_validate(
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="Mappings folder (default: CONNECTOR_MAPPINGS_DIR)."),
+        typer.Option(
+            "--dir", metavar="PATH", help="Mappings folder (default: CONNECTOR_MAPPINGS_DIR)."
+        ),
     ] = None,
 ) -> None:
     """Check every *.toml mapping file; print OK or every problem with file and line."""
@@ -214,21 +524,37 @@ def mappings_validate(
     _guard(body)
 
 
-@app.command()
+@app.command(short_help="Serve a fake ledger and a fake Fortnox on loopback.")
 def sandbox(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8790,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8790,
     ledger: Annotated[
-        Path | None, typer.Option(help="JSON-lines ledger to serve (default: sample ledger).")
+        Path | None,
+        typer.Option(
+            metavar="FILE.jsonl", help="JSON-lines ledger to serve (default: sample ledger)."
+        ),
     ] = None,
-    rate_limit: Annotated[str, typer.Option(help="Fortnox window, REQUESTS/SECONDS.")] = "25/5",
-    latency_ms: Annotated[int, typer.Option(help="Added to every Fortnox answer.")] = 0,
-    error_rate: Annotated[float, typer.Option(help="Share of Fortnox requests answered 503.")] = 0,
-    lost_create_rate: Annotated[
-        float, typer.Option(help="Share of invoice creates stored but whose answer is lost.")
+    rate_limit: Annotated[
+        str, typer.Option(metavar="REQUESTS/SECONDS", help="Fortnox's rate-limit window.")
+    ] = "25/5",
+    latency_ms: Annotated[
+        int, typer.Option(metavar="MS", help="Added to every Fortnox answer.")
     ] = 0,
-    rate_429: Annotated[float, typer.Option(help="Share of Fortnox requests answered 429.")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed for the fault switches.")] = 0,
+    error_rate: Annotated[
+        float, typer.Option(metavar="SHARE", help="Share (0-1) of Fortnox requests answered 503.")
+    ] = 0,
+    lost_create_rate: Annotated[
+        float,
+        typer.Option(
+            metavar="SHARE", help="Share (0-1) of invoice creates stored but whose answer is lost."
+        ),
+    ] = 0,
+    rate_429: Annotated[
+        float, typer.Option(metavar="SHARE", help="Share (0-1) of Fortnox requests answered 429.")
+    ] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed for the fault switches.")] = 0,
 ) -> None:
     """Serve a fake ledger and a fake Fortnox on loopback, with fault switches."""
 
@@ -275,7 +601,7 @@ def sandbox(
     _guard(body)
 
 
-@app.command()
+@app.command(short_help="Run a full sync against the built-in sandbox; show the result.")
 def demo() -> None:
     """Start the sandbox in-process, run a full sync against it, and show the result."""
 
@@ -297,4 +623,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
+    except Exception as exc:  # a bug outside a command's body (an option callback, typer)
+        _report_crash(exc)
+        sys.exit(int(ExitCode.BUG))

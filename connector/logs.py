@@ -64,24 +64,51 @@ redactor = Redactor()
 # The format chosen by configure(): None until a command configured logging.
 active_format: str | None = None
 
+# CONNECTOR_LOG_LEVEL's values.
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed or detached
+        return False
+
 
 def configure(
     fmt: Literal["json", "console", "auto"] = "auto",
     *,
     stream: TextIO | None = None,
-    level: int = logging.INFO,
+    level: int | str | None = None,
     secrets: Iterable[str] = (),
 ) -> None:
+    """Log to `stream` (standard error). `auto` is the console renderer on a terminal and JSON
+    lines otherwise. Without a level: warning on a terminal with the console renderer (a person
+    sees what needs them, not every step), info otherwise (cron keeps complete logs)."""
     global active_format
     stream = stream or sys.stderr
     redactor.add(secrets)
+    tty = _isatty(stream)
     if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
+        fmt = "console" if tty else "json"
     active_format = fmt
+    if level is None:
+        level = logging.WARNING if fmt == "console" and tty else logging.INFO
+    elif isinstance(level, str):
+        level = LEVELS[level.lower()]
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(
+            # structlog's default formatter is rich's, which prints local variables: secrets.
+            colors=False,
+            exception_formatter=structlog.dev.plain_traceback,
+        )
     )
     structlog.configure(
         processors=[

@@ -188,6 +188,9 @@ class Invoiced:
 
     invoices: Mapping[InvoiceKey, KnownInvoice] = field(default_factory=dict)
     placements: Mapping[str, Sequence[Placement]] = field(default_factory=dict)
+    # (customer, period) -> why: months a state rebuild could not account for fully; nothing
+    # is planned for them until a person releases them.
+    holds: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def status(self, key: InvoiceKey) -> InvoiceStatus:
         known = self.invoices.get(key)
@@ -410,6 +413,8 @@ def _price(
             price = price.quantize(Decimal(1).scaleb(-profile.price_places))
     else:
         return None
+    if price is None and category.free:
+        price = Decimal(0)  # given away on purpose: no price anywhere is 0
     if price is None or (price == 0 and not category.free):
         origin = (
             "the ledger entry's unit_price is 0"
@@ -708,20 +713,65 @@ def _plan_entry(
     limits: Limits | None,
 ) -> tuple[EntryResult, list[_Contribution]]:
     desired = entry_rows(entry, mappings, profile, register, limits)
-    base = InvoiceKey(entry.customer_number, entry.period)
     placements = invoiced.placements.get(entry.id, ())
-    closed = [p for p in placements if invoiced.status(p.key).closed]
 
     def result(outcome: Outcome, reason: str, keys: tuple[InvoiceKey, ...] = ()) -> EntryResult:
         return EntryResult(
             entry.id, outcome, reason, keys, entry.customer_number, entry.period, entry.revision
         )
 
-    if placements and max(p.revision for p in placements) == entry.revision:
-        # The ledger has not changed this entry since its rows were written: they stay exactly
-        # as they are. Only a ledger change (or an explicit re-sync) changes invoiced rows; a
-        # mapping or price change never withdraws or re-prices what is already on an invoice.
-        return _as_written(entry, desired, placements, invoiced, profile, result)
+    hold = invoiced.holds.get((entry.customer_number, entry.period))
+    if hold is not None:
+        # Rows already on open drafts stay as they are; nothing new goes out for the month.
+        open_parts = [
+            _Contribution(p.key, entry, list(p.rows), entry.currency)
+            for p in placements
+            if invoiced.status(p.key) is InvoiceStatus.OPEN
+        ]
+        return result(
+            Outcome.ATTENTION,
+            f"held since the state was rebuilt: {hold}. Check that month in "
+            f"{profile.display_name}, then: connector state release --customer "
+            f"{entry.customer_number} --period {entry.period}",
+            tuple(p.key for p in placements),
+        ), open_parts
+    current = [p for p in placements if p.revision == entry.revision]
+    if not current:
+        return _plan_rows(entry, desired, placements, invoiced, profile, result)
+    # The ledger has not changed this entry since its rows were written: those rows are what
+    # it bills, whatever the mappings say now. Only a ledger change (or an explicit re-sync)
+    # changes invoiced rows; a mapping or price change never withdraws or re-prices them. The
+    # net position is still computed, so an older row left on a closed invoice is corrected.
+    own = tuple(
+        r for p in current for r in p.rows if r.role in (RowRole.CHARGE, RowRole.PREPAID_NOTE)
+    )
+    drift = _mapping_drift(desired, current)
+    as_written: tuple[Row, ...] | _Excluded = (
+        own if own else desired if isinstance(desired, _Excluded) else _Excluded("credited")
+    )
+    found, parts = _plan_rows(entry, as_written, placements, invoiced, profile, result)
+    if drift is None or found.outcome is Outcome.ATTENTION:
+        return found, parts
+    where = ", ".join(str(k) for k in dict.fromkeys(p.key for p in current))
+    return replace(
+        found,
+        outcome=Outcome.ATTENTION,
+        reason=f"{drift}; it stays on invoice {where} as written, because the ledger entry has "
+        "not changed: correct the mappings, or re-invoice it on purpose",
+    ), parts
+
+
+def _plan_rows(
+    entry: Entry,
+    desired: tuple[Row, ...] | _Excluded | _Attention,
+    placements: Sequence[Placement],
+    invoiced: Invoiced,
+    profile: TargetProfile,
+    result: Callable[..., EntryResult],
+) -> tuple[EntryResult, list[_Contribution]]:
+    """The entry's net position: what it bills on closed invoices against `desired`."""
+    base = InvoiceKey(entry.customer_number, entry.period)
+    closed = [p for p in placements if invoiced.status(p.key).closed]
     if isinstance(desired, _Attention):
         return result(Outcome.ATTENTION, desired.reason), []
     if closed and invoiced.status(closed[-1].key) is InvoiceStatus.CANCELLED:
@@ -734,6 +784,17 @@ def _plan_entry(
 
     new_rows = list(desired) if isinstance(desired, tuple) else []
     net = _closed_net(placements, invoiced, entry.currency)
+    unknown_price = sorted({str(n.key) for (*_, price, _unit), n in net.items() if price is None})
+    if unknown_price:
+        # Written by an earlier version that left prices to the target: what was billed is
+        # unknown, so no correction can be computed without guessing.
+        return result(
+            Outcome.ATTENTION,
+            f"its row on invoice {', '.join(unknown_price)} was priced by "
+            f"{profile.display_name} (an earlier version of the connector), so a correction "
+            "cannot be computed: correct that invoice by hand",
+            tuple(dict.fromkeys(p.key for p in closed)),
+        ), []
     if net and _same_billing(net, new_rows, entry):
         return result(
             Outcome.INVOICED, "already invoiced", tuple(dict.fromkeys(p.key for p in closed))
@@ -778,44 +839,6 @@ def _plan_entry(
         else ("on invoice")
     )
     return result(Outcome.INVOICED, reason, tuple(parts)), list(parts.values())
-
-
-def _as_written(
-    entry: Entry,
-    desired: tuple[Row, ...] | _Excluded | _Attention,
-    placements: Sequence[Placement],
-    invoiced: Invoiced,
-    profile: TargetProfile,
-    result: Callable[[Outcome, str, tuple[InvoiceKey, ...]], EntryResult],
-) -> tuple[EntryResult, list[_Contribution]]:
-    """An unchanged entry keeps the rows it has on invoices. If the mappings would now give it
-    other rows (a category gone or renamed, an article removed, another article or quantity;
-    a price change alone is expected and silent), it needs attention, and still stays."""
-    live = [p for p in placements if invoiced.status(p.key) is not InvoiceStatus.CANCELLED]
-    if not live:
-        last = placements[-1].key
-        return result(
-            Outcome.EXCLUDED,
-            f"its invoice {last} was cancelled in {profile.display_name}; not invoiced again",
-            (last,),
-        ), []
-    parts = []
-    for placement in live:
-        if invoiced.status(placement.key) is InvoiceStatus.OPEN:
-            known = invoiced.invoices.get(placement.key)
-            currency = (known.currency if known else None) or entry.currency
-            parts.append(_Contribution(placement.key, entry, list(placement.rows), currency))
-    keys = tuple(dict.fromkeys(p.key for p in live))
-    drift = _mapping_drift(desired, live)
-    if drift is not None:
-        where = ", ".join(str(k) for k in keys)
-        return result(
-            Outcome.ATTENTION,
-            f"{drift}; it stays on invoice {where} as written, because the ledger entry has not "
-            "changed: correct the mappings, or re-invoice it on purpose",
-            keys,
-        ), parts
-    return result(Outcome.INVOICED, "on invoice" if parts else "already invoiced", keys), parts
 
 
 def _billing_shape(rows: Iterable[Row]) -> Counter[tuple[str, Decimal, str | None]]:
@@ -901,17 +924,28 @@ def _majority(group: list[_Contribution]) -> str:
     return earliest if earliest in tied else min(tied)
 
 
-def invoice_date(period: str, policy: str, locked_through: date | None = None) -> tuple[date, bool]:
+def invoice_date(
+    period: str, policy: str, locked_through: date | None = None, today: date | None = None
+) -> tuple[date, bool]:
     """The date a new invoice of `period` gets, and whether it was moved out of a locked period.
 
     Never the day the draft happens to be created: a draft made on the 3rd would otherwise be
     dated, and fall due, before the month's work is done. `month_end` is the last day of the
-    service month, `next_month_start` the day after it. A date on or before the last locked day
-    becomes the first open day, because the target refuses invoices in a locked period.
+    service month, `next_month_start` the day after it. An invoice first created after the end
+    of the month following its service month (a late entry, a correction months later) is
+    dated `today`, or it would fall due before the customer receives it. A date on or before the
+    last locked day becomes the first open day, because the target refuses invoices in a
+    locked period.
     """
     year, month = (int(part) for part in period.split("-"))
     last = date(year, month, calendar.monthrange(year, month)[1])
     chosen = last if policy == "month_end" else last + timedelta(days=1)
+    following = last + timedelta(days=1)
+    grace = date(
+        following.year, following.month, calendar.monthrange(following.year, following.month)[1]
+    )
+    if today is not None and today > grace:
+        chosen = today
     if locked_through is not None and chosen <= locked_through:
         return locked_through + timedelta(days=1), True
     return chosen, False

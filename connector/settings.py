@@ -7,16 +7,39 @@ exact variable that is missing.
 
 from __future__ import annotations
 
+import difflib
+import os
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import platformdirs
+from dotenv import dotenv_values
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.errors import ConfigError
 
+if TYPE_CHECKING:
+    from connector.planning import Limits
+
 ENV_PREFIX = "CONNECTOR_"
 TargetName = Literal["fortnox", "visma"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+# CONNECTOR_* variables read outside the Settings model, so that they are not reported as
+# unknown. Prefer a settings field; list a variable here only when it cannot be one.
+OTHER_VARIABLES = frozenset({"CONNECTOR_FAILPOINT"})  # crash tests' kill points (sync.py)
+
+
+def default_state_dir() -> Path:
+    """The platform's per-user state folder: `$XDG_STATE_HOME/connector` on Linux (normally
+    `~/.local/state/connector`), `~/Library/Application Support/connector` on macOS. Never
+    relative to the working directory, so cron and a person at a terminal share one state."""
+    return platformdirs.user_state_path("connector")
 
 
 class LedgerSettings(BaseModel):
@@ -81,6 +104,27 @@ class InvoiceSettings(BaseModel):
     remarks: str | None = Field(default=None, max_length=1024)
 
 
+class LimitsSettings(BaseModel):
+    """Sanity limits per ledger entry (docs/planning.md, Sanity limits): beyond one, an entry
+    needs attention and is not invoiced until confirmed."""
+
+    max_hours: Decimal = Field(default=Decimal(200), gt=0)
+    max_unit_price: Decimal = Field(default=Decimal(5000), gt=0)
+    max_amount: Decimal = Field(default=Decimal(250000), gt=0)
+    # Entries a person checked: comma-separated "ID@REVISION" (that revision) or "ID" (every).
+    confirmed: str = ""
+
+    def limits(self) -> Limits:
+        from connector.planning import Limits
+
+        return Limits(
+            max_hours=self.max_hours,
+            max_unit_price=self.max_unit_price,
+            max_amount=self.max_amount,
+            confirmed=frozenset(p.strip() for p in self.confirmed.split(",") if p.strip()),
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -93,10 +137,18 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     fortnox: FortnoxSettings = Field(default_factory=FortnoxSettings)
     invoice: InvoiceSettings = Field(default_factory=InvoiceSettings)
-    state_dir: Path = Path("./var")
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    state_dir: Path = Field(default_factory=default_state_dir)
     mappings_dir: Path = Path("./mappings")
     target: TargetName = "fortnox"
     log_format: Literal["json", "console", "auto"] = "auto"
+    # Unset: warning on a terminal (a short screen), info otherwise (complete logs under cron).
+    log_level: LogLevel | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     def require_ledger(self) -> tuple[str, SecretStr]:
         """The ledger URL and token, or a ConfigError naming the variable to set."""
@@ -146,3 +198,73 @@ def load_settings(**overrides: object) -> Settings:
             # Never echo the offending value: it may be a secret.
             lines.append(f"{env_name(loc)}: {err['msg']}")
         raise ConfigError("invalid settings: " + "; ".join(lines)) from None
+
+
+# --- unknown variables ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnknownVariable:
+    """A CONNECTOR_* name that no setting reads: a typo, or a setting that no longer exists.
+    Holds the name only, never the value (it may be a secret)."""
+
+    name: str
+    source: str  # "environment" or the .env file's path
+    suggestion: str | None  # the closest known variable, if any is close
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    """The pydantic models in a field's annotation (`Section`, `Section | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            yield from _models_in(arg)
+
+
+def known_variables(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> frozenset[str]:
+    """Every variable name the settings model reads, derived from its fields: a nested section
+    gives its own name (a JSON object) and one `SECTION__FIELD` name per field, at any depth.
+    New settings fields are picked up without a list to update."""
+    names: set[str] = set()
+    for field_name, field in model.model_fields.items():
+        alias = field.validation_alias if isinstance(field.validation_alias, str) else None
+        if alias is None:
+            name = prefix + field_name.upper()
+        else:  # pydantic-settings reads a top-level alias as the whole variable name
+            name = alias.upper() if prefix == ENV_PREFIX else prefix + alias.upper()
+        names.add(name)
+        for section in _models_in(field.annotation):
+            names |= known_variables(section, name + "__")
+    return frozenset(names)
+
+
+def unknown_variables(
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+    model: type[BaseModel] = Settings,
+) -> list[UnknownVariable]:
+    """CONNECTOR_* variables in the environment or the `.env` file that no setting reads, each
+    once, with the closest known name. Settings load all the same (they are ignored)."""
+    environ = os.environ if environ is None else environ
+    if env_file is None:
+        configured = Settings.model_config.get("env_file")
+        env_file = Path(configured) if isinstance(configured, str | Path) else None
+    sources: list[tuple[str, list[str]]] = [("environment", list(environ))]
+    if env_file is not None and env_file.is_file():
+        # Only the names are used; the values are never looked at, let alone kept.
+        sources.append((str(env_file), [k for k in dotenv_values(env_file) if k]))
+    known = known_variables(model) | OTHER_VARIABLES
+    tails = {name.removeprefix(ENV_PREFIX): name for name in known}
+    found: dict[str, UnknownVariable] = {}
+    for source, names in sources:
+        for raw in names:
+            name = raw.upper()  # settings are read case-insensitively
+            if not name.startswith(ENV_PREFIX) or name in known or name in found:
+                continue
+            # Compare without the common prefix, which would make every name look alike.
+            close = difflib.get_close_matches(
+                name.removeprefix(ENV_PREFIX), list(tails), n=1, cutoff=0.6
+            )
+            found[name] = UnknownVariable(raw, source, tails[close[0]] if close else None)
+    return sorted(found.values(), key=lambda v: v.name)

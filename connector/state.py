@@ -277,6 +277,46 @@ class StateStore:
                     if statement.strip():
                         self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {number}")
+            if version < 2 <= len(MIGRATIONS):
+                self._fill_legacy_prices()
+
+    def _fill_legacy_prices(self) -> None:
+        """Rows written by the first version left the price to the target (None). The price
+        Fortnox answered was kept beside them: put it in, so corrections of those rows know
+        what was billed. (Part of migration 2; rows with no answer kept stay None and their
+        entries need attention if ever corrected.)"""
+        answers: dict[tuple[str, str], list[RemoteRow]] = {}
+        for target, key, written in self.db.execute(
+            "SELECT target, key, written FROM invoices WHERE written IS NOT NULL"
+        ):
+            recorded = Written.from_json(written)
+            if recorded is not None and recorded.remote is not None:
+                answers[(target, key)] = list(recorded.remote)
+        updates = []
+        for target, entry_id, key, raw in self.db.execute(
+            "SELECT target, entry_id, key, rows FROM placements"
+        ):
+            rows = json.loads(raw)
+            changed = False
+            for row in rows:
+                if row.get("article") and row.get("price") is None:
+                    match = next(
+                        (
+                            r
+                            for r in answers.get((target, key), ())
+                            if r.description == row["description"] and r.article == row["article"]
+                        ),
+                        None,
+                    )
+                    if match is not None and match.price is not None:
+                        row["price"] = str(match.price.quantize(Decimal("0.01")))
+                        changed = True
+            if changed:
+                updates.append((_dumps(rows), target, entry_id, key))
+        self.db.executemany(
+            "UPDATE placements SET rows = ? WHERE target = ? AND entry_id = ? AND key = ?",
+            updates,
+        )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -423,7 +463,7 @@ class StateStore:
                     tuple(Row.from_json(r) for r in json.loads(rows)),
                 )
             )
-        return Invoiced(invoices=invoices, placements=placements)
+        return Invoiced(invoices=invoices, placements=placements, holds=self.holds(target))
 
     def _upsert_invoice(self, db: sqlite3.Connection, target: str, key: InvoiceKey) -> None:
         db.execute(
@@ -530,6 +570,94 @@ class StateStore:
                     "DELETE FROM placements WHERE target = ? AND key = ?",
                     (target, invoice.key.text),
                 )
+
+    # --- rebuilding --------------------------------------------------------------------------
+
+    def clear(self, target: str) -> None:
+        """Forget the ledger mirror and everything invoiced for `target`, before a rebuild. The
+        binding and the run records stay."""
+        with self.transaction() as db:
+            for table in ("invoices", "placements", "attention", "holds"):
+                db.execute(f"DELETE FROM {table} WHERE target = ?", (target,))  # noqa: S608
+            db.execute("DELETE FROM entries")
+            db.execute("DELETE FROM feed_rejects")
+            db.execute("DELETE FROM meta WHERE key = 'feed_cursor'")
+
+    def backup_to(self, path: Path) -> None:
+        """A consistent copy of the database (SQLite's online backup), private like the
+        original."""
+        target = sqlite3.connect(path)
+        try:
+            self.db.backup(target)
+        finally:
+            target.close()
+        os.chmod(path, 0o600)
+
+    def record_rebuilt(
+        self,
+        target: str,
+        key: InvoiceKey,
+        status: InvoiceStatus,
+        currency: str,
+        document_number: str,
+        digest: str | None,
+        written: Written | None,
+        placements: Sequence[Placement],
+    ) -> None:
+        """One invoice found in the target, and the entries tied to its rows."""
+        with self.transaction() as db:
+            self._upsert_invoice(db, target, key)
+            db.execute(
+                "UPDATE invoices SET status = ?, currency = ?, document_number = ?, digest = ?,"
+                " written = ?, updated_at = ? WHERE target = ? AND key = ?",
+                (
+                    status.value,
+                    currency,
+                    document_number,
+                    digest,
+                    None if written is None else written.to_json(),
+                    _now(),
+                    target,
+                    key.text,
+                ),
+            )
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM placements").fetchone()[0]
+            for placement in placements:
+                seq += 1
+                db.execute(
+                    "INSERT OR REPLACE INTO placements (target, entry_id, key, revision, rows, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        target,
+                        placement.entry_id,
+                        key.text,
+                        placement.revision,
+                        _dumps([r.to_json() for r in placement.rows]),
+                        seq,
+                    ),
+                )
+
+    def hold(self, target: str, customer: str, period: str, reason: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO holds (target, customer_number, period, reason,"
+                " created_at) VALUES (?, ?, ?, ?, ?)",
+                (target, customer, period, reason, _now()),
+            )
+
+    def release(self, target: str, customer: str, period: str) -> bool:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM holds WHERE target = ? AND customer_number = ? AND period = ?",
+                (target, customer, period),
+            )
+            return cursor.rowcount > 0
+
+    def holds(self, target: str) -> dict[tuple[str, str], str]:
+        rows = self.db.execute(
+            "SELECT customer_number, period, reason FROM holds WHERE target = ?", (target,)
+        )
+        return {(c, p): r for c, p, r in rows}
 
     def advance_placements(self, target: str, revisions: Iterable[tuple[str, int]]) -> None:
         """Entries revised without changing what they bill ("already invoiced"): their rows on

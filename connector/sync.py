@@ -10,9 +10,9 @@ import contextlib
 import os
 import signal
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +42,7 @@ from connector.planning import (
     Outcome,
     Plan,
     PlannedInvoice,
+    Row,
     RowRole,
     invoice_date,
     plan,
@@ -49,8 +50,8 @@ from connector.planning import (
 from connector.settings import InvoiceSettings, Settings
 from connector.state import BOUND_LEDGER, BOUND_TARGET, InvoiceRecord, StateStore
 from connector.targets.base import (
-    NeedsStepping,
     RemoteInvoice,
+    RemoteRow,
     Target,
     TargetProfile,
     TargetRefusal,
@@ -258,6 +259,11 @@ class _Duplicate(Exception):
         self.numbers = numbers
 
 
+def bills_as(remote: Sequence[RemoteRow], rows: Sequence[Row]) -> bool:
+    """Whether the target's rows bill what `rows` bill (texts aside)."""
+    return not row_differences(remote, rows, texts=False)
+
+
 def remote_status(remote: RemoteInvoice) -> InvoiceStatus | None:
     """The closed status a remote invoice has reached, or None while it is an open draft."""
     if remote.cancelled:
@@ -347,7 +353,9 @@ class _Sync:
         if self._locked is None:
             self._locked = (self.target.locked_through(),)
         (locked,) = self._locked
-        chosen, moved = invoice_date(key.period, self.invoice_settings.date, locked)
+        chosen, moved = invoice_date(
+            key.period, self.invoice_settings.date, locked, self.clock().date()
+        )
         if moved:
             note = (
                 f"{key}: dated {chosen} because {self.where} has locked the period through {locked}"
@@ -510,24 +518,37 @@ class _Sync:
             )
             return
         rows = remote.rows or ()
+        if not pending.rows:  # a cancel of an emptied draft
+            if remote.cancelled:
+                self._record_cancel(pending)
+                self.report.recovered.append(pending.key.text)
+            else:
+                self.store.clear_pending(self.name, pending.key)
+            return
         if rows_match(rows, pending.rows):
             self.store.confirm_write(self.name, pending, record.document_number, rows)
             self.report.recovered.append(pending.key.text)
         elif record.written is not None and record.written.holds(rows):
             self.store.clear_pending(self.name, pending.key)
+        elif bills_as(rows, pending.rows):
+            # The write landed and a person has changed a text since: what it bills is ours.
+            self.store.confirm_write(self.name, pending, record.document_number, rows)
+            self._locked_by_person(pending.key, record.document_number)
         else:
             self.store.clear_pending(self.name, pending.key)
             self._locked_by_person(pending.key, record.document_number)
 
     def _adopt(self, invoice: PlannedInvoice, number: str) -> None:
-        """A create whose answer was lost did happen: record it if it holds our rows."""
+        """A create whose answer was lost did happen: record it. If a person has changed it
+        since, it is still recorded as created with our rows (what it bills is ours, as for
+        any draft a person edits), and left to them."""
         remote = self.target.get_invoice(number)
-        if remote is not None and rows_match(remote.rows or (), invoice.rows):
-            self.store.confirm_write(self.name, invoice, number, remote.rows)
+        rows = tuple(remote.rows or ()) if remote is not None else None
+        self.store.confirm_write(self.name, invoice, number, rows)
+        if rows is not None and rows_match(rows, invoice.rows):
             self.report.recovered.append(invoice.key.text)
             log.info("invoice.recovered", key=invoice.key.text, number=number)
         else:
-            self.store.clear_pending(self.name, invoice.key)
             self._locked_by_person(invoice.key, number)
 
     def _locked_by_person(self, key: InvoiceKey, number: str) -> None:
@@ -620,6 +641,9 @@ class _Sync:
         problems = row_differences(answer.rows or (), invoice.rows, texts=False)
         if answer.vat_included:
             problems.append("prices are marked as including VAT")
+        if answer.sent or answer.booked:
+            # Sent or booked between our read and our write: the customer may hold the old one.
+            problems.append("it was sent or booked while the connector wrote to it")
         if answer.currency and answer.currency != invoice.currency:
             problems.append(f"currency {answer.currency} instead of {invoice.currency}")
         if not problems:
@@ -703,15 +727,18 @@ class _Sync:
         if self.dry_run:
             self.report.would.append(("update", invoice.key.text))
             return False
-        try:
-            answer = self._put(invoice, current)
-        except NeedsStepping:
-            # A draft without a text row (written by an earlier version): first add the header
-            # alone, keeping every row as it is, so the real change has a row to pair with.
-            answer = self._put(self._with_header(invoice), current)
+        if not self.target.can_update(invoice, current):
+            # A draft written by an earlier version, without the header row, that shares no
+            # row with the plan: first add the header alone, keeping every row, and record it
+            # (a crash between the two writes then finds a state it knows).
+            step = self._with_header(invoice)
+            answer = self._put(step, current, header_only=True)
             if answer is None:
                 return True
-            answer = self._put(invoice, answer)
+            failpoint("after_header_step")
+            self.store.confirm_write(self.name, step, invoice.document_number, answer.rows)
+            current = answer
+        answer = self._put(invoice, current)
         if answer is None:
             return True
         failpoint("after_put")
@@ -728,42 +755,43 @@ class _Sync:
         header = [r for r in invoice.rows if r.role is RowRole.HEADER]
         return record.written.as_planned(invoice.key, invoice.document_number, prefix=header)
 
-    def _put(self, invoice: PlannedInvoice, current: RemoteInvoice) -> RemoteInvoice | None:
+    def _put(
+        self, invoice: PlannedInvoice, current: RemoteInvoice, *, header_only: bool = False
+    ) -> RemoteInvoice | None:
         """Write the rows; a lost answer is settled by reading the draft, never by sending the
         same row ids again (they change with every update). None when the draft turned out to
-        be someone else's or gone; raises RemoteUnavailableError after repeated unknowns."""
+        be someone else's, closed or gone; raises RemoteUnavailableError after repeated
+        unknowns."""
         assert invoice.document_number is not None
         number = invoice.document_number
+        dated: date | None = None
         for _ in range(self.UPDATE_ATTEMPTS):
             self.store.mark_pending(self.name, invoice)
+            failpoint("before_put")
             try:
-                answer = self.target.update_invoice(number, invoice, current)
+                answer = self.target.update_invoice(
+                    number, invoice, current, header_only=header_only, invoice_date=dated
+                )
             except OutcomeUnknownError as exc:
                 log.warning("invoice.outcome_unknown", key=invoice.key.text, detail=str(exc))
+                landed, now = self._settle(invoice, current, header_only=header_only)
+                if landed or now is None:
+                    return now
+                current = now  # it did not land: send again with the fresh row ids
+                continue
+            except TargetRefusal as refusal:
+                if dated is None and self.target.refuses_date(refusal):
+                    # A draft dated in a period locked since it was created: only the date
+                    # stands in the way, so it moves to the first open day.
+                    dated = self._first_open_day(invoice.key)
+                    if dated is not None:
+                        continue
+                self.store.clear_pending(self.name, invoice.key)
+                # Ids refused because a person saved the draft meanwhile: that is an edit.
                 now = self.target.get_invoice(number)
-                if now is None or remote_status(now) is not None:
-                    # Gone, booked, sent or cancelled meanwhile: then the write did not land.
-                    self.store.clear_pending(self.name, invoice.key)
-                    status = None if now is None else remote_status(now)
-                    if status is None:
-                        self.attention(
-                            invoice.key,
-                            f"invoice {number} ({invoice.key}) is not found in {self.where}; "
-                            "nothing is sent",
-                        )
-                    else:
-                        self.set_status(invoice.key, status, number)
+                if now is not None and tuple(now.rows or ()) != tuple(current.rows or ()):
+                    self._locked_by_person(invoice.key, number)
                     return None
-                if rows_match(now.rows or (), invoice.rows):
-                    return now  # it landed
-                if tuple(now.rows or ()) == tuple(current.rows or ()):
-                    current = now  # it did not land: send again with the fresh row ids
-                    continue
-                self.store.clear_pending(self.name, invoice.key)
-                self._locked_by_person(invoice.key, number)
-                return None
-            except TargetRefusal:
-                self.store.clear_pending(self.name, invoice.key)
                 raise
             return answer
         raise RemoteUnavailableError(
@@ -771,31 +799,96 @@ class _Sync:
             "next run checks first"
         )
 
+    def _settle(
+        self, invoice: PlannedInvoice, before: RemoteInvoice, *, header_only: bool = False
+    ) -> tuple[bool, RemoteInvoice | None]:
+        """After a PUT whose answer was lost, read the draft: (True, draft) if the write
+        landed, (False, draft) if it did not and may be sent again, (False, None) when the
+        draft turned out to be gone, closed or edited by a person."""
+        assert invoice.document_number is not None
+        number = invoice.document_number
+        now = self.target.get_invoice(number)
+        rows = tuple(now.rows or ()) if now is not None else ()
+        landed = now is not None and (
+            rows_match(rows, invoice.rows)
+            or (header_only and rows[1:] == tuple(before.rows or ()) and rows_match(
+                rows[:1], invoice.rows[:1]
+            ))
+        )  # fmt: skip
+        status = None if now is None else remote_status(now)
+        if landed and status is None:
+            return True, now
+        if landed:
+            # Landed, then booked or sent before we looked: record what it bills first, or the
+            # change would be billed a second time on a supplementary invoice.
+            self.store.confirm_write(self.name, invoice, number, rows)
+            self.set_status(invoice.key, status or InvoiceStatus.BOOKED, number)
+            return False, None
+        self.store.clear_pending(self.name, invoice.key)
+        if now is None:
+            self.attention(
+                invoice.key,
+                f"invoice {number} ({invoice.key}) is not found in {self.where}; nothing is sent",
+            )
+            return False, None
+        if status is not None:
+            self.set_status(invoice.key, status, number)
+            return False, None
+        if rows == tuple(before.rows or ()):
+            return False, now
+        if bills_as(rows, invoice.rows):
+            # Landed, and a person changed a text right after: what it bills is ours.
+            self.store.confirm_write(self.name, invoice, number, rows)
+        self._locked_by_person(invoice.key, number)
+        return False, None
+
+    def _first_open_day(self, key: InvoiceKey) -> date | None:
+        if self._locked is None:
+            self._locked = (self.target.locked_through(),)
+        (locked,) = self._locked
+        if locked is None:
+            return None
+        moved = locked + timedelta(days=1)
+        self.report.notes.append(
+            f"{key}: re-dated {moved} because {self.where} has locked the period through {locked}"
+        )
+        return moved
+
     def cancel_empty(self, invoice: PlannedInvoice) -> bool:
-        """A draft of ours left with nothing to bill is cancelled rather than left empty."""
+        """A draft of ours left with nothing to bill is cancelled rather than left empty. The
+        cancel is marked pending first: a crash right after it must not read as a person's
+        cancellation, which would exclude the entries that left the draft."""
         assert invoice.document_number is not None
         if self._check_ours(invoice) is None:
             return True
         if self.dry_run:
             self.report.would.append(("cancel", invoice.key.text))
             return False
+        self.store.mark_pending(self.name, invoice)
+        failpoint("before_cancel")
         try:
             self.target.cancel_invoice(invoice.document_number)
         except (OutcomeUnknownError, TargetRefusal) as exc:
             # A lost answer, or a repeat refused: what counts is whether it is cancelled now.
             now = self.target.get_invoice(invoice.document_number)
             if now is None or not now.cancelled:
+                self.store.clear_pending(self.name, invoice.key)
                 if isinstance(exc, TargetRefusal):
                     raise
                 raise RemoteUnavailableError(
                     f"cancelling {invoice.key} had an unknown outcome and it is not cancelled; "
                     "the next run looks again"
                 ) from None
-        self.store.confirm_write(self.name, invoice, invoice.document_number)
-        self.store.set_status(self.name, invoice.key, InvoiceStatus.CANCELLED)
+        failpoint("after_cancel")
+        self._record_cancel(invoice)
         self.report.cancelled.append(invoice.key.text)
         log.info("invoice.cancelled_empty", key=invoice.key.text, number=invoice.document_number)
         return True
+
+    def _record_cancel(self, invoice: PlannedInvoice) -> None:
+        assert invoice.document_number is not None
+        self.store.confirm_write(self.name, invoice, invoice.document_number)
+        self.store.set_status(self.name, invoice.key, InvoiceStatus.CANCELLED)
 
 
 def _supported(settings: Settings) -> None:
@@ -839,7 +932,9 @@ def run_sync(
         if clock is not None:
             store.clock = clock
         run_id = None if dry_run else store.start_run("sync", target.profile.name)
-        sync = _Sync(store, target, mappings, report, settings.invoice, clock)
+        sync = _Sync(
+            store, target, mappings, report, settings.invoice, clock, settings.limits.limits()
+        )
         try:
             bind_ledger(store, settings, record=not dry_run)
             bind_target(store, target, record=not dry_run)

@@ -34,6 +34,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("CONNECTOR_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    # The default state directory is per user: never the real one from a test.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
 @pytest.fixture(autouse=True)

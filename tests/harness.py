@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from connector.ledger import InvalidEntry, LedgerClient, parse_entry
 from connector.mappings import Mappings
 from connector.planning import Outcome, Plan, entry_rows
 from connector.planning import plan as plan_
+from connector.rebuild import RebuildReport, rebuild
 from connector.sandbox import build_app, fortnox_of
 from connector.sandbox.app import SandboxApp
 from connector.sandbox.fortnox import FortnoxFake
@@ -27,6 +28,13 @@ from connector.sync import SyncReport, load_entries, run_sync
 from connector.targets import fortnox
 
 BASE = "http://sandbox.test"
+
+
+def NIGHT() -> datetime:
+    """The night the in-process syncs run, unless a test moves time: invoice dates depend on
+    it, and tests must not depend on the day they run."""
+    return datetime(2026, 10, 10, 2, 0, tzinfo=UTC)
+
 
 Net = dict[tuple[str, str, str, Decimal], Decimal]
 
@@ -39,6 +47,9 @@ class World:
     settings: Settings
     mappings: Mappings
     reports: list[SyncReport] = field(default_factory=list)
+    # Invoices a person edited in the fake: theirs, so not compared with the plan row by row
+    # (the connector notices an edit only when it next needs to change that draft).
+    edited: set[int] = field(default_factory=set)
 
     @property
     def fake(self) -> FortnoxFake:
@@ -59,9 +70,18 @@ class World:
             http=self.client(),
             remarks=self.settings.invoice.remarks,
         )
-        report = run_sync(self.settings, ledger=ledger, target=target, dry_run=dry_run, clock=clock)
+        report = run_sync(
+            self.settings, ledger=ledger, target=target, dry_run=dry_run, clock=clock or NIGHT
+        )
         self.reports.append(report)
         return report
+
+    def rebuild(self) -> RebuildReport:
+        token = self.settings.ledger.token
+        assert self.settings.ledger.url is not None and token is not None
+        ledger = LedgerClient(self.settings.ledger.url, token, client=self.client())
+        target = fortnox.build(self.settings.fortnox, self.settings.state_dir, http=self.client())
+        return rebuild(self.settings, ledger=ledger, target=target, replace_existing=True)
 
     def post_ledger(self, entries: list[dict[str, Any]]) -> None:
         with self.client() as client:
@@ -194,6 +214,8 @@ def assert_drafts_equal_plan(world: World, plan: Plan) -> None:
         stored = fake.invoices[int(invoice.document_number)]
         if stored["Booked"] or stored["Cancelled"] or stored["Sent"]:
             continue  # closed since the plan was made; covered by the money oracle
+        if int(invoice.document_number) in world.edited:
+            continue  # a person's now; covered by the money oracle
         assert stored["ExternalInvoiceReference1"] == invoice.key.text
         assert stored["VATIncluded"] is False
         rows = stored["InvoiceRows"]
@@ -224,8 +246,14 @@ def assert_matches_ledger(world: World, report: SyncReport) -> None:
     assert_no_sent_invoice_modified(world.fake)
     assert report.plan is not None
     attention = {r.ref for r in report.plan.results if r.outcome is Outcome.ATTENTION}
+    # Entries on an invoice a person cancelled are not invoiced again, on purpose.
+    cancelled = {
+        r.ref
+        for r in report.plan.results
+        if r.outcome is Outcome.EXCLUDED and "was cancelled" in r.reason
+    }
     # Text-only invoices are never created, so only money is compared.
-    assert remote_net(world.fake) == ledger_net(world.app, world.mappings, attention)
+    assert remote_net(world.fake) == ledger_net(world.app, world.mappings, attention | cancelled)
     assert_drafts_equal_plan(world, report.plan)
     refs = [r.ref for r in report.plan.results]
     assert len(refs) == len(set(refs))

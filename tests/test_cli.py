@@ -230,7 +230,9 @@ def test_auth_login_then_sync_with_the_refresh_token(
 
     monkeypatch.delenv("CONNECTOR_FORTNOX__TENANT_ID")
     code = fortnox_of(sandbox_app).issue_code()
-    login = CliRunner().invoke(app, ["auth", "login", "fortnox"], input=code + "\n")
+    login = CliRunner().invoke(
+        app, ["auth", "login", "fortnox", "--code-from-stdin"], input=code + "\n"
+    )
     assert login.exit_code == 0, login.output
     assert (
         "access_type=offline" in login.stdout and "scope=invoice+article+customer" in login.stdout
@@ -255,7 +257,9 @@ def test_service_account_login_prints_the_tenant_id(
     redirect = "http://localhost:8790/fortnox/callback"
     code = fake.issue_code(account_type="service", redirect_uri=redirect)
     login = CliRunner().invoke(
-        app, ["auth", "login", "fortnox", "--service-account"], input=code + "\n"
+        app,
+        ["auth", "login", "fortnox", "--service-account", "--code-from-stdin"],
+        input=code + "\n",
     )
     assert login.exit_code == 0, login.output
     assert "account_type=service" in login.stdout and "companyinformation" in login.stdout
@@ -270,10 +274,36 @@ def test_sandbox_refuses_a_bad_fault_setting() -> None:
     assert "latency_ms must not be negative" in result.stderr
 
 
-def test_auth_for_an_unknown_system_is_a_usage_error(env: dict[str, str]) -> None:
-    result = run("auth", "import", "sap")
+@pytest.mark.parametrize("command", ["import", "login"])
+def test_auth_for_an_unknown_system_is_a_usage_error(env: dict[str, str], command: str) -> None:
+    result = run("auth", command, "sap")
     assert result.exit_code == 2
-    assert "only fortnox is supported" in result.stderr
+    assert "'sap' is not one of 'fortnox'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_auth_login_without_a_terminal_is_a_usage_error(
+    fast: dict[str, str], sandbox_app: Any, tmp_path: Path
+) -> None:
+    """Under cron or in a pipe nobody can paste the code: refused before anything is printed or
+    asked, and nothing waits for input that never comes."""
+    from connector.sandbox import fortnox_of
+
+    code = fortnox_of(sandbox_app).issue_code()
+    login = CliRunner().invoke(app, ["auth", "login", "fortnox"], input=code + "\n")
+    assert login.exit_code == 2
+    assert "standard input is not a terminal" in login.stderr
+    assert "--code-from-stdin" in login.stderr
+    assert login.stdout == ""  # no address printed, no prompt
+    assert code not in login.output
+    assert not (tmp_path / "state" / "fortnox-token.json").exists()
+
+
+def test_auth_login_code_from_stdin_needs_a_code(fast: dict[str, str], tmp_path: Path) -> None:
+    login = CliRunner().invoke(app, ["auth", "login", "fortnox", "--code-from-stdin"], input="")
+    assert login.exit_code == 2
+    assert "--code-from-stdin: no code on standard input" in login.stderr
+    assert not (tmp_path / "state" / "fortnox-token.json").exists()
 
 
 def test_failures_are_json_lines_under_cron(

@@ -520,6 +520,12 @@ def test_a_free_category_may_go_out_at_price_0(make: Make) -> None:
     assert only.item_rows[0].price == Decimal(0)
 
 
+def test_a_free_category_without_any_price_goes_out_at_0(make: Make) -> None:
+    custom = mappings_from('[categories.training]\narticle = "SK-UTB"\nfree = true\n')
+    result = plan([make(category="training", unit_price=None)], custom, FORTNOX, register=REGISTER)
+    assert result.invoices[0].item_rows[0].price == Decimal(0)
+
+
 def test_topup_price_never_comes_from_the_register(make: Make, mappings: Mappings) -> None:
     entry = make(kind="topup", category="prepaid_hours", hours="10", unit_price=None)
     register = {"SK-FORBET": Decimal("1050.00")}
@@ -544,6 +550,21 @@ def test_invoice_date_policy(
 ) -> None:
     lock = None if locked is None else date.fromisoformat(locked)
     assert invoice_date(period, policy, lock) == (date.fromisoformat(expected), moved)
+
+
+@pytest.mark.parametrize(
+    ("today", "expected"),
+    [
+        ("2026-09-03", "2026-09-30"),  # during the month: its last day, not today
+        ("2026-10-31", "2026-09-30"),  # the month after: still the service month's end
+        ("2026-11-01", "2026-11-01"),  # later (a late entry, a correction): today, not overdue
+    ],
+)
+def test_an_invoice_made_long_after_its_month_is_dated_the_day_it_is_made(
+    today: str, expected: str
+) -> None:
+    made = invoice_date("2026-09", "month_end", None, date.fromisoformat(today))
+    assert made == (date.fromisoformat(expected), False)
 
 
 # --- a person's mistake must not become money -------------------------------------------------

@@ -4,23 +4,46 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import sys
 from pathlib import Path
 
+import platformdirs
 import pytest
+from pydantic import BaseModel, SecretStr
 
 from connector import logs
 from connector.errors import ConfigError, ExitCode
-from connector.settings import load_settings
+from connector.settings import (
+    OTHER_VARIABLES,
+    Settings,
+    known_variables,
+    load_settings,
+    unknown_variables,
+)
 
 SECRET = "s3cr3t-ledger-token-value"
 
 
 def test_defaults() -> None:
     settings = load_settings()
-    assert settings.state_dir == Path("var")
+    # The state lives in the per-user state folder, whatever the working directory.
+    assert settings.state_dir == platformdirs.user_state_path("connector")
+    assert settings.state_dir.is_absolute()
     assert settings.mappings_dir == Path("mappings")
     assert settings.target == "fortnox"
     assert settings.log_format == "auto"
+    assert settings.log_level is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG is Linux's convention")
+def test_default_state_dir_follows_xdg_state_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert load_settings().state_dir == tmp_path / "xdg" / "connector"
+    monkeypatch.setenv("CONNECTOR_STATE_DIR", str(tmp_path / "mine"))
+    assert load_settings().state_dir == tmp_path / "mine"
 
 
 def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,6 +79,7 @@ def test_missing_ledger_names_the_variables() -> None:
         ("CONNECTOR_LOG_FORMAT", "xml", "CONNECTOR_LOG_FORMAT"),
         ("CONNECTOR_LEDGER__URL", "ftp://x", "CONNECTOR_LEDGER__URL"),
         ("CONNECTOR_LEDGER__PAGE_SIZE", "5000", "CONNECTOR_LEDGER__PAGE_SIZE"),
+        ("CONNECTOR_LOG_LEVEL", "verbose", "CONNECTOR_LOG_LEVEL"),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -98,3 +122,171 @@ def test_exceptions_in_logs_are_scrubbed() -> None:
     logs.get_logger("test").error("boom", error=RuntimeError(f"bad {SECRET}"))
     assert SECRET not in stream.getvalue()
     assert "RuntimeError: bad [redacted]" in stream.getvalue()
+
+
+def test_log_level_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECTOR_LOG_LEVEL", " DEBUG ")
+    assert load_settings().log_level == "debug"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _log_three() -> None:
+    log = logs.get_logger("test")
+    log.debug("step.debug")
+    log.info("step.info")
+    log.warning("step.warning")
+
+
+def test_terminal_logs_are_console_at_warning() -> None:
+    """A person at a terminal sees what needs them, not a screen of progress lines."""
+    terminal = _Terminal()
+    logs.configure("auto", stream=terminal)
+    _log_three()
+    assert logs.active_format == "console"
+    assert "step.info" not in terminal.getvalue()
+    assert "step.warning" in terminal.getvalue()
+    assert not terminal.getvalue().lstrip().startswith("{")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "terminal"), [("auto", False), ("json", True), ("json", False), ("console", False)]
+)
+def test_logs_are_complete_at_info_otherwise(fmt: str, *, terminal: bool) -> None:
+    """Under cron (not a terminal) or with JSON asked for, the logs stay complete."""
+    stream = _Terminal() if terminal else io.StringIO()
+    logs.configure(fmt, stream=stream)  # type: ignore[arg-type]
+    _log_three()
+    assert "step.info" in stream.getvalue() and "step.warning" in stream.getvalue()
+    assert "step.debug" not in stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"),
+    [
+        ("debug", {"step.debug", "step.info", "step.warning"}),
+        ("info", {"step.info", "step.warning"}),
+        ("warning", {"step.warning"}),
+        ("error", set()),
+    ],
+)
+def test_log_level_overrides_the_default(level: str, shown: set[str]) -> None:
+    for stream in (_Terminal(), io.StringIO()):
+        logs.configure("auto", stream=stream, level=level)
+        _log_three()
+        assert {
+            e for e in ("step.debug", "step.info", "step.warning") if e in stream.getvalue()
+        } == (shown)
+    assert logs.LEVELS[level] == getattr(logging, level.upper())
+
+
+def test_console_logs_never_print_local_variables() -> None:
+    """structlog's console renderer would format exc_info with rich and show locals."""
+    stream = capture("console")
+
+    def crash() -> None:
+        hidden = "local-value-never-shown"  # noqa: F841
+        raise RuntimeError("boom")
+
+    try:
+        crash()
+    except RuntimeError:
+        logs.get_logger("test").exception("crashed")
+    assert "RuntimeError: boom" in stream.getvalue()
+    assert "local-value-never-shown" not in stream.getvalue()
+
+
+# --- unknown variables ---------------------------------------------------------------------
+
+
+def test_known_variables_are_derived_from_the_models() -> None:
+    known = known_variables()
+    assert {
+        "CONNECTOR_LEDGER__TOKEN",
+        "CONNECTOR_LEDGER",
+        "CONNECTOR_FORTNOX__SEARCH_SETTLE_SECONDS",
+        "CONNECTOR_INVOICE__DATE",
+        "CONNECTOR_STATE_DIR",
+        "CONNECTOR_LOG_LEVEL",
+    } <= known
+    # Every field of every section, so a new field needs no list to be updated.
+    for section in ("ledger", "fortnox", "invoice"):
+        model = type(getattr(Settings(), section))
+        for name in model.model_fields:
+            assert f"CONNECTOR_{section.upper()}__{name.upper()}" in known
+
+
+def test_new_settings_are_known_without_a_list(tmp_path: Path) -> None:
+    class Visma(BaseModel):
+        client_secret: SecretStr | None = None
+
+    class Deeper(BaseModel):
+        visma: Visma = Visma()
+
+    class Later(Settings):
+        visma: Visma | None = None
+        targets: Deeper = Deeper()
+        retention_days: int = 30
+
+    known = known_variables(Later)
+    assert {
+        "CONNECTOR_VISMA__CLIENT_SECRET",
+        "CONNECTOR_TARGETS__VISMA__CLIENT_SECRET",
+        "CONNECTOR_RETENTION_DAYS",
+    } <= known
+    environ = {"CONNECTOR_VISMA__CLIENT_SECRET": SECRET, "CONNECTOR_RETENTION_DAY": "3"}
+    [unknown] = unknown_variables(environ, tmp_path / "none.env", model=Later)
+    assert (unknown.name, unknown.suggestion) == (
+        "CONNECTOR_RETENTION_DAY",
+        "CONNECTOR_RETENTION_DAYS",
+    )
+
+
+def test_unknown_variables_name_the_closest_known_one(tmp_path: Path) -> None:
+    environ = {
+        "CONNECTOR_LEDGER__TOKN": SECRET,
+        "CONNECTOR_STATEDIR": "/srv/state",
+        "connector_log_levl": "debug",
+        "CONNECTOR_LEDGER__URL": "http://x",
+        "CONNECTOR_FAILPOINT": "after_put",
+        "CONNECTOR_ZZZQQQ": "1",
+        "PATH": "/usr/bin",
+        "LEDGER__TOKN": "x",
+    }
+    found = {u.name: u for u in unknown_variables(environ, tmp_path / "no.env")}
+    assert set(found) == {
+        "CONNECTOR_LEDGER__TOKN",
+        "CONNECTOR_STATEDIR",
+        "connector_log_levl",
+        "CONNECTOR_ZZZQQQ",
+    }
+    assert found["CONNECTOR_LEDGER__TOKN"].suggestion == "CONNECTOR_LEDGER__TOKEN"
+    assert found["CONNECTOR_STATEDIR"].suggestion == "CONNECTOR_STATE_DIR"
+    assert found["connector_log_levl"].suggestion == "CONNECTOR_LOG_LEVEL"
+    assert found["CONNECTOR_ZZZQQQ"].suggestion is None
+    assert all(u.source == "environment" for u in found.values())
+    assert SECRET not in repr(list(found.values()))
+    assert "CONNECTOR_FAILPOINT" in OTHER_VARIABLES
+
+
+def test_unknown_variables_in_the_dotenv_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(
+        f"CONNECTOR_LEDGER__URL=http://127.0.0.1:1/ledger\nCONNECTOR_LEDGER__TOKN={SECRET}\n"
+        "CONNECTOR_STATEDIR=/srv\n"
+    )
+    monkeypatch.setenv("CONNECTOR_STATEDIR", "/srv")  # in both: reported once
+    found = unknown_variables()
+    assert [(u.name, u.source, u.suggestion) for u in found] == [
+        ("CONNECTOR_LEDGER__TOKN", ".env", "CONNECTOR_LEDGER__TOKEN"),
+        ("CONNECTOR_STATEDIR", "environment", "CONNECTOR_STATE_DIR"),
+    ]
+    # The settings still load; the typo is ignored, so the token is reported as missing.
+    settings = load_settings()
+    assert settings.ledger.url == "http://127.0.0.1:1/ledger"
+    with pytest.raises(ConfigError, match="CONNECTOR_LEDGER__TOKEN"):
+        settings.require_ledger()

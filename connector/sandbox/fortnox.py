@@ -199,6 +199,7 @@ class Faults:
     latency_ms: int = 0  # added to every API answer
     error_rate: float = 0.0  # share of API requests answered 503 before doing anything
     lost_create_rate: float = 0.0  # share of creates stored, then the connection dropped
+    lost_update_rate: float = 0.0  # share of updates applied, then the connection dropped
     rate_429: float = 0.0  # share of API requests answered 429
     force_429: int = 0  # the next N API requests are answered 429
     # An invoice created less than this many seconds ago (fake clock) is missing from
@@ -240,7 +241,8 @@ class Faults:
             if name != "seed" and number < 0:
                 raise ValueError(f"{name} must not be negative")
             return int(number)
-        if name in {"error_rate", "lost_create_rate", "rate_429"} and not 0 <= number <= 1:
+        rates = {"error_rate", "lost_create_rate", "lost_update_rate", "rate_429"}
+        if name in rates and not 0 <= number <= 1:
             raise ValueError(f"{name} must be between 0 and 1")
         if number < 0:
             raise ValueError(f"{name} must not be negative")
@@ -1410,6 +1412,8 @@ class FortnoxFake:
             self.modified_while_sent.append(number)
         invoice.clear()
         invoice.update(updated)
+        if self.faults.hit(self.faults.lost_update_rate):
+            raise DropConnection  # applied, but the answer never arrives
         return _answer(200, {"Invoice": invoice})
 
 

@@ -168,12 +168,28 @@ class Target(Protocol):
         """Create a draft dated `invoice_date`; raises OutcomeUnknownError when the answer was
         lost. Returns the target's answer, rows included, for the caller to verify."""
 
+    def can_update(self, invoice: PlannedInvoice, current: RemoteInvoice) -> bool:
+        """Whether `update_invoice` can turn `current` into the plan in one request without a
+        row inheriting fields of another (False for a draft written by an earlier version
+        without the header row that shares no row with the plan)."""
+
     def update_invoice(
-        self, document_number: str, invoice: PlannedInvoice, current: RemoteInvoice
+        self,
+        document_number: str,
+        invoice: PlannedInvoice,
+        current: RemoteInvoice,
+        *,
+        header_only: bool = False,
+        invoice_date: date | None = None,
     ) -> RemoteInvoice:
         """Make the draft's rows the planned ones. `current` is the draft as just read (its
-        rows hold what the connector last wrote); raises NeedsStepping when the change cannot
-        be written in one request without a row inheriting fields from another."""
+        rows hold what the connector last wrote). `header_only`: add the plan's first (header)
+        row and keep every current row untouched. `invoice_date` re-dates the draft. A lost
+        answer raises OutcomeUnknownError: row ids change with every update, so it is never
+        resent blindly."""
+
+    def refuses_date(self, refusal: TargetRefusal) -> bool:
+        """Whether a refusal is about the invoice date lying in a locked period."""
 
     def cancel_invoice(self, document_number: str) -> None:
         """Cancel a draft the connector made that has nothing left to bill."""

@@ -408,11 +408,32 @@ class FortnoxClient:
         body = self._call("POST", "/invoices", body=payload)
         return parse_invoice(body["Invoice"], with_rows=True)
 
+    def can_update(self, invoice: PlannedInvoice, current: RemoteInvoice) -> bool:
+        try:
+            update_rows(invoice.rows, current.rows or ())
+        except NeedsStepping:
+            return False
+        return True
+
+    def refuses_date(self, refusal: TargetRefusal) -> bool:
+        return is_locked_period(refusal.code, refusal.message)
+
     def update_invoice(
-        self, document_number: str, invoice: PlannedInvoice, current: RemoteInvoice
+        self,
+        document_number: str,
+        invoice: PlannedInvoice,
+        current: RemoteInvoice,
+        *,
+        header_only: bool = False,
+        invoice_date: date | None = None,
     ) -> RemoteInvoice:
-        rows = update_rows(invoice.rows, current.rows or ())
-        payload = invoice_payload(invoice, rows, remarks=self._remarks)
+        if header_only:
+            # The header as a new first row; every existing row named, so kept as it is.
+            existing = current.rows or ()
+            rows = [row_payload(invoice.rows[0])] + [{"RowId": r.row_id} for r in existing]
+        else:
+            rows = update_rows(invoice.rows, current.rows or ())
+        payload = invoice_payload(invoice, rows, invoice_date=invoice_date, remarks=self._remarks)
         # Row ids change with every update: a lost answer is reconciled, never sent again.
         body = self._call(
             "PUT",
