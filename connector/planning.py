@@ -736,15 +736,26 @@ def _plan_entry(
             tuple(p.key for p in placements),
         ), open_parts
     current = [p for p in placements if p.revision == entry.revision]
+    revised_into_trouble = not current and isinstance(desired, _Attention) and placements
+    if revised_into_trouble:
+        # A revision that cannot be invoiced (an absurd value, a category without a price)
+        # does not withdraw what the entry's last written revision has on invoices either:
+        # those rows stay until the entry is fixed.
+        latest = max(p.revision for p in placements)
+        current = [p for p in placements if p.revision == latest]
     if not current:
         return _plan_rows(entry, desired, placements, invoiced, profile, result)
     # The ledger has not changed this entry since its rows were written: those rows are what
     # it bills, whatever the mappings say now. Only a ledger change (or an explicit re-sync)
     # changes invoiced rows; a mapping or price change never withdraws or re-prices them. The
     # net position is still computed, so an older row left on a closed invoice is corrected.
-    own = tuple(
-        r for p in current for r in p.rows if r.role in (RowRole.CHARGE, RowRole.PREPAID_NOTE)
-    )
+    # The entry's own rows live on one invoice at a time: the latest written (a text row may
+    # also be left on a closed invoice, and must not be carried over twice).
+    own: tuple[Row, ...] = ()
+    for placement in current:
+        mine = tuple(r for r in placement.rows if r.role in (RowRole.CHARGE, RowRole.PREPAID_NOTE))
+        if mine:
+            own = mine
     drift = _mapping_drift(desired, current)
     as_written: tuple[Row, ...] | _Excluded = (
         own if own else desired if isinstance(desired, _Excluded) else _Excluded("credited")
@@ -753,12 +764,13 @@ def _plan_entry(
     if drift is None or found.outcome is Outcome.ATTENTION:
         return found, parts
     where = ", ".join(str(k) for k in dict.fromkeys(p.key for p in current))
-    return replace(
-        found,
-        outcome=Outcome.ATTENTION,
-        reason=f"{drift}; it stays on invoice {where} as written, because the ledger entry has "
-        "not changed: correct the mappings, or re-invoice it on purpose",
-    ), parts
+    why = (
+        f"{drift}; its rows of an earlier revision stay on invoice {where} until it is fixed"
+        if revised_into_trouble
+        else f"{drift}; it stays on invoice {where} as written, because the ledger entry has "
+        "not changed: correct the mappings, or re-invoice it on purpose"
+    )
+    return replace(found, outcome=Outcome.ATTENTION, reason=why), parts
 
 
 def _plan_rows(

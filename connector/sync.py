@@ -11,7 +11,7 @@ import os
 import signal
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -596,6 +596,7 @@ class _Sync:
             for i in current.invoices
             if i.action is Action.UNCHANGED and i.key.text not in written
         )
+        current = self.truthful(current)
         if not self.dry_run:
             self.store.advance_placements(
                 self.name,
@@ -606,6 +607,35 @@ class _Sync:
                 ),
             )
         return current
+
+    def truthful(self, plan: Plan) -> Plan:
+        """Outcomes as they are in the target: an entry counts as invoiced only when its
+        invoices are there (in a dry run: would be sent). An entry on an invoice that was
+        refused, skipped or left unwritten needs attention, with that invoice's reason."""
+        unwritten = set() if self.dry_run else {i.key for i in plan.changes}
+        existing = {
+            key for key, known in self.store.invoiced(self.name).invoices.items()
+            if known.document_number
+        }  # fmt: skip
+        refused = {
+            key for key in (InvoiceKey.parse(k) for k in self.report.invoice_attention)
+            if key not in existing
+        }  # fmt: skip
+        results = []
+        for result in plan.results:
+            if result.outcome is Outcome.INVOICED:
+                blocked = [k for k in result.keys if k in refused or k in unwritten]
+                if blocked:
+                    key = blocked[0]
+                    why = self.report.invoice_attention.get(key.text, "it was not written")
+                    verb = "would not be sent" if self.dry_run else "was not sent"
+                    result = replace(
+                        result,
+                        outcome=Outcome.ATTENTION,
+                        reason=f"its invoice {key} {verb}: {why}",
+                    )
+            results.append(result)
+        return replace(plan, results=tuple(results))
 
     def apply(self, changes: list[PlannedInvoice]) -> bool:
         """Write each change; True when a status changed on the way (plan again)."""
@@ -659,6 +689,12 @@ class _Sync:
 
     def create(self, invoice: PlannedInvoice) -> None:
         if self.dry_run:
+            # A dry run sends nothing, so it asks what a create would meet (a customer the
+            # target does not have): it shows what the sync would really do.
+            reason = self.target.precheck(invoice)
+            if reason is not None:
+                self.attention(invoice.key, reason)
+                return
             self.report.would.append(("create", invoice.key.text))
             return
         dated = self.invoice_date(invoice.key)

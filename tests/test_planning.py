@@ -907,3 +907,16 @@ def test_a_mapping_change_alone_never_changes_an_invoice(
     assert touched == []
     supplements = [i.key for i in after.changes if i.key.sequence > 1]
     assert supplements == []
+
+
+def test_a_revision_that_cannot_be_invoiced_leaves_the_earlier_rows_in_place(
+    make: Make, mappings: Mappings
+) -> None:
+    """An absurd value (or a category without a price) in a new revision does not withdraw
+    what the entry's last written revision has on its draft: it stays, needing attention."""
+    state = write_all(Invoiced(), plan([make(id="A"), make(id="B")], mappings, FORTNOX))
+    result = plan([make(id="A", revision=2, hours="900"), make(id="B")], mappings, FORTNOX, state)
+    assert result.changes == []
+    state_a, why = outcome(result, "A")
+    assert state_a is Outcome.ATTENTION
+    assert "its rows of an earlier revision stay on invoice SK-1001-2026-09" in why

@@ -90,7 +90,11 @@ def test_first_sync_creates_the_plan_and_second_sync_writes_nothing(world: World
 def test_dry_run_sends_no_write_and_keeps_no_state(world: World) -> None:
     report = world.sync(dry_run=True)
     assert world.writes() == 0
-    assert len([w for w in report.would if w[0] == "create"]) == 101
+    assert len([w for w in report.would if w[0] == "create"]) == 98
+    # What the real sync would meet, a dry run says too: 1042 is not a Fortnox customer.
+    assert report.invoice_attention == {
+        f"SK-1042-2026-{m}": "customer 1042 does not exist in Fortnox" for m in ("08", "09", "10")
+    }
     store = world.store()
     assert store.invoice_records("fortnox") == []
     assert store.runs() == [] and store.attention("fortnox") == []

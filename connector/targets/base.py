@@ -188,6 +188,10 @@ class Target(Protocol):
         answer raises OutcomeUnknownError: row ids change with every update, so it is never
         resent blindly."""
 
+    def precheck(self, invoice: PlannedInvoice) -> str | None:
+        """For a dry run: why the target would refuse creating this invoice (a customer it
+        does not have), in plain words, or None."""
+
     def refuses_date(self, refusal: TargetRefusal) -> bool:
         """Whether a refusal is about the invoice date lying in a locked period."""
 

@@ -281,6 +281,7 @@ class FortnoxClient:
         self.search_settle_seconds = settings.search_settle_seconds
         self.stats = stats or Stats()
         self._prices: dict[str, Decimal | None] | None = None
+        self._customers: dict[str, bool] = {}  # customer number -> exists, per run
 
     def close(self) -> None:
         self._http.close()
@@ -414,6 +415,14 @@ class FortnoxClient:
         except NeedsStepping:
             return False
         return True
+
+    def precheck(self, invoice: PlannedInvoice) -> str | None:
+        number = invoice.key.customer_number
+        if number not in self._customers:
+            self._customers[number] = self.customer_exists(number)
+        if not self._customers[number]:
+            return f"customer {number} does not exist in Fortnox"
+        return None
 
     def refuses_date(self, refusal: TargetRefusal) -> bool:
         return is_locked_period(refusal.code, refusal.message)
