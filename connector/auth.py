@@ -143,8 +143,10 @@ class TokenEndpoint:
         http: httpx.Client,
         policy: RetryPolicy | None = None,
         stats: Stats | None = None,
+        url_setting: str = "CONNECTOR_FORTNOX__AUTH_URL",
     ) -> None:
         self.url = url
+        self.url_setting = url_setting
         self._basic = base64.b64encode(
             f"{client_id}:{client_secret.get_secret_value()}".encode()
         ).decode()
@@ -173,11 +175,20 @@ class TokenEndpoint:
         except GaveUpError as exc:
             raise RemoteUnavailableError(f"token endpoint unreachable: {exc.last}") from None
         if response.status_code == 200:
-            body = decode_json(response.content)
+            body = _json_or_none(response)
             if isinstance(body, dict) and isinstance(body.get("access_token"), str):
                 return body
-            raise RemoteUnavailableError("token endpoint answered without an access token")
+            if isinstance(body, dict):
+                raise RemoteUnavailableError("token endpoint answered without an access token")
         error = _oauth_error(response)
+        if response.status_code == 404 or (
+            response.status_code == 200 and not isinstance(_json_or_none(response), dict)
+        ):
+            raise ConfigError(
+                f"{self.url} is not an OAuth token endpoint (HTTP {response.status_code}): "
+                f"check {self.url_setting}",
+                status=response.status_code,
+            )
         if error == "invalid_client" or response.status_code == 401:
             raise ConfigError(
                 "Fortnox refused the client credentials: check CONNECTOR_FORTNOX__CLIENT_ID "
@@ -192,6 +203,13 @@ class _GrantRefused(Exception):
         super().__init__(error)
         self.error = error
         self.status = status
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return decode_json(response.content)
+    except ValueError:
+        return None
 
 
 def _oauth_error(response: httpx.Response) -> str | None:

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -239,14 +239,15 @@ def plan(
         from connector.render import plan_json, plan_text
         from connector.sync import run_plan
 
-        result, _ = run_plan(_settings())
-        document = plan_json(result, period=period, customer=customer)
+        view = run_plan(_settings())
+        document = plan_json(view, period=period, customer=customer)
         if as_json:
             _print_json(document)
         else:
             typer.echo(plan_text(document))
         # The exit code speaks of what was shown: a filtered view without problems exits 0.
-        return int(ExitCode.ATTENTION if document["attention"] else ExitCode.OK)
+        troubled = document["attention"] or document["invoice_attention"]
+        return int(ExitCode.ATTENTION if troubled else ExitCode.OK)
 
     _guard(body)
 
@@ -268,7 +269,9 @@ def sync(
         from connector.render import sync_text
         from connector.sync import run_sync
 
-        report = run_sync(_settings(), dry_run=dry_run)
+        settings = _settings()
+        with _progress("Writing invoices") as progress:
+            report = run_sync(settings, dry_run=dry_run, progress=progress)
         document = report.to_json()
         if as_json:
             _print_json(document)
@@ -277,6 +280,24 @@ def sync(
         return int(report.exit_code)
 
     _guard(body)
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on standard error when a person watches a terminal; nothing under cron
+    (the JSON logs say it all there)."""
+    if logs.active_format == "json" or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=None) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def _stdin_is_terminal() -> bool:
@@ -513,12 +534,17 @@ def mappings_validate(
 
     def body() -> int:
         from connector.mappings import load_mappings
+        from connector.sync import mapping_warnings
 
-        folder = directory if directory is not None else _settings().mappings_dir
+        settings = _settings()
+        folder = directory if directory is not None else settings.mappings_dir
         mappings = load_mappings(folder)
         typer.echo(
             f"OK: {len(mappings.categories)} categories ({mappings.billable_count} billable)"
         )
+        # What the files would do to the books, from the ledger as last pulled: warnings only.
+        for warning in mapping_warnings(settings, mappings):
+            typer.echo(f"warning: {warning}")
         return int(ExitCode.OK)
 
     _guard(body)

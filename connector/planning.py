@@ -271,6 +271,17 @@ class Plan:
         return [i for i in self.invoices if i.action is not Action.UNCHANGED]
 
 
+@dataclass(frozen=True)
+class PlanView:
+    """What `connector plan` shows: the plan a sync would carry out, and what it learnt from
+    the accounting system on the way (statuses, refusals it would meet)."""
+
+    plan: Plan
+    checked: bool  # False: made without asking the accounting system (no credentials set)
+    invoice_attention: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
 def rows_digest(rows: Iterable[Row], currency: str) -> str:
     """Stable fingerprint of an invoice's rows, to see whether a write is needed."""
     payload = json.dumps(

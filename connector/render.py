@@ -6,7 +6,7 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
-from connector.planning import Outcome, Plan, PlannedInvoice, Row
+from connector.planning import InvoiceKey, Outcome, Plan, PlannedInvoice, PlanView, Row, clean
 
 
 def _dec(value: Decimal | None) -> str | None:
@@ -43,12 +43,21 @@ def invoice_json(invoice: PlannedInvoice) -> dict[str, Any]:
 
 
 def plan_json(
-    plan: Plan, *, period: str | None = None, customer: str | None = None
+    view: PlanView | Plan, *, period: str | None = None, customer: str | None = None
 ) -> dict[str, Any]:
+    """One JSON document for a plan, complete whatever its size; filters narrow every list."""
+    if isinstance(view, Plan):
+        view = PlanView(view, checked=False)
+    plan = view.plan
     invoices = [
         i for i in plan.invoices if _keep(i.key.period, i.key.customer_number, period, customer)
     ]
     results = [r for r in plan.results if _keep(r.period, r.customer_number, period, customer)]
+    refused = []
+    for text, reason in sorted(view.invoice_attention.items()):
+        key = InvoiceKey.parse(text)
+        if _keep(key.period, key.customer_number, period, customer):
+            refused.append({"key": text, "reason": clean(reason)})
 
     def listed(outcome: Outcome) -> list[dict[str, Any]]:
         return [
@@ -56,25 +65,37 @@ def plan_json(
                 "ref": r.ref,
                 "customer_number": r.customer_number,
                 "period": r.period,
-                "reason": r.reason,
+                "reason": clean(r.reason),
                 "invoices": [k.text for k in r.keys],
             }
             for r in results
             if r.outcome is outcome
         ]
 
+    def totals(chosen: list[PlannedInvoice]) -> dict[str, str]:
+        sums: dict[str, Decimal] = {}
+        for invoice in chosen:
+            sums[invoice.currency] = sums.get(invoice.currency, Decimal(0)) + invoice.total
+        return {currency: str(total) for currency, total in sorted(sums.items())}
+
+    changes = [i for i in invoices if i.action.value != "unchanged"]
     counts = Counter(r.outcome.value for r in results)
     return {
         "target": plan.target,
+        "checked_against_target": view.checked,
         "filter": {"period": period, "customer": customer},
         "invoices": [invoice_json(i) for i in invoices],
+        "invoice_attention": refused,
         "excluded": listed(Outcome.EXCLUDED),
         "attention": listed(Outcome.ATTENTION),
+        "notes": [clean(n) for n in view.notes],
+        "totals": {"all": totals(invoices), "changes": totals(changes)},
         "counts": {
             "invoices": len(invoices),
-            "changes": sum(1 for i in invoices if i.action.value != "unchanged"),
+            "changes": len(changes),
             "entries": len(results),
             **{o.value: counts.get(o.value, 0) for o in Outcome},
+            "invoices_need_attention": len(refused),
         },
     }
 
@@ -94,44 +115,75 @@ def _num(value: Decimal | None) -> str:
     return f"{value:,.2f}".replace(",", " ")
 
 
+_ACTION = {"create": "create", "update": "update", "unchanged": "unchanged"}
+
+
 def plan_text(doc: dict[str, Any]) -> str:
     """Human-readable plan from `plan_json`'s document."""
     lines: list[str] = []
     c = doc["counts"]
+    if not doc["checked_against_target"]:
+        lines.append(
+            f"Not checked against {doc['target']} (its credentials are not set): remote "
+            "statuses are unknown, and rows priced by the article register show no price."
+        )
     lines.append(
         f"Plan for {doc['target']}: {c['invoices']} invoice(s), "
         f"{c['changes']} to create or change; "
         f"{c['entries']} entries: {c['invoiced']} invoiced, {c['excluded']} excluded, "
-        f"{c['attention']} need attention"
+        f"{c['attention']} need attention; {c['invoices_need_attention']} invoice(s) need "
+        "attention"
     )
+    heading = f"    {'article':<12} {'quantity':>8} {'price':>10} {'amount':>12}  text"
     for inv in doc["invoices"]:
         lines.append("")
         extra = f", supplements {inv['supplements']}" if inv["supplements"] else ""
         number = f" (#{inv['document_number']})" if inv["document_number"] else ""
+        action = "cancel (nothing left to bill)" if not inv["rows"] else inv["action"]
         lines.append(
-            f"{inv['key']}{number}  [{inv['action']}]  customer {inv['customer_number']}, "
+            f"{inv['key']}{number}  [{action}]  customer {inv['customer_number']}, "
             f"{inv['period']}{extra}"
         )
+        if inv["rows"]:
+            lines.append(heading)
         for row in inv["rows"]:
             if row["type"] == "text":
                 lines.append(f"    {'':<12} {'':>8} {'':>10} {'':>12}  {row['description']}")
                 continue
             qty = Decimal(row["quantity"])
-            price = _num(Decimal(row["price"])) if row["price"] is not None else "(article)"
+            price = _num(Decimal(row["price"])) if row["price"] is not None else "(register)"
             amount = _num(Decimal(row["amount"])) if row["amount"] is not None else "-"
             lines.append(
                 f"    {row['article']:<12} {qty:>8} {price:>10} {amount:>12}  {row['description']}"
             )
         unpriced = (
-            f" + {inv['unpriced_rows']} row(s) priced by article" if inv["unpriced_rows"] else ""
+            f" + {inv['unpriced_rows']} row(s) priced by the article register"
+            if inv["unpriced_rows"]
+            else ""
         )
         lines.append(
             f"    total excl. VAT: {_num(Decimal(inv['total']))} {inv['currency']}{unpriced}"
         )
+    if doc["invoices"]:
+        lines.append("")
+        for label, key in (
+            ("Total excl. VAT", "all"),
+            ("  of which to create or change", "changes"),
+        ):
+            for currency, total in doc["totals"][key].items():
+                lines.append(f"{label}: {_num(Decimal(total))} {currency}")
+    if doc["invoice_attention"]:
+        lines.append("")
+        lines.append(f"Invoices that need attention ({len(doc['invoice_attention'])}):")
+        lines.extend(f"    {r['key']}: {r['reason']}" for r in doc["invoice_attention"])
     if doc["attention"]:
         lines.append("")
-        lines.append("Needs attention:")
+        lines.append(f"Entries that need attention ({len(doc['attention'])}):")
         lines.extend(f"    {r['ref']}: {r['reason']}" for r in doc["attention"])
+    if doc["notes"]:
+        lines.append("")
+        lines.append("Notes:")
+        lines.extend(f"    {n}" for n in doc["notes"])
     if doc["excluded"]:
         reasons = Counter(r["reason"] for r in doc["excluded"])
         lines.append("")
@@ -155,7 +207,8 @@ def sync_text(doc: dict[str, Any]) -> str:
         )
         + (f", {len(inv['recovered'])} recovered after a lost answer" if inv["recovered"] else ""),
         f"entries: {entries['invoiced']} invoiced, {entries['excluded']} excluded, "
-        f"{entries['attention']} need attention; {doc['requests']} request(s) to the accounting "
+        f"{entries['attention']} need attention; invoices needing attention: "
+        f"{len(doc['attention']['invoices'])}; {doc['requests']} request(s) to the accounting "
         f"system, {doc['rate_limited']} rate-limited (429)",
     ]
     if inv["would"]:
@@ -166,6 +219,9 @@ def sync_text(doc: dict[str, Any]) -> str:
         lines.append("Needs attention:")
         lines.extend(f"    {a['key']}: {a['reason']}" for a in attention["invoices"])
         lines.extend(f"    {a['ref']}: {a['reason']}" for a in attention["entries"])
+    if doc.get("notes"):
+        lines.append("Notes:")
+        lines.extend(f"    {n}" for n in doc["notes"])
     if doc["excluded"]:
         lines.append("Excluded:")
         lines.extend(f"    {n:>4} × {reason}" for reason, n in doc["excluded"].items())

@@ -383,6 +383,19 @@ class StateStore:
                 "rebind"
             )
 
+    def set_register(self, target: str, register: dict[str, Decimal | None]) -> None:
+        """The article register as last read (article -> sales price), for offline checks."""
+        self.set_meta(
+            f"register:{target}",
+            _dumps({k: None if v is None else str(v) for k, v in sorted(register.items())}),
+        )
+
+    def register(self, target: str) -> dict[str, Decimal | None] | None:
+        raw = self.meta(f"register:{target}")
+        if raw is None:
+            return None
+        return {k: None if v is None else Decimal(v) for k, v in json.loads(raw).items()}
+
     # --- ledger mirror --------------------------------------------------------------------
 
     def cursor(self) -> str | None:

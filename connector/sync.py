@@ -42,13 +42,15 @@ from connector.planning import (
     Outcome,
     Plan,
     PlannedInvoice,
+    PlanView,
     Row,
     RowRole,
+    clean,
     invoice_date,
     plan,
 )
 from connector.settings import InvoiceSettings, Settings
-from connector.state import BOUND_LEDGER, BOUND_TARGET, InvoiceRecord, StateStore
+from connector.state import BOUND_LEDGER, BOUND_TARGET, DB_NAME, InvoiceRecord, StateStore
 from connector.targets.base import (
     RemoteInvoice,
     RemoteRow,
@@ -134,8 +136,36 @@ def bind_target(store: StateStore, target: Target, *, record: bool = True) -> No
     store.bind(BOUND_TARGET + target.profile.name, identity, where, record=record)
 
 
-def run_plan(settings: Settings, ledger: LedgerClient | None = None) -> tuple[Plan, ExitCode]:
-    """`connector plan`: pull new ledger changes and plan; sends nothing to a target."""
+def target_configured(settings: Settings) -> bool:
+    secret = settings.fortnox.client_secret
+    return bool(settings.fortnox.client_id and secret and secret.get_secret_value())
+
+
+def run_plan(
+    settings: Settings, ledger: LedgerClient | None = None, target: Target | None = None
+) -> PlanView:
+    """`connector plan`: what `sync` would do now, without sending anything. With the
+    accounting system's credentials set, it is a dry-run sync (reads only: remote statuses,
+    prices from the article register, refusals a create would meet); without them, the plan
+    from the ledger and the state alone."""
+    if target is not None or target_configured(settings):
+        report = run_sync(settings, ledger=ledger, target=target, dry_run=True)
+        assert report.plan is not None
+        store = StateStore(settings.state_dir)
+        try:  # a plan is a run worth recording, though it changes nothing else
+            run_id = store.start_run("plan", settings.target)
+            store.finish_run(run_id, report.exit_code, report.to_json())
+        finally:
+            store.close()
+        return PlanView(report.plan, True, dict(report.invoice_attention), tuple(report.notes))
+    plan_only, _ = run_offline_plan(settings, ledger)
+    return PlanView(plan_only, False)
+
+
+def run_offline_plan(
+    settings: Settings, ledger: LedgerClient | None = None
+) -> tuple[Plan, ExitCode]:
+    """Pull new ledger changes and plan from the state alone; asks no accounting system."""
     if ledger is None:
         settings.require_ledger()  # settings first: they name the variable to set
     mappings = load_mappings(settings.mappings_dir)
@@ -167,6 +197,56 @@ def run_plan(settings: Settings, ledger: LedgerClient | None = None) -> tuple[Pl
             },
         )
     return result, code
+
+
+def mapping_warnings(settings: Settings, mappings: Mappings, limit: int = 10) -> list[str]:
+    """What these mappings would do with the ledger as last pulled into the state directory
+    (if there is one): categories in use that no file maps, entries that would need
+    attention, and the invoices the next sync would create or change. Reads only."""
+    if not (settings.state_dir / DB_NAME).is_file():
+        return []
+    store = StateStore(settings.state_dir)
+    try:
+        profile = targets.profile(settings.target)
+        entries, rejected = load_entries(store)
+        register = store.register(profile.name)
+        result = plan(
+            entries,
+            mappings,
+            profile,
+            store.invoiced(profile.name),
+            rejected,
+            register,
+            settings.limits.limits(),
+        )
+    finally:
+        store.close()
+    warnings: list[str] = []
+    used = Counter(e.category for e in entries if e.category not in mappings.categories)
+    for category, count in sorted(used.items()):
+        warnings.append(
+            f"category '{clean(category)}' is used by {count} ledger entr"
+            f"{'y' if count == 1 else 'ies'} but no mapping file maps it"
+        )
+    trouble = Counter(
+        r.reason.split(":")[0] for r in result.by_outcome(Outcome.ATTENTION)
+        if not r.reason.startswith("malformed entry")
+    )  # fmt: skip
+    for reason, count in trouble.most_common(limit):
+        warnings.append(
+            f"{count} entr{'y' if count == 1 else 'ies'} would need attention: {reason}"
+        )
+    changes = result.changes
+    if changes:
+        shown = ", ".join(
+            f"{i.key} ({'cancel' if not i.rows else i.action.value})" for i in changes[:limit]
+        )
+        more = f" and {len(changes) - limit} more" if len(changes) > limit else ""
+        warnings.append(
+            f"the next sync would create or change {len(changes)} invoice(s): {shown}{more}"
+            + ("" if register is not None else " (prices from the article register not known)")
+        )
+    return warnings
 
 
 def failpoint(name: str) -> None:
@@ -302,6 +382,8 @@ class _Sync:
         self.dry_run = report.dry_run
         self.invoice_settings = invoice_settings or InvoiceSettings()
         self.limits = limits or Limits()
+        # Called as (invoices done, invoices to write) while writing: a terminal's progress bar.
+        self.progress: Callable[[int, int], None] | None = None
         self.clock = clock or (lambda: datetime.now(UTC))
         # Statuses learnt during a dry run, which must not be stored.
         self.overrides: dict[InvoiceKey, KnownInvoice] = {}
@@ -315,6 +397,8 @@ class _Sync:
         """The target's active articles and prices, read once per run."""
         if self._register is None:
             self._register = self.target.article_prices()
+            if not self.dry_run:  # kept for offline checks (mappings validate)
+                self.store.set_register(self.name, self._register)
         return self._register
 
     def plan(self) -> Plan:
@@ -640,7 +724,9 @@ class _Sync:
     def apply(self, changes: list[PlannedInvoice]) -> bool:
         """Write each change; True when a status changed on the way (plan again)."""
         changed = False
-        for invoice in changes:
+        for done, invoice in enumerate(changes):
+            if self.progress is not None:
+                self.progress(done, len(changes))
             record = self.store.invoice_record(self.name, invoice.key)
             try:
                 if record is not None and record.refused_digest == invoice.digest:
@@ -948,6 +1034,7 @@ def run_sync(
     target: Target | None = None,
     dry_run: bool = False,
     clock: Callable[[], datetime] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SyncReport:
     """`connector sync`: finish unfinished work, pull, plan, and bring the target in line."""
     if ledger is None:
@@ -971,6 +1058,7 @@ def run_sync(
         sync = _Sync(
             store, target, mappings, report, settings.invoice, clock, settings.limits.limits()
         )
+        sync.progress = progress
         try:
             bind_ledger(store, settings, record=not dry_run)
             bind_target(store, target, record=not dry_run)

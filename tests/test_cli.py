@@ -320,3 +320,73 @@ def test_failures_are_json_lines_under_cron(
     lines = [json.loads(line) for line in completed.stderr.splitlines()]
     assert lines[-1]["event"] == "command.failed" and lines[-1]["exit_code"] == 4
     assert "ledger unreachable" in lines[-1]["error"]
+
+
+def test_plan_shows_exactly_what_sync_would_do(fast: dict[str, str], sandbox_app: Any) -> None:
+    """Found by a tester: plan said "update" for an invoice the sync then handled with a
+    supplementary invoice, and listed creates the sync refused. Now plan asks Fortnox first."""
+    from connector.sandbox import fortnox_of
+
+    fake = fortnox_of(sandbox_app)
+    assert run("sync").exit_code == 1
+    (booked,) = fake.live_by_key()["SK-1004-2026-09"]
+    fake.bookkeep(int(booked["DocumentNumber"]))
+    entry = next(
+        e for e in fake.app.ledger.entries()
+        if isinstance(e, dict) and e["customer_number"] == "1004"
+        and e["performed_on"].startswith("2026-09") and e["category"] == "project"
+    )  # fmt: skip
+    fake.app.ledger.append([{**entry, "revision": 9, "hours": "5"}])
+    code, doc = plan_document("--customer", "1004")
+    assert code == 0 and doc["checked_against_target"] is True
+    actions = {i["key"]: i["action"] for i in doc["invoices"] if i["action"] != "unchanged"}
+    assert actions == {"SK-1004-2026-09-2": "create"}  # a supplement, not an update
+    code, everything = plan_document()
+    assert {r["key"] for r in everything["invoice_attention"]} == {
+        f"SK-1042-2026-{m}" for m in ("08", "09", "10")
+    }  # the creates Fortnox would refuse, named
+    assert everything["counts"]["invoices_need_attention"] == 3
+    done = json.loads(run("sync", "--json").stdout)
+    assert done["invoices"]["created"] == ["SK-1004-2026-09-2"]
+
+
+def test_plan_text_has_headings_and_totals_per_currency(fast: dict[str, str]) -> None:
+    result = run("plan", "--customer", "1004")
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "    article      quantity      price       amount  text" in out
+    assert "Total excl. VAT:" in out and "of which to create or change:" in out
+    assert "(register)" not in out  # every row is priced, the register's included
+
+
+def test_plan_without_accounting_credentials_says_so(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONNECTOR_FORTNOX__CLIENT_SECRET")
+    result = run("plan", "--customer", "1004")
+    assert result.stdout.startswith("Not checked against fortnox (its credentials are not set)")
+
+
+def test_mappings_validate_warns_what_a_change_would_do(
+    fast: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a state directory beside it, validate reads the ledger as last pulled: a typo that
+    still validates is reported by what it would do (warnings; the exit code stays 0)."""
+    assert run("sync").exit_code == 1
+    folder = tmp_path / "typo"
+    folder.mkdir()
+    text = (REPO / "mappings" / "service-categories.toml").read_text(encoding="utf-8")
+    (folder / "m.toml").write_text(
+        text.replace("[categories.training]", "[categories.traning]"), encoding="utf-8"
+    )
+    result = run("mappings", "validate", "--dir", str(folder))
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("OK: ")
+    assert any(
+        line.startswith("warning: category 'training' is used by") and "no mapping file" in line
+        for line in lines
+    )
+    assert any("would need attention: unknown category 'training'" in line for line in lines)
+    clean = run("mappings", "validate")
+    assert not [line for line in clean.stdout.splitlines() if "category 'training'" in line]

@@ -1060,3 +1060,50 @@ def test_a_lost_create_a_person_edits_before_it_is_found_is_not_billed_twice(
     assert "by a person" in report.invoice_attention[key]
     assert not [k for k in report.created if k.startswith(key)]
     assert_matches_ledger(world, report)
+
+
+def test_bad_input_is_caught_before_it_becomes_money(world: World) -> None:
+    """Every bad ledger input of one night at once: an absurd amount, control characters and
+    an escape sequence in texts, a malformed entry. Each is named; the good entries go out."""
+    bad = [
+        sample_entry(id="BAD-HOURS", hours="350", revision=1),
+        sample_entry(id="BAD-PRICE", unit_price="99999.00", revision=1),
+        sample_entry(
+            id="CTRL-1",
+            revision=1,
+            description="Fel\x00sökning\x1b[2J klar\u202e",
+            reference="\x07R",
+        ),
+        {**sample_entry(id="BROKEN-1", revision=1), "hours": "many"},
+    ]
+    world.post_ledger(bad)
+    report = world.sync()
+    assert report.exit_code is ExitCode.ATTENTION
+    assert report.plan is not None
+    why = {r.ref: r.reason for r in report.plan.results}
+    assert "CONNECTOR_LIMITS__MAX_HOURS" in why["BAD-HOURS"]
+    assert "CONNECTOR_LIMITS__MAX_UNIT_PRICE" in why["BAD-PRICE"]
+    assert why["BROKEN-1"].startswith("malformed entry: hours")
+    assert why["CTRL-1"] == "on invoice"
+    texts = [r["Description"] for i in world.fake.invoices.values() for r in i["InvoiceRows"]]
+    assert not [t for t in texts if any(ord(c) < 32 or c == "\u202e" for c in t)]
+    assert any("Fel sökning [2J klar" in t for t in texts)
+    assert len(report.created) == 98  # the good entries all went through
+    assert_matches_ledger(world, report)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "variable"),
+    [
+        ("api_url", "http://sandbox.test/not-fortnox/3", "CONNECTOR_FORTNOX__API_URL"),
+        ("auth_url", "http://sandbox.test/not-oauth", "CONNECTOR_FORTNOX__AUTH_URL"),
+    ],
+)
+def test_a_wrong_accounting_system_address_is_a_config_error(
+    world: World, setting: str, value: str, variable: str
+) -> None:
+    setattr(world.settings.fortnox, setting, value)
+    with pytest.raises(ConfigError, match=variable) as info:
+        world.sync()
+    assert info.value.exit_code is ExitCode.CONFIG
+    assert world.writes() == 0

@@ -281,7 +281,7 @@ class FortnoxClient:
         self.search_settle_seconds = settings.search_settle_seconds
         self.stats = stats or Stats()
         self._prices: dict[str, Decimal | None] | None = None
-        self._customers: dict[str, bool] = {}  # customer number -> exists, per run
+        self._customer_numbers: set[str] | None = None  # read once per run, for dry runs
 
     def close(self) -> None:
         self._http.close()
@@ -337,11 +337,26 @@ class FortnoxClient:
 
     @staticmethod
     def _answer(response: httpx.Response) -> Any:
+        url = f"{response.request.url.scheme}://{response.request.url.host}{response.request.url.path}"
         if 200 <= response.status_code < 300:
-            return decode_json(response.content) if response.content else None
+            try:
+                return decode_json(response.content) if response.content else None
+            except ValueError:
+                raise ConfigError(
+                    f"{url} answered with something that is not the Fortnox API (not JSON): "
+                    "check CONNECTOR_FORTNOX__API_URL"
+                ) from None
         code, message = error_information(response)
         request_id = response.headers.get("X-Request-Id") or response.headers.get("x-uid")
         status = response.status_code
+        if status == 404 and code is None:
+            # Fortnox names what it cannot find with an ErrorInformation code; a bare 404 is
+            # another server, or a wrong path.
+            raise ConfigError(
+                f"{url} is not a Fortnox API address (HTTP 404): check "
+                "CONNECTOR_FORTNOX__API_URL (usually https://api.fortnox.se/3)",
+                status=404,
+            )
         if code in _NO_LICENCE:
             raise RemoteSetupError(
                 f"the Fortnox company has no active licence for this part of the API ({message}, "
@@ -417,10 +432,14 @@ class FortnoxClient:
         return True
 
     def precheck(self, invoice: PlannedInvoice) -> str | None:
+        if self._customer_numbers is None:
+            # One paged listing (500 a page) rather than one read per customer.
+            self._customer_numbers = {
+                _text(c.get("CustomerNumber"))
+                for c in self._pages("/customers", "Customers", {"sortby": "customernumber"})
+            }
         number = invoice.key.customer_number
-        if number not in self._customers:
-            self._customers[number] = self.customer_exists(number)
-        if not self._customers[number]:
+        if number not in self._customer_numbers:
             return f"customer {number} does not exist in Fortnox"
         return None
 
