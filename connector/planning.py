@@ -731,35 +731,38 @@ def _plan_entry(
             entry.id, outcome, reason, keys, entry.customer_number, entry.period, entry.revision
         )
 
-    hold = invoiced.holds.get((entry.customer_number, entry.period))
-    if hold is not None:
-        # Rows already on open drafts stay as they are; nothing new goes out for the month.
+    def kept(reason: str) -> tuple[EntryResult, list[_Contribution]]:
+        """Everything the entry has on invoices stays exactly where it is (no credit, no
+        move): its open drafts keep its rows; closed invoices stay billed."""
         open_parts = [
-            _Contribution(p.key, entry, list(p.rows), entry.currency)
+            _Contribution(p.key, entry, list(p.rows), _currency(invoiced, p.key, entry))
             for p in placements
             if invoiced.status(p.key) is InvoiceStatus.OPEN
         ]
-        return result(
-            Outcome.ATTENTION,
-            f"held since the state was rebuilt: {hold}. Check that month in "
-            f"{profile.display_name}, then: connector state release --customer "
-            f"{entry.customer_number} --period {entry.period}",
-            tuple(p.key for p in placements),
-        ), open_parts
-    current = [p for p in placements if p.revision == entry.revision]
-    revised_into_trouble = not current and isinstance(desired, _Attention) and placements
-    if revised_into_trouble:
-        # A revision that cannot be invoiced (an absurd value, a category without a price)
-        # does not withdraw what the entry's last written revision has on invoices either:
-        # those rows stay until the entry is fixed.
+        return result(Outcome.ATTENTION, reason, tuple(dict.fromkeys(p.key for p in placements))), (
+            open_parts
+        )
+
+    hold = invoiced.holds.get((entry.customer_number, entry.period))
+    if hold is not None:
+        return kept(
+            f"held: {hold}. Check that month in {profile.display_name}, then: connector state "
+            f"release --customer {entry.customer_number} --period {entry.period}"
+        )
+    if isinstance(desired, _Attention) and placements:
+        # A revision that cannot be invoiced (an absurd value, a category without a price, a
+        # mapping typo) neither withdraws, moves nor corrects what the entry has on invoices:
+        # it all stays until the entry (or the mappings) is fixed.
+        where = ", ".join(str(k) for k in dict.fromkeys(p.key for p in placements))
         latest = max(p.revision for p in placements)
-        current = [p for p in placements if p.revision == latest]
-    if not current:
-        return _plan_rows(entry, desired, placements, invoiced, profile, result)
-    # The ledger has not changed this entry since its rows were written: those rows are what
-    # it bills, whatever the mappings say now. Only a ledger change (or an explicit re-sync)
-    # changes invoiced rows; a mapping or price change never withdraws or re-prices them. The
-    # net position is still computed, so an older row left on a closed invoice is corrected.
+        tail = (
+            f"it stays on invoice {where} as written, because the ledger entry has not "
+            "changed: correct the mappings, or re-invoice it on purpose"
+            if latest == entry.revision
+            else f"its rows of an earlier revision stay on invoice {where} until it is fixed"
+        )
+        return kept(f"{desired.reason}; {tail}")
+    current = [p for p in placements if p.revision == entry.revision]
     # The entry's own rows live on one invoice at a time: the latest written (a text row may
     # also be left on a closed invoice, and must not be carried over twice).
     own: tuple[Row, ...] = ()
@@ -767,21 +770,30 @@ def _plan_entry(
         mine = tuple(r for r in placement.rows if r.role in (RowRole.CHARGE, RowRole.PREPAID_NOTE))
         if mine:
             own = mine
+    if not own:
+        # Not written for this revision (or only its credit was: a move left half done):
+        # planned from the ledger and the mappings.
+        return _plan_rows(entry, desired, placements, invoiced, profile, result)
+    # The ledger has not changed this entry since its rows were written: those rows are what
+    # it bills, whatever the mappings say now. Only a ledger change (or an explicit re-sync)
+    # changes invoiced rows; a mapping or price change never withdraws or re-prices them. The
+    # net position is still computed, so an older row left on a closed invoice is corrected.
     drift = _mapping_drift(desired, current)
-    as_written: tuple[Row, ...] | _Excluded = (
-        own if own else desired if isinstance(desired, _Excluded) else _Excluded("credited")
-    )
-    found, parts = _plan_rows(entry, as_written, placements, invoiced, profile, result)
+    found, parts = _plan_rows(entry, own, placements, invoiced, profile, result)
     if drift is None or found.outcome is Outcome.ATTENTION:
         return found, parts
     where = ", ".join(str(k) for k in dict.fromkeys(p.key for p in current))
-    why = (
-        f"{drift}; its rows of an earlier revision stay on invoice {where} until it is fixed"
-        if revised_into_trouble
-        else f"{drift}; it stays on invoice {where} as written, because the ledger entry has "
-        "not changed: correct the mappings, or re-invoice it on purpose"
-    )
-    return replace(found, outcome=Outcome.ATTENTION, reason=why), parts
+    return replace(
+        found,
+        outcome=Outcome.ATTENTION,
+        reason=f"{drift}; it stays on invoice {where} as written, because the ledger entry has "
+        "not changed: correct the mappings, or re-invoice it on purpose",
+    ), parts
+
+
+def _currency(invoiced: Invoiced, key: InvoiceKey, entry: Entry) -> str:
+    known = invoiced.invoices.get(key)
+    return (known.currency if known else None) or entry.currency
 
 
 def _plan_rows(

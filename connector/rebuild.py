@@ -46,6 +46,7 @@ from connector.targets.base import RemoteInvoice, RemoteRow, Target
 log = get_logger(__name__)
 
 CORRECTION_PREFIX = "Korrigering av faktura "
+NOTE_MARK = "avräknade mot förbetalda timmar"
 HEADER_PREFIXES = ("Servicekonto:", "Tilläggsfaktura till faktura ")
 # Limits are checked when invoicing, not when recognising what was invoiced.
 _NO_LIMITS = Limits(
@@ -88,10 +89,14 @@ class _Index:
         self.by_text: dict[str, list[Entry]] = defaultdict(list)
         self.notes: dict[str, list[Entry]] = defaultdict(list)
         self.rows: dict[str, tuple[Row, ...]] = {}
+        self.charged: set[str] = set()  # entries a charge row was tied to, on any invoice
+        self.by_day: dict[tuple[str, str], list[Entry]] = defaultdict(list)
         register = target.article_prices()
         limit = target.profile.row_text_max
         for entry in entries:
             self.by_text[describe(entry, limit)].append(entry)
+            if entry.prepaid_hours > 0:
+                self.by_day[(entry.customer_number, entry.performed_on.isoformat())].append(entry)
             planned = entry_rows(entry, mappings, target.profile, register, _NO_LIMITS)
             if isinstance(planned, tuple):
                 self.rows[entry.id] = planned
@@ -114,8 +119,10 @@ def _pick(
 ) -> Entry | None:
     """The entry a row belongs to, among those whose text it carries: one of the invoice's
     customer first (an entry may have moved customer since), one with exactly this row planned
-    first (entries with identical rows are interchangeable). Ambiguity is never guessed."""
+    first (entries with identical rows are interchangeable), one not tied to a charge anywhere
+    yet first. Ambiguity is never guessed."""
     free = [e for e in candidates if e.id not in used]
+    free.sort(key=lambda e: e.id in index.charged)  # untied ones first (a stable sort)
     for group in ([e for e in free if e.customer_number == customer], free):
         if not group:
             continue
@@ -153,12 +160,21 @@ def tie_rows(invoice: RebuiltInvoice, index: _Index) -> None:
             continue
         if remote.is_text:
             entry = _pick(index.notes.get(text, []), remote, key.customer_number, noted, index)
+            stale = False
+            if entry is None and NOTE_MARK in text:
+                # A note written for other prepaid hours or another category name: the entry
+                # of that customer and day with prepaid hours, if there is exactly one.
+                day = (key.customer_number, text[:10])
+                found = [e for e in index.by_day.get(day, []) if e.id not in noted]
+                entry, stale = (found[0], True) if len(found) == 1 else (None, False)
             if entry is None:
                 invoice.unknown_rows.append(text)
                 continue
             noted.add(entry.id)
             invoice.rows.append(Row(entry.id, RowRole.PREPAID_NOTE, text))
             invoice.revisions.setdefault(entry.id, entry.revision)
+            if stale:
+                exact[entry.id] = False
             continue
         role = RowRole.CORRECTION if text.startswith(CORRECTION_PREFIX) else RowRole.CHARGE
         original = text.split(": ", 1)[1] if role is RowRole.CORRECTION and ": " in text else text
@@ -170,6 +186,7 @@ def tie_rows(invoice: RebuiltInvoice, index: _Index) -> None:
         planned = next((r for r in index.rows.get(entry.id, ()) if _same(r, remote)), None)
         if role is RowRole.CHARGE:
             charged.add(entry.id)
+            index.charged.add(entry.id)
             # What the entry bills now, price aside: its row stands for the current revision
             # (and keeps the price it was billed at); otherwise the entry changed since.
             exact[entry.id] &= any(
@@ -177,6 +194,10 @@ def tie_rows(invoice: RebuiltInvoice, index: _Index) -> None:
                 and r.article == remote.article
                 and r.quantity == remote.quantity
                 and (r.unit or None) == (remote.unit or None)
+                # A price the ledger agreed is part of the entry: if it differs, the entry
+                # changed since. A price from the mappings or the register stays as billed.
+                and (entry.unit_price is None or entry.unit_price == remote.price)
+                and entry.customer_number == key.customer_number
                 for r in index.rows.get(entry.id, ())
             )
         row = planned or Row(
@@ -274,7 +295,10 @@ def rebuild(
             RebuiltInvoice(key, remote, _status(remote))
             for key, remote in connector_invoices(target)
         ]
-        for invoice in sorted(invoices, key=lambda i: (i.key, i.remote.document_number)):
+        # The live invoice of a key first: a cancelled twin (a copy someone cancelled) must not
+        # take its place in the state.
+        invoices.sort(key=lambda i: (i.key, i.remote.cancelled, i.remote.document_number))
+        for invoice in invoices:
             tie_rows(invoice, index)
             _judge(invoice, report)
         _record(store, name, invoices, report)
@@ -315,6 +339,10 @@ def _record(
     counts: dict[str, int] = defaultdict(int)
     placed: set[str] = set()
     recorded: set[InvoiceKey] = set()
+    # Holds first: a kill part-way then leaves months protected, never an unprotected month
+    # (missing invoices stop the next sync anyway, until the rebuild is run again).
+    for customer, period, reason in report.held:
+        store.hold(target, customer, period, reason)
     for invoice in invoices:
         if invoice.key in recorded:  # a cancelled twin of a key already recorded
             continue
@@ -349,8 +377,6 @@ def _record(
             written if invoice.status is InvoiceStatus.OPEN else None,
             placements,
         )
-    for customer, period, reason in report.held:
-        store.hold(target, customer, period, reason)
     report.invoices = dict(sorted(counts.items()))
     report.entries_placed = len(placed)
 

@@ -677,15 +677,31 @@ class StateStore:
         invoices now stand for the new revision, so later mapping changes leave them alone."""
         with self.transaction() as db:
             for entry_id, revision in revisions:
+                # Only rows on billed invoices, and only when no open draft still carries rows
+                # of the entry: a draft left unwritten (refused, skipped) must not be taken for
+                # "as written" for the new revision.
                 db.execute(
                     """
                     UPDATE placements SET revision = ?
-                    WHERE target = ? AND entry_id = ? AND revision = (
+                    WHERE target = ? AND entry_id = ? AND revision < ?
+                    AND revision = (
                         SELECT MAX(revision) FROM placements WHERE target = ? AND entry_id = ?
-                    ) AND revision < ?
+                    )
+                    AND key IN (
+                        SELECT key FROM invoices
+                        WHERE target = ? AND status IN ('booked', 'sent', 'locked')
+                    )
+                    AND NOT EXISTS (
+                        SELECT 1 FROM placements p JOIN invoices i
+                            ON i.target = p.target AND i.key = p.key
+                        WHERE p.target = ? AND p.entry_id = ? AND i.status = 'open'
+                    )
                     """,
-                    (revision, target, entry_id, target, entry_id, revision),
-                )
+                    (
+                        revision, target, entry_id, revision, target, entry_id, target,
+                        target, entry_id,
+                    ),
+                )  # fmt: skip
 
     def set_status(
         self,

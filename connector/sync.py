@@ -100,9 +100,15 @@ def load_entries(store: StateStore) -> tuple[list[Entry], list[tuple[str, str]]]
     return entries, rejected
 
 
-def current_plan(store: StateStore, mappings: Mappings, profile: TargetProfile) -> Plan:
+def current_plan(
+    store: StateStore, mappings: Mappings, profile: TargetProfile, limits: Limits | None = None
+) -> Plan:
+    """The plan from the state alone, with the article register as last read."""
     entries, rejected = load_entries(store)
-    return plan(entries, mappings, profile, store.invoiced(profile.name), rejected)
+    invoiced = store.invoiced(profile.name)
+    return plan(
+        entries, mappings, profile, invoiced, rejected, store.register(profile.name), limits
+    )
 
 
 def open_ledger(settings: Settings) -> LedgerClient:
@@ -180,11 +186,10 @@ def run_offline_plan(
         run_id = store.start_run("plan", profile.name)
         try:
             pulled = pull(store, ledger)
-            result = current_plan(store, mappings, profile)
+            result = current_plan(store, mappings, profile, settings.limits.limits())
         except ConnectorError as exc:
             store.finish_run(run_id, exc.exit_code, {"error": str(exc)})
             raise
-        store.replace_attention(profile.name, result.by_outcome(Outcome.ATTENTION))
         code = ExitCode.ATTENTION if result.by_outcome(Outcome.ATTENTION) else ExitCode.OK
         store.finish_run(
             run_id,
@@ -387,6 +392,8 @@ class _Sync:
         self.clock = clock or (lambda: datetime.now(UTC))
         # Statuses learnt during a dry run, which must not be stored.
         self.overrides: dict[InvoiceKey, KnownInvoice] = {}
+        # Months held during this run (stored too, unless a dry run).
+        self.held: dict[tuple[str, str], str] = {}
         self.skip: set[InvoiceKey] = set()
         self._register: dict[str, Decimal | None] | None = None
         self._locked: tuple[date | None] | None = None
@@ -404,9 +411,11 @@ class _Sync:
     def plan(self) -> Plan:
         entries, rejected = load_entries(self.store)
         invoiced = self.store.invoiced(self.name)
-        if self.overrides:
+        if self.overrides or self.held:
             invoiced = Invoiced(
-                invoices={**invoiced.invoices, **self.overrides}, placements=invoiced.placements
+                invoices={**invoiced.invoices, **self.overrides},
+                placements=invoiced.placements,
+                holds={**invoiced.holds, **self.held},
             )
         return plan(
             entries,
@@ -486,6 +495,9 @@ class _Sync:
             if record is not None and (
                 record.document_number == remote.document_number
                 or (record.document_number is None and record.pending is not None)
+                # A cancelled twin of a key the state knows (a copy someone cancelled) bills
+                # nothing: it must not stop every later run.
+                or remote.cancelled
             ):
                 continue
             unknown.append((remote, key))
@@ -535,10 +547,52 @@ class _Sync:
                     continue
                 status = remote_status(current)
                 if status is not None:
-                    self.set_status(key, status, number)
+                    self._closed(key, number, status, current)
                     changed = True
                 continue
         return changed
+
+    def _closed(
+        self, key: InvoiceKey, number: str, status: InvoiceStatus, remote: RemoteInvoice
+    ) -> None:
+        """A known invoice is now closed. Before its rows count as billed (later changes are
+        netted against them), check they are the rows the state recorded: if what it bills
+        differs (an old state directory restored, or a person's change of amounts before
+        booking), corrections would be computed from the wrong rows, so the month is held."""
+        if status is not InvoiceStatus.CANCELLED:
+            rows = remote.rows
+            if rows is None:  # a list item: read the invoice
+                full = self.target.get_invoice(number)
+                rows = None if full is None else full.rows
+            record = self.store.invoice_record(self.name, key)
+            written = record.written if record else None
+            stale = (
+                rows is not None
+                and written is not None
+                and not written.holds(rows)
+                and not bills_as(rows, written.rows)
+            )
+            if stale:
+                self._hold(
+                    key,
+                    f"invoice {number} ({key}) bills other amounts than the connector "
+                    "recorded for it (an older state directory, or a person's change of "
+                    "amounts)",
+                )
+        self.set_status(key, status, number)
+
+    def _hold(self, key: InvoiceKey, why: str) -> None:
+        """Hold a customer's month: nothing more is planned for it until a person has looked
+        (connector state release)."""
+        if not self.dry_run:
+            self.store.hold(self.name, key.customer_number, key.period, why)
+        self.held[(key.customer_number, key.period)] = why
+        self.attention(
+            key,
+            f"{why}; nothing more is sent for customer {key.customer_number} {key.period} "
+            f"until released: check it in {self.where}, then connector state release "
+            f"--customer {key.customer_number} --period {key.period}",
+        )
 
     # --- recovery ---------------------------------------------------------------------------
 
@@ -832,11 +886,21 @@ class _Sync:
             return None
         status = remote_status(remote)
         if status is not None:
-            self.set_status(invoice.key, status, invoice.document_number)
+            self._closed(invoice.key, invoice.document_number, status, remote)
             return None
         record = self.store.invoice_record(self.name, invoice.key)
         known = [w for w in (record.written, record.pending) if w] if record else []
-        if not any(w.holds(remote.rows or ()) for w in known):
+        rows = remote.rows or ()
+        if not any(w.holds(rows) for w in known):
+            if not any(bills_as(rows, w.rows) for w in known):
+                # Other amounts than any the connector wrote: later corrections cannot be
+                # computed against it.
+                self._hold(
+                    invoice.key,
+                    f"draft {invoice.document_number} ({invoice.key}) bills other amounts than "
+                    "the connector wrote (a person's change of amounts, or an older state "
+                    "directory)",
+                )
             self._locked_by_person(invoice.key, invoice.document_number)
             return None
         return remote

@@ -1107,3 +1107,100 @@ def test_a_wrong_accounting_system_address_is_a_config_error(
         world.sync()
     assert info.value.exit_code is ExitCode.CONFIG
     assert world.writes() == 0
+
+
+# --- found by the second review ----------------------------------------------------------------
+
+
+def booked_entry(world: World, customer: str = "1004") -> tuple[dict[str, Any], str]:
+    """A priced entry whose invoice is booked, and that invoice's key."""
+    world.sync()
+    report = world.reports[-1]
+    assert report.plan is not None
+    on = {r.ref: r.keys[0].text for r in report.plan.results if r.reason == "on invoice"}
+    entry = next(
+        e for e in entries_of(world.app)
+        if e["customer_number"] == customer and e["id"] in on and e["unit_price"]
+    )  # fmt: skip
+    key = on[entry["id"]]
+    world.fake.bookkeep(int(draft_of(world, key)["DocumentNumber"]))
+    return entry, key
+
+
+def test_a_move_left_half_written_is_finished_later(world: World) -> None:
+    """An entry on a booked invoice moves to a customer Fortnox does not have yet: the credit
+    is written, the charge refused. Once the customer exists, the charge goes out."""
+    entry, key = booked_entry(world)
+    world.post_ledger([{**entry, "revision": 30, "customer_number": "1042"}])
+    first = world.sync()
+    assert f"{key}-2" in first.created
+    from connector.sandbox.fortnox import FakeCustomer
+
+    world.fake.customers["1042"] = FakeCustomer("1042", "Ny Kund AB")
+    second = world.sync()
+    assert any(k.startswith("SK-1042-") for k in second.created)
+    assert_matches_ledger(world, second)
+
+
+def test_an_unwritten_draft_is_not_taken_for_the_entrys_new_revision(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry, _ = booked_entry(world)
+    hours = entry["hours"]
+    world.post_ledger([{**entry, "revision": 31, "hours": str(Decimal(hours) + 1)}])
+    world.sync()  # a supplement with the correction
+    world.post_ledger([{**entry, "revision": 32, "hours": hours}])  # back to what was booked
+    from connector.targets.fortnox import FortnoxClient
+
+    original = FortnoxClient.cancel_invoice
+    refused = [1]
+
+    def refusing(self: FortnoxClient, number: str) -> None:
+        if refused[0]:
+            refused[0] -= 1
+            raise TargetRefusal("Nej", code="2000999", status=400)
+        original(self, number)
+
+    monkeypatch.setattr(FortnoxClient, "cancel_invoice", refusing)
+    world.sync()  # the emptied supplement cannot be cancelled this time
+    monkeypatch.setattr(FortnoxClient, "cancel_invoice", original)
+    assert_matches_ledger(world, world.sync())
+
+
+def test_an_older_state_restored_holds_the_month_instead_of_billing_twice(
+    world: World, tmp_path: Path
+) -> None:
+    _, key = booked_entry(world, customer="1005")
+    # Another month's draft moves on after the backup, and is then booked by a person.
+    draft_key = next(k for k in world.fake.live_by_key() if k.startswith("SK-1005-") and k != key)
+    moving = next(
+        e for e in entries_of(world.app)
+        if e["customer_number"] == "1005" and e["performed_on"][:7] == draft_key[8:15]
+        and e["category"] not in ("guidance", "product_fault", "partner_api_update",
+                                  "account_admin", "project_management")
+        and e["prepaid_hours"] == "0"
+    )  # fmt: skip
+    backup = tmp_path / "backup"
+    shutil.copytree(world.settings.state_dir, backup)
+    world.post_ledger([{**moving, "revision": 40, "hours": "5.5"}])
+    world.sync()
+    world.fake.bookkeep(int(draft_of(world, draft_key)["DocumentNumber"]))
+    shutil.rmtree(world.settings.state_dir)
+    shutil.copytree(backup, world.settings.state_dir)  # an old backup comes back
+    world.post_ledger([{**moving, "revision": 41, "hours": "6.5"}])
+    report = world.sync()
+    assert not [k for k in report.created if k.startswith(draft_key)]
+    assert any("bills other amounts than the connector recorded" in r
+               for r in report.invoice_attention.values())  # fmt: skip
+
+
+def test_a_cancelled_copy_of_an_invoice_does_not_stop_the_sync(world: World) -> None:
+    world.sync()
+    key = "SK-1004-2026-09"
+    original = draft_of(world, key)
+    copy = max(world.fake.invoices) + 1
+    world.fake.invoices[copy] = {**original, "DocumentNumber": str(copy), "Cancelled": True}
+    world.post_ledger([sample_entry(revision=2, hours="6")])
+    report = world.sync()
+    assert report.exit_code is ExitCode.ATTENTION  # only the usual 1042 items
+    assert_matches_ledger(world, report)
