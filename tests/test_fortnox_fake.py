@@ -1135,6 +1135,46 @@ def test_fortnox_of_and_live_by_key(sandbox_app: SandboxApp) -> None:
     }
 
 
+def test_neutral_invoices(fx: Fx) -> None:
+    """neutral_invoices(): every invoice in the neutral shape the test oracle shares with the
+    fake Visma. The key is ExternalInvoiceReference1; "open" is unbooked, unsent and
+    uncancelled, "closed" booked or sent, "gone" cancelled; number and remote_id are the
+    DocumentNumber; text rows carry no article, unit or VAT (NOTES section 7)."""
+    fx.create(
+        {"Description": "Servicekonto"},
+        {"ArticleNumber": "SK-INST", "DeliveredQuantity": "1.5", "Price": Decimal(1150)},
+        {"ArticleNumber": "SK-BOK", "DeliveredQuantity": "2"},
+        ExternalInvoiceReference1="SK-1003-2026-09",
+    )
+    for _ in range(3):
+        fx.create(ROW_INST, CustomerNumber="1005")
+    fx.fake.mark_sent(2)
+    fx.fake.bookkeep(3)
+    fx.fake.cancel(4)
+    neutral = fx.fake.neutral_invoices()
+    assert neutral[0] == {
+        "number": "1", "remote_id": "1", "key": "SK-1003-2026-09", "customer_number": "1003",
+        "currency": "SEK", "state": "open", "vat_included": False,
+        "rows": [
+            {"article": "", "description": "Servicekonto", "quantity": 0, "price": 0, "unit": "",
+             "vat": 0},
+            {"article": "SK-INST", "description": "Installation", "quantity": Decimal("1.5"),
+             "price": 1150, "unit": "h", "vat": 25},
+            {"article": "SK-BOK", "description": "Handbok", "quantity": 2, "price": 250,
+             "unit": "st", "vat": 6},
+        ],
+    }  # fmt: skip
+    assert [(n["number"], n["state"], n["vat_included"]) for n in neutral[1:]] == [
+        ("2", "closed", True), ("3", "closed", True), ("4", "gone", True),
+    ]  # fmt: skip
+    assert all(
+        isinstance(r[k], Decimal)
+        for n in neutral
+        for r in n["rows"]
+        for k in ("quantity", "price", "vat")
+    )
+
+
 # --- 12. kept behaviour -----------------------------------------------------------------------
 
 

@@ -648,6 +648,42 @@ class FortnoxFake:
                 found.setdefault(invoice["ExternalInvoiceReference1"], []).append(invoice)
         return found
 
+    def neutral_invoices(self) -> list[dict[str, Any]]:
+        """Every invoice in the neutral shape the test oracle shares with the fake Visma: the
+        key is ExternalInvoiceReference1; "open" is unbooked, unsent and uncancelled, "closed"
+        booked or sent, "gone" cancelled."""
+        found = []
+        for invoice in self.invoices.values():
+            if invoice["Cancelled"]:
+                state = "gone"
+            elif invoice["Booked"] or invoice["Sent"]:
+                state = "closed"
+            else:
+                state = "open"
+            found.append(
+                {
+                    "number": invoice["DocumentNumber"],
+                    "remote_id": invoice["DocumentNumber"],
+                    "key": invoice["ExternalInvoiceReference1"],
+                    "customer_number": invoice["CustomerNumber"],
+                    "currency": invoice["Currency"],
+                    "state": state,
+                    "vat_included": invoice["VATIncluded"],
+                    "rows": [
+                        {
+                            "article": row["ArticleNumber"],
+                            "description": row["Description"],
+                            "quantity": Decimal(row["DeliveredQuantity"]),
+                            "price": Decimal(row["Price"]),
+                            "unit": row["Unit"],
+                            "vat": Decimal(row["VAT"]),
+                        }
+                        for row in invoice["InvoiceRows"]
+                    ],
+                }
+            )
+        return found
+
     def _control(self, request: Request) -> Response:
         """POST /_sandbox/fortnox: {"locked_through": "YYYY-MM-DD" | null, "mark_sent": [n],
         "bookkeep": [n], "cancel": [n]}, all optional. Checked whole before anything changes."""
