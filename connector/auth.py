@@ -1,8 +1,10 @@
-"""Tokens for the accounting systems: obtaining, storing, rotating.
+"""Tokens for the accounting systems: obtaining, storing, rotating. The mechanics are the same
+for every system; each target describes its app (`OAuthApp`: endpoints, scopes, wording).
 
-Fortnox offers two ways for an unattended job:
-- client credentials (service account): `TenantId` header, no refresh token, 1 h access token;
-- authorization code with a rotating, single-use refresh token (45 days).
+Two ways for an unattended job:
+- client credentials (a Fortnox service account): `TenantId` header, no refresh token;
+- authorization code with a refresh token that rotates (Fortnox: single-use, 45 days; Visma:
+  rotating or reusable depending on the client, so the returned one is always stored).
 
 A rotating refresh token is lost if two processes use it at once, or if a new one is received
 and not stored. So a refresh runs under a lock that holds across processes. The stored token is
@@ -30,18 +32,20 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
-from connector.errors import ConfigError, ReauthRequiredError, RemoteUnavailableError
-from connector.http import GaveUpError, OutcomeUnknownError, RetryPolicy, Stats, decode_json, send
+from connector.errors import (
+    ConfigError,
+    OutcomeUnknownError,
+    ReauthRequiredError,
+    RemoteUnavailableError,
+)
+from connector.http import GaveUpError, RetryPolicy, Stats, decode_json, send
 from connector.logs import get_logger
+from connector.targets.base import OAuthApp
 
 log = get_logger(__name__)
 
 # Renew this long before expiry, so a token never expires in the middle of a run's request.
 EXPIRY_MARGIN_SECONDS = 300.0
-# invoice, article, customer: the sync; companyinformation: the tenant id (DatabaseNumber) for a
-# service account; settings: the locked period (and units, for the mapping checks).
-FORTNOX_SCOPES = "invoice article customer companyinformation settings"
-LOGIN_HINT = "connector auth login fortnox"
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,10 @@ class TokenSet:
 class TokenFile:
     """A token set on disk: written atomically (temp file, fsync, rename), mode 0600."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, login_hint: str = "connector auth login") -> None:
         self.path = path
         self.lock_path = path.with_suffix(".lock")
+        self.login_hint = login_hint
 
     def read(self) -> TokenSet | None:
         try:
@@ -74,7 +79,7 @@ class TokenFile:
         except (ValueError, TypeError, AttributeError):
             # Cannot happen through write(); a hand-edited file needs a new login.
             raise ReauthRequiredError(
-                f"token file {self.path} is unreadable; run: {LOGIN_HINT}"
+                f"token file {self.path} is unreadable; run: {self.login_hint}"
             ) from None
 
     def write(self, tokens: TokenSet) -> None:
@@ -121,18 +126,22 @@ class TokenProvider(Protocol):
 class StaticToken:
     """One access token, for a single command (reading the tenant id right after a login)."""
 
-    def __init__(self, access_token: str) -> None:
+    def __init__(self, access_token: str, app: OAuthApp) -> None:
         self._token = access_token
+        self._app = app
 
     def token(self) -> str:
         return self._token
 
     def invalidate(self, token: str) -> None:
-        raise ReauthRequiredError(f"Fortnox refused the token just issued; run: {LOGIN_HINT}")
+        raise ReauthRequiredError(
+            f"{self._app.system} refused the token just issued; run: {self._app.login_hint}"
+        )
 
 
 class TokenEndpoint:
-    """The OAuth token endpoint: Basic client authentication, form-encoded grants."""
+    """The OAuth token endpoint: Basic client authentication, form-encoded grants. `app`
+    words the messages; `setting` names the settings prefix (CONNECTOR_FORTNOX__)."""
 
     def __init__(
         self,
@@ -141,12 +150,14 @@ class TokenEndpoint:
         client_secret: SecretStr,
         *,
         http: httpx.Client,
+        app: OAuthApp,
+        setting: str,
         policy: RetryPolicy | None = None,
         stats: Stats | None = None,
-        url_setting: str = "CONNECTOR_FORTNOX__AUTH_URL",
     ) -> None:
         self.url = url
-        self.url_setting = url_setting
+        self.app = app
+        self.setting = setting
         self._basic = base64.b64encode(
             f"{client_id}:{client_secret.get_secret_value()}".encode()
         ).decode()
@@ -186,13 +197,13 @@ class TokenEndpoint:
         ):
             raise ConfigError(
                 f"{self.url} is not an OAuth token endpoint (HTTP {response.status_code}): "
-                f"check {self.url_setting}",
+                f"check {self.setting}AUTH_URL",
                 status=response.status_code,
             )
         if error == "invalid_client" or response.status_code == 401:
             raise ConfigError(
-                "Fortnox refused the client credentials: check CONNECTOR_FORTNOX__CLIENT_ID "
-                "and CONNECTOR_FORTNOX__CLIENT_SECRET",
+                f"{self.app.system} refused the client credentials: check "
+                f"{self.setting}CLIENT_ID and {self.setting}CLIENT_SECRET",
                 status=response.status_code,
             )
         raise _GrantRefused(error or f"HTTP {response.status_code}", response.status_code)
@@ -280,7 +291,8 @@ class ClientCredentials:
                 continue  # no refresh token to burn: asking again is harmless
             except _GrantRefused as exc:
                 raise ReauthRequiredError(
-                    f"Fortnox refused the service account for tenant {self._tenant} "
+                    f"{self._endpoint.app.system} refused the service account for tenant "
+                    f"{self._tenant} "
                     f"({exc.error}); a system administrator must approve the integration again"
                 ) from None
         raise RemoteUnavailableError("token endpoint did not answer")
@@ -295,7 +307,10 @@ class ClientCredentials:
 
 
 class RotatingRefreshToken:
-    """Authorization-code tokens with a single-use refresh token, refreshed single-flight."""
+    """Authorization-code tokens with a refresh token, refreshed single-flight. The answer's
+    refresh token is stored before the access token is used: with a rotating client the old
+    one is spent. A client whose refresh token is reusable may answer without one (the app
+    says `refresh_may_be_reused`): the old one is kept."""
 
     def __init__(
         self,
@@ -308,6 +323,7 @@ class RotatingRefreshToken:
         self._clock = clock
         self._current: TokenSet | None = None
         self._rejected: set[str] = set()
+        self._app = endpoint.app
 
     def token(self) -> str:
         now = self._clock()
@@ -322,7 +338,9 @@ class RotatingRefreshToken:
             # Another process may have refreshed while we waited for the lock.
             stored = self._store.read()
             if stored is None or not stored.refresh_token:
-                raise ReauthRequiredError(f"Fortnox is not authorised yet; run: {LOGIN_HINT}")
+                raise ReauthRequiredError(
+                    f"{self._app.system} is not authorised yet; run: {self._app.login_hint}"
+                )
             if stored.valid(now) and stored.access_token not in self._rejected:
                 self._current = stored
                 return stored.access_token
@@ -339,12 +357,13 @@ class RotatingRefreshToken:
             except OutcomeUnknownError:
                 raise RemoteUnavailableError(
                     "the token refresh was sent but its answer was lost; the next run retries "
-                    f"(if it then reports an invalid refresh token, run: {LOGIN_HINT})"
+                    f"(if it then reports an invalid refresh token, run: {self._app.login_hint})"
                 ) from None
             except _GrantRefused as exc:
                 if exc.error != "invalid_grant":
                     raise ReauthRequiredError(
-                        f"Fortnox refused the token refresh ({exc.error}); run: {LOGIN_HINT}"
+                        f"{self._app.system} refused the token refresh ({exc.error}); "
+                        f"run: {self._app.login_hint}"
                     ) from None
                 # Someone may have stored a newer token without our lock (an import): re-read once.
                 again = self._store.read()
@@ -353,9 +372,11 @@ class RotatingRefreshToken:
                     used = again.refresh_token
                     continue
                 raise ReauthRequiredError(
-                    f"the Fortnox refresh token is no longer valid; run: {LOGIN_HINT}"
+                    f"the {self._app.system} refresh token is no longer valid; "
+                    f"run: {self._app.login_hint}"
                 ) from None
-            fresh = _token_set(body, self._clock(), previous_refresh=None)
+            keep = used if self._app.refresh_may_be_reused else None
+            fresh = _token_set(body, self._clock(), previous_refresh=keep)
             if not fresh.refresh_token:
                 raise RemoteUnavailableError("token refresh answered without a new refresh token")
             # Store before use: the old refresh token is already spent.
@@ -369,7 +390,13 @@ class RotatingRefreshToken:
 
 
 def authorization_url(
-    auth_url: str, client_id: str, redirect_uri: str, state: str, *, service_account: bool = False
+    app: OAuthApp,
+    auth_url: str,
+    client_id: str,
+    redirect_uri: str,
+    state: str,
+    *,
+    service_account: bool = False,
 ) -> str:
     """The address a person opens to authorise the integration. With `service_account`, a
     system administrator's approval creates the consent that client credentials need
@@ -377,14 +404,16 @@ def authorization_url(
     params = {
         "client_id": client_id,
         "redirect_uri": redirect_uri,
-        "scope": FORTNOX_SCOPES,
+        "scope": app.scopes,
         "state": state,
-        "access_type": "offline",
+        **dict(app.extra_params),
         "response_type": "code",
     }
     if service_account:
-        params["account_type"] = "service"
-    return f"{auth_url}/auth?{urlencode(params)}"
+        if app.service_account_params is None:
+            raise ConfigError(f"{app.system} has no service accounts")
+        params.update(dict(app.service_account_params))
+    return f"{auth_url}{app.authorize_path}?{urlencode(params)}"
 
 
 def new_state() -> str:
@@ -404,16 +433,17 @@ def exchange_code(
             "the code exchange was sent but its answer was lost; log in again"
         ) from None
     except _GrantRefused as exc:
+        app = endpoint.app
         raise ReauthRequiredError(
-            f"Fortnox refused the authorisation code ({exc.error}); codes are valid for "
-            f"10 minutes and once: run {LOGIN_HINT} again"
+            f"{app.system} refused the authorisation code ({exc.error}); codes are valid for "
+            f"{app.code_minutes} minutes and once: run {app.login_hint} again"
         ) from None
     tokens = _token_set(body, time.time())
     if store is None:
         return tokens
     if not tokens.refresh_token:
         raise RemoteUnavailableError(
-            "Fortnox answered without a refresh token (access_type=offline?)"
+            f"{endpoint.app.system} answered without a refresh token (offline access not granted?)"
         )
     if store is not None:
         with store.lock():

@@ -7,6 +7,7 @@ error. Exit codes are documented in the README and defined in `connector.errors.
 from __future__ import annotations
 
 import contextlib
+import enum
 import importlib.metadata
 import json
 import os
@@ -15,12 +16,12 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 import connector
-from connector import logs
+from connector import logs, targets
 from connector.errors import ConfigError, ConnectorError, ExitCode, MappingError
 from connector.settings import Settings, default_state_dir, load_settings, unknown_variables
 
@@ -65,7 +66,7 @@ app = _typer(
 )
 mappings_app = _typer(help="Check the mapping files.")
 app.add_typer(mappings_app, name="mappings")
-auth_app = _typer(help="Authorise the connector in Fortnox.")
+auth_app = _typer(help="Authorise the connector in an accounting system.")
 app.add_typer(auth_app, name="auth")
 state_app = _typer(help="Look after the state directory: rebuild it, rebind it, release months.")
 app.add_typer(state_app, name="state")
@@ -307,8 +308,13 @@ def _stdin_is_terminal() -> bool:
         return False
 
 
-System = Literal["fortnox"]  # the accounting systems that can be authorised
 _SYSTEM_HELP = "The accounting system."
+
+# The registry's names as a choice typer checks before anything runs (exit 2 naming them).
+if TYPE_CHECKING:
+    System = str
+else:
+    System = enum.StrEnum("System", {name: name for name in targets.TARGETS})
 
 
 @auth_app.command("login", short_help="Authorise with a person's login.")
@@ -318,8 +324,9 @@ def auth_login(
         bool,
         typer.Option(
             "--service-account",
-            help="Create the service-account consent (a Fortnox system administrator logs in) "
-            "and print the tenant id for CONNECTOR_FORTNOX__TENANT_ID; no token is stored.",
+            help="Fortnox: create the service-account consent (a Fortnox system administrator "
+            "logs in) and print the tenant id for CONNECTOR_FORTNOX__TENANT_ID; no token is "
+            "stored.",
         ),
     ] = False,
     code_from_stdin: Annotated[
@@ -337,25 +344,32 @@ def auth_login(
     """
 
     def body() -> int:
-        from connector.auth import TokenFile, authorization_url, exchange_code, new_state
-        from connector.targets.fortnox import TOKEN_FILE, login_endpoint, tenant_of
+        import httpx
 
+        from connector.auth import TokenFile, authorization_url, exchange_code, new_state
+
+        spec = targets.spec(system)
+        app_ = spec.oauth
         settings = _settings()
+        if service_account and app_.service_account_params is None:
+            raise ConfigError(f"--service-account: {app_.system} has no service accounts")
         if not code_from_stdin and not _stdin_is_terminal():
             raise ConfigError(
                 "auth login needs a person to paste a code, but standard input is not a "
                 "terminal: run it in a terminal, or pass --code-from-stdin to read the code "
                 "from standard input"
             )
-        client_id, _ = settings.require_fortnox()
+        client_id, _ = spec.require(settings)
+        section = spec.section(settings)
         url = authorization_url(
-            settings.fortnox.auth_url,
+            app_,
+            section.auth_url,
             client_id,
-            settings.fortnox.redirect_uri,
+            section.redirect_uri,
             new_state(),
             service_account=service_account,
         )
-        who = "a Fortnox system administrator" if service_account else "a Fortnox administrator"
+        who = f"{app_.who} (a system administrator)" if service_account else app_.who
         typer.echo(f"Open this address, log in as {who} and allow access:")
         typer.echo(f"  {url}")
         if code_from_stdin:
@@ -366,15 +380,16 @@ def auth_login(
             code = typer.prompt(
                 "Then paste the code from the address you are sent to", hide_input=True
             )
-        store = None if service_account else TokenFile(settings.state_dir / TOKEN_FILE)
-        with login_endpoint(settings.fortnox) as endpoint:
-            tokens = exchange_code(endpoint, store, code.strip(), settings.fortnox.redirect_uri)
+        path = settings.state_dir / app_.token_file
+        store = None if service_account else TokenFile(path, app_.login_hint)
+        with httpx.Client(timeout=section.timeout_seconds) as http:
+            endpoint = spec.token_endpoint(settings, http)
+            tokens = exchange_code(endpoint, store, code.strip(), section.redirect_uri)
         if service_account:
-            tenant = tenant_of(settings.fortnox, tokens.access_token)
-            typer.echo("The service account is approved. Set, with the client id and secret:")
-            typer.echo(f"  CONNECTOR_FORTNOX__TENANT_ID={tenant}")
+            for line in spec.after_service_consent(settings, tokens.access_token):
+                typer.echo(line)
             return int(ExitCode.OK)
-        typer.echo("Authorised: the connector can now reach Fortnox.")
+        typer.echo(f"Authorised: the connector can now reach {app_.system}.")
         return int(ExitCode.OK)
 
     _guard(body)
@@ -388,10 +403,11 @@ def auth_import(
 
     def body() -> int:
         from connector.auth import TokenFile, import_refresh_token
-        from connector.targets.fortnox import TOKEN_FILE
 
+        app_ = targets.spec(system).oauth
         settings = _settings()
-        import_refresh_token(TokenFile(settings.state_dir / TOKEN_FILE), sys.stdin.readline())
+        store = TokenFile(settings.state_dir / app_.token_file, app_.login_hint)
+        import_refresh_token(store, sys.stdin.readline())
         typer.echo("Refresh token stored; the next sync exchanges it.")
         return int(ExitCode.OK)
 

@@ -103,6 +103,36 @@ class StateMismatchError(ConfigError):
     sent."""
 
 
+class TargetRefusal(ConnectorError):
+    """The accounting system refused one invoice for a reason a person must fix (an unknown
+    customer or article, a locked period). Final for that invoice; the sync goes on with the
+    others. `code` is the system's own error code, `request_id` what its support can quote."""
+
+    exit_code = ExitCode.ATTENTION
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
+        self.code = code
+
+
+class OutcomeUnknownError(UnreachableError):
+    """A write that is not safe to repeat was sent and its answer was lost (or was a 5xx): it
+    may or may not have happened. Never sent again blindly: the caller looks at the remote
+    first. Escaping a command, it means the next run must reconcile (exit 4)."""
+
+    def __init__(self, method: str, path: str, detail: str) -> None:
+        super().__init__(f"{method} {path}: outcome unknown ({detail})")
+        self.method = method
+        self.path = path
+
+
 class StateError(ConnectorError):
     """The local state store is unusable (corrupt file, newer schema than this program)."""
 

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import tenacity
 
+from connector.errors import OutcomeUnknownError
 from connector.logs import get_logger
 
 log = get_logger(__name__)
@@ -191,14 +192,6 @@ class _Retryable(Exception):
         self.wait_hint = wait_hint
 
 
-class OutcomeUnknownError(Exception):
-    """A non-idempotent request was sent but its answer was lost or was a 5xx."""
-
-    def __init__(self, request: httpx.Request, detail: str) -> None:
-        super().__init__(f"{request.method} {request.url.path}: outcome unknown ({detail})")
-        self.request = request
-
-
 class GaveUpError(Exception):
     """Retries exhausted; `last` describes the last failure."""
 
@@ -226,13 +219,16 @@ def send(
     stats: Stats | None = None,
     before_attempt: Callable[[], None] | None = None,
     idempotent: bool | None = None,
+    wait_hint: Callable[[httpx.Response], float | None] | None = None,
 ) -> httpx.Response:
     """Send a request with the retry policy. Returns the final response (2xx or a final 4xx).
 
     `build` is called for every attempt so headers (a fresh token) can change between attempts.
     Raises OutcomeUnknownError for a write that is not safe to repeat (a create, or a request
     sent with `idempotent=False`) whose outcome is unknown, and GaveUpError when retries are
-    exhausted. A 401 is returned to the caller, which owns credentials.
+    exhausted. A 401 is returned to the caller, which owns credentials. After a 429, the wait
+    is Retry-After if the answer has it, else what `wait_hint` reads from the answer (Visma
+    writes "Try again in N seconds" in its body), else one rate-limit window.
     """
     stats = stats if stats is not None else Stats()
     attempts = 0
@@ -252,7 +248,7 @@ def send(
             decision = decide(request.method, outcome, idempotent=idempotent)
             detail = f"{type(exc).__name__}"
             if decision is Decision.RECONCILE:
-                raise OutcomeUnknownError(request, detail) from exc
+                raise OutcomeUnknownError(request.method, request.url.path, detail) from exc
             raise _Retryable(decision, None, detail) from exc
         decision = decide(
             request.method, Outcome.RESPONSE, response.status_code, idempotent=idempotent
@@ -260,13 +256,18 @@ def send(
         if decision is Decision.RATE_LIMITED:
             stats.rate_limited += 1
             response.read()
-            raise _Retryable(decision, retry_after_seconds(response), "HTTP 429")
+            hint = retry_after_seconds(response)
+            if hint is None and wait_hint is not None:
+                hint = wait_hint(response)
+            raise _Retryable(decision, hint, "HTTP 429")
         if decision is Decision.RETRY:
             response.read()
             raise _Retryable(decision, None, f"HTTP {response.status_code}")
         if decision is Decision.RECONCILE:
             response.read()
-            raise OutcomeUnknownError(request, f"HTTP {response.status_code}")
+            raise OutcomeUnknownError(
+                request.method, request.url.path, f"HTTP {response.status_code}"
+            )
         return response
 
     def wait(state: tenacity.RetryCallState) -> float:

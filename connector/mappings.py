@@ -17,8 +17,8 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from connector import targets
 from connector.errors import MappingError
-from connector.targets import PROFILES
 from connector.targets.base import TargetProfile
 
 RoundingMode = Literal["up", "half_up"]
@@ -28,7 +28,7 @@ QUANTITY_PLACES = 2
 
 DEFAULT_KEYS = {"unit", "show_prepaid_rows", "rounding"}
 CATEGORY_KEYS = {
-    "name", "article", "billable", "free", "price", "prices", "rounding", "unit", *PROFILES,
+    "name", "article", "billable", "free", "price", "prices", "rounding", "unit", *targets.TARGETS,
 }  # fmt: skip
 PRICE_CHANGE_KEYS = {"from", "price"}
 OVERRIDE_KEYS = {"article"}
@@ -270,7 +270,7 @@ def _read_category(check: _Checker, slug: str, raw: object, defaults: Defaults) 
     if "article" in raw:
         article = check.text(raw["article"], (*key, "article"), "article")
     overrides: dict[str, str] = {}
-    for target in PROFILES:
+    for target in targets.TARGETS:
         if target not in raw:
             continue
         table = raw[target]
@@ -349,7 +349,8 @@ def _check_articles(
     check: _Checker, slug: str, article: str | None, overrides: dict[str, str]
 ) -> None:
     key = ("categories", slug)
-    for target, profile in PROFILES.items():
+    for profile in (spec.profile for spec in targets.specs()):
+        target = profile.name
         chosen = overrides.get(target, article)
         where = (*key, target, "article") if target in overrides else (*key, "article")
         if chosen is None:

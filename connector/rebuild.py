@@ -41,7 +41,7 @@ from connector.planning import (
 )
 from connector.settings import Settings
 from connector.state import DB_NAME, StateStore, Written
-from connector.targets.base import RemoteInvoice, RemoteRow, Target
+from connector.targets.base import RemoteInvoice, RemoteRow, RemoteState, Target
 
 log = get_logger(__name__)
 
@@ -214,36 +214,35 @@ def tie_rows(invoice: RebuiltInvoice, index: _Index) -> None:
 
 
 def _status(remote: RemoteInvoice) -> InvoiceStatus:
-    if remote.cancelled:
+    if remote.state is RemoteState.OPEN:
+        return InvoiceStatus.OPEN
+    if remote.state is RemoteState.GONE:
         return InvoiceStatus.CANCELLED
-    if remote.booked:
-        return InvoiceStatus.BOOKED
-    if remote.sent:
-        return InvoiceStatus.SENT
-    return InvoiceStatus.OPEN
+    return remote.status or InvoiceStatus.BOOKED
 
 
 def connector_invoices(target: Target) -> list[tuple[InvoiceKey, RemoteInvoice]]:
     """Every invoice of the connector's key form in the target, with its rows."""
     found: list[tuple[InvoiceKey, RemoteInvoice]] = []
-    for listed in target.find_invoices("SK-"):
+    for listed in target.find_all():
         try:
             key = InvoiceKey.parse(listed.key or "")
         except ValueError:
             continue
-        full = target.get_invoice(listed.document_number)
-        if full is not None:
+        full = target.get(listed.remote_id)
+        if not full.vanished:
             found.append((key, full))
     live: dict[InvoiceKey, list[str]] = defaultdict(list)
     for key, remote in found:
         if remote.live:
-            live[key].append(remote.document_number)
+            live[key].append(remote.label)
     doubles = {k: v for k, v in live.items() if len(v) > 1}
     if doubles:
         named = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(doubles.items()))
         raise ConfigError(
             f"{target.profile.display_name} has several live invoices with the same reference "
-            f"({named}); cancel all but one, then rebuild again"
+            f"({named}); leave one and withdraw the others ({target.profile.withdrawn} "
+            "there), then rebuild again"
         )
     return found
 
@@ -297,7 +296,7 @@ def rebuild(
         ]
         # The live invoice of a key first: a cancelled twin (a copy someone cancelled) must not
         # take its place in the state.
-        invoices.sort(key=lambda i: (i.key, i.remote.cancelled, i.remote.document_number))
+        invoices.sort(key=lambda i: (i.key, not i.remote.live, i.remote.remote_id))
         for invoice in invoices:
             tie_rows(invoice, index)
             _judge(invoice, report)
@@ -326,7 +325,7 @@ def _judge(invoice: RebuiltInvoice, report: RebuildReport) -> None:
             (
                 invoice.key.customer_number,
                 invoice.key.period,
-                f"invoice {invoice.remote.document_number} ({invoice.key}) has "
+                f"invoice {invoice.remote.label} ({invoice.key}) has "
                 f"{len(money)} row(s) the rebuild could not tie to a ledger entry, for "
                 f"example {money[0]!r}",
             )
@@ -355,7 +354,7 @@ def _record(
             rows=tuple(invoice.rows),
             action=Action.UPDATE,
             revisions=invoice.revisions,
-            document_number=invoice.remote.document_number,
+            document_number=invoice.remote.remote_id,
         )
         by_entry: dict[str, list[Row]] = defaultdict(list)
         for row in invoice.rows:
@@ -372,7 +371,7 @@ def _record(
             invoice.key,
             invoice.status,
             currency,
-            invoice.remote.document_number,
+            invoice.remote.remote_id,
             rows_digest(invoice.rows, currency) if invoice.status is InvoiceStatus.OPEN else None,
             written if invoice.status is InvoiceStatus.OPEN else None,
             placements,

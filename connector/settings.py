@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import platformdirs
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.errors import ConfigError
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from connector.planning import Limits
 
 ENV_PREFIX = "CONNECTOR_"
-TargetName = Literal["fortnox", "visma"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 # CONNECTOR_* variables read outside the Settings model, so that they are not reported as
 # unknown. Prefer a settings field; list a variable here only when it cannot be one.
@@ -56,41 +55,6 @@ class LedgerSettings(BaseModel):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value
-
-
-class FortnoxSettings(BaseModel):
-    api_url: str = "https://api.fortnox.se/3"
-    auth_url: str = "https://apps.fortnox.se/oauth-v1"
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    # Set for the client-credentials flow (service account); empty for the refresh-token flow.
-    tenant_id: str | None = None
-    redirect_uri: str = "http://localhost:8790/fortnox/callback"
-    rate_limit: str = "24/5"
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    # Whether Fortnox's search lists a new invoice at once is undocumented: after a lost create
-    # answer, "not found" is trusted only this long after the create (docs/fortnox.md).
-    search_settle_seconds: float = Field(default=600.0, ge=0)
-
-    @field_validator("api_url", "auth_url")
-    @classmethod
-    def _urls(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
-
-    @field_validator("rate_limit")
-    @classmethod
-    def _rate(cls, value: str) -> str:
-        count, _, seconds = value.partition("/")
-        try:
-            ok = int(count) >= 1 and float(seconds) > 0
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError("must be REQUESTS/SECONDS, e.g. 24/5")
         return value
 
 
@@ -125,7 +89,10 @@ class LimitsSettings(BaseModel):
         )
 
 
-class Settings(BaseSettings):
+class CommonSettings(BaseSettings):
+    """Every setting but the accounting systems' own sections, which `Settings` adds from the
+    target registry (one `CONNECTOR_<NAME>__*` section per system)."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
@@ -135,15 +102,26 @@ class Settings(BaseSettings):
     )
 
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
-    fortnox: FortnoxSettings = Field(default_factory=FortnoxSettings)
     invoice: InvoiceSettings = Field(default_factory=InvoiceSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     state_dir: Path = Field(default_factory=default_state_dir)
     mappings_dir: Path = Path("./mappings")
-    target: TargetName = "fortnox"
+    # Which accounting system `sync` writes to: a name in the target registry.
+    target: str = "fortnox"
     log_format: Literal["json", "console", "auto"] = "auto"
     # Unset: warning on a terminal (a short screen), info otherwise (complete logs under cron).
     log_level: LogLevel | None = None
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _known_target(cls, value: object) -> object:
+        from connector import targets
+
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in targets.TARGETS:
+                raise ValueError(f"must be one of {', '.join(targets.TARGETS)}")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -163,24 +141,43 @@ class Settings(BaseSettings):
         assert self.ledger.token is not None
         return self.ledger.url, self.ledger.token
 
-    def require_fortnox(self) -> tuple[str, SecretStr]:
-        """Fortnox client id and secret, or a ConfigError naming the variable to set."""
-        missing = []
-        if not self.fortnox.client_id:
-            missing.append(env_name(("fortnox", "client_id")))
-        secret = self.fortnox.client_secret
-        if secret is None or not secret.get_secret_value():
-            missing.append(env_name(("fortnox", "client_secret")))
-        if missing:
-            raise ConfigError(f"set {' and '.join(missing)} (see README, Configuration)")
-        assert self.fortnox.client_id is not None
-        assert secret is not None
-        return self.fortnox.client_id, secret
+    def section(self, name: str) -> BaseModel:
+        """One accounting system's settings section (`CONNECTOR_<NAME>__*`)."""
+        section = getattr(self, name)
+        assert isinstance(section, BaseModel)
+        return section
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log redaction processor."""
-        values = [self.ledger.token, self.fortnox.client_secret]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        values: list[object] = [self.ledger.token]
+        for name in type(self).model_fields:
+            section = getattr(self, name)
+            if isinstance(section, BaseModel):
+                values.extend(getattr(section, field) for field in type(section).model_fields)
+        return [
+            v.get_secret_value()
+            for v in values
+            if isinstance(v, SecretStr) and v.get_secret_value()
+        ]
+
+
+def _settings_model() -> type[CommonSettings]:
+    """CommonSettings plus one section per registered accounting system."""
+    from connector import targets
+
+    sections: dict[str, Any] = {
+        spec.name: (spec.settings, Field(default_factory=spec.settings)) for spec in targets.specs()
+    }
+    model: type[CommonSettings] = create_model(
+        "Settings", __base__=CommonSettings, __module__=__name__, **sections
+    )
+    return model
+
+
+if TYPE_CHECKING:
+    Settings = CommonSettings
+else:
+    Settings = _settings_model()
 
 
 def env_name(loc: tuple[str | int, ...]) -> str:

@@ -19,19 +19,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from connector import targets
 from connector.errors import (
-    ConfigError,
     ConnectorError,
     ExitCode,
+    OutcomeUnknownError,
     ReauthRequiredError,
     RemoteUnavailableError,
     StateMismatchError,
+    TargetRefusal,
 )
-from connector.http import OutcomeUnknownError, Stats
+from connector.http import Stats
 from connector.ledger import Entry, InvalidEntry, LedgerClient, parse_entry
 from connector.logs import get_logger
 from connector.mappings import Mappings, load_mappings
 from connector.planning import (
-    KEY_PREFIX,
     Action,
     EntryResult,
     Invoiced,
@@ -54,9 +54,9 @@ from connector.state import BOUND_LEDGER, BOUND_TARGET, DB_NAME, InvoiceRecord, 
 from connector.targets.base import (
     RemoteInvoice,
     RemoteRow,
+    RemoteState,
     Target,
     TargetProfile,
-    TargetRefusal,
     row_differences,
     rows_match,
 )
@@ -143,8 +143,7 @@ def bind_target(store: StateStore, target: Target, *, record: bool = True) -> No
 
 
 def target_configured(settings: Settings) -> bool:
-    secret = settings.fortnox.client_secret
-    return bool(settings.fortnox.client_id and secret and secret.get_secret_value())
+    return targets.spec(settings.target).configured(settings)
 
 
 def run_plan(
@@ -351,13 +350,11 @@ def bills_as(remote: Sequence[RemoteRow], rows: Sequence[Row]) -> bool:
 
 def remote_status(remote: RemoteInvoice) -> InvoiceStatus | None:
     """The closed status a remote invoice has reached, or None while it is an open draft."""
-    if remote.cancelled:
+    if remote.state is RemoteState.OPEN:
+        return None
+    if remote.state is RemoteState.GONE:
         return InvoiceStatus.CANCELLED
-    if remote.booked:
-        return InvoiceStatus.BOOKED
-    if remote.sent:
-        return InvoiceStatus.SENT
-    return None
+    return remote.status or InvoiceStatus.BOOKED
 
 
 class _Sync:
@@ -461,22 +458,20 @@ class _Sync:
 
     def find_live(self, key: InvoiceKey) -> RemoteInvoice | None:
         """The one live remote invoice with exactly this key (the search is by substring)."""
-        live = [r for r in self.target.find_invoices(key.text) if r.key == key.text and r.live]
+        live = [r for r in self.target.find([key.text]) if r.key == key.text and r.live]
         if len(live) > 1:
-            raise _Duplicate(sorted(r.document_number for r in live))
+            raise _Duplicate(sorted(r.label for r in live))
         return live[0] if live else None
 
     def lookup(self, invoices: list[PlannedInvoice]) -> dict[str, list[RemoteInvoice]]:
-        """Remote invoices for these keys, fetched in pages per month, not one per key. Every
+        """Remote invoices for these keys, listed per month, not read one per key. Every
         invoice of the connector's key form in those months must be one the state knows."""
         wanted = {i.key.text for i in invoices}
         found: dict[str, list[RemoteInvoice]] = defaultdict(list)
-        seen: list[RemoteInvoice] = []
-        for period in sorted({i.key.period for i in invoices}):
-            for remote in self.target.find_invoices(f"-{period}"):
-                seen.append(remote)
-                if remote.key in wanted:
-                    found[remote.key].append(remote)
+        seen = self.target.find_all({i.key.period for i in invoices})
+        for remote in seen:
+            if remote.key in wanted:
+                found[remote.key].append(remote)
         self.check_known(seen)
         return found
 
@@ -493,11 +488,11 @@ class _Sync:
                 continue  # not the connector's
             record = records.get(key.text)
             if record is not None and (
-                record.document_number == remote.document_number
+                record.document_number == remote.remote_id
                 or (record.document_number is None and record.pending is not None)
                 # A cancelled twin of a key the state knows (a copy someone cancelled) bills
                 # nothing: it must not stop every later run.
-                or remote.cancelled
+                or not remote.live
             ):
                 continue
             unknown.append((remote, key))
@@ -505,7 +500,7 @@ class _Sync:
             return
         unknown.sort(key=lambda u: u[1])
         listed = ", ".join(
-            f"{key} (#{r.document_number}, {'cancelled' if r.cancelled else 'live'})"
+            f"{key} (#{r.label}, {'live' if r.live else self.target.profile.withdrawn})"
             for r, key in unknown[:6]
         )
         more = f" and {len(unknown) - 6} more" if len(unknown) > 6 else ""
@@ -523,7 +518,7 @@ class _Sync:
         months may hold the connector's invoices although this run plans none there."""
         if self.store.invoice_records(self.name):
             return
-        self.check_known(self.target.find_invoices(f"{KEY_PREFIX}-"))
+        self.check_known(self.target.find_all())
 
     def refresh_statuses(
         self, changes: list[PlannedInvoice], remote: dict[str, list[RemoteInvoice]]
@@ -536,15 +531,10 @@ class _Sync:
             candidates = remote.get(key.text, [])
             number = invoice.document_number
             if number:
-                mine = [c for c in candidates if c.document_number == number]
-                # A search may miss an invoice (freshness is not promised): read it directly
-                # before calling it missing.
-                current = mine[0] if mine else self.target.get_invoice(number)
-                if current is None:
-                    self.attention(
-                        key, f"invoice {number} ({key}) is not found in {self.where}; not sent"
-                    )
-                    continue
+                mine = [c for c in candidates if c.remote_id == number]
+                # A listing may miss an invoice (freshness is not promised): read it directly
+                # before calling it gone.
+                current = mine[0] if mine else self.target.get(number)
                 status = remote_status(current)
                 if status is not None:
                     self._closed(key, number, status, current)
@@ -558,12 +548,21 @@ class _Sync:
         """A known invoice is now closed. Before its rows count as billed (later changes are
         netted against them), check they are the rows the state recorded: if what it bills
         differs (an old state directory restored, or a person's change of amounts before
-        booking), corrections would be computed from the wrong rows, so the month is held."""
+        booking), corrections would be computed from the wrong rows, so the month is held. One
+        the target no longer has at all counts as withdrawn by a person, and is flagged."""
+        if remote.vanished:
+            self.attention(
+                key,
+                f"invoice {number} ({key}) is no longer in {self.where}: taken as "
+                f"{self.target.profile.withdrawn} by a person, so its entries are not invoiced "
+                "again (if that was a mistake, check the invoices in "
+                f"{self.where} and the state directory)",
+            )
         if status is not InvoiceStatus.CANCELLED:
             rows = remote.rows
             if rows is None:  # a list item: read the invoice
-                full = self.target.get_invoice(number)
-                rows = None if full is None else full.rows
+                full = self.target.get(number)
+                rows = None if full.state is RemoteState.GONE else full.rows
             record = self.store.invoice_record(self.name, key)
             written = record.written if record else None
             stale = (
@@ -629,7 +628,7 @@ class _Sync:
     def _recover_create(self, record: InvoiceRecord, pending: PlannedInvoice) -> None:
         found = self.find_live(pending.key)
         if found is not None:
-            self._adopt(pending, found.document_number)
+            self._adopt(pending, found.remote_id)
             return
         if not self._settled(record.pending_since):
             self._wait_for_search(pending.key)
@@ -646,22 +645,18 @@ class _Sync:
 
     def _recover_update(self, record: InvoiceRecord, pending: PlannedInvoice) -> None:
         assert record.document_number is not None
-        remote = self.target.get_invoice(record.document_number)
-        if remote is None:
-            self.store.clear_pending(self.name, pending.key)
-            self.attention(
-                pending.key,
-                f"invoice {record.document_number} ({pending.key}) is not found in "
-                f"{self.where}; nothing is sent",
-            )
-            return
+        remote = self.target.get(record.document_number)
         rows = remote.rows or ()
-        if not pending.rows:  # a cancel of an emptied draft
-            if remote.cancelled:
+        if not pending.rows:  # a discard of an emptied draft
+            if remote.state is RemoteState.GONE:
                 self._record_cancel(pending)
                 self.report.recovered.append(pending.key.text)
             else:
                 self.store.clear_pending(self.name, pending.key)
+            return
+        if remote.state is RemoteState.GONE:
+            self.store.clear_pending(self.name, pending.key)
+            self._closed(pending.key, record.document_number, InvoiceStatus.CANCELLED, remote)
             return
         if rows_match(rows, pending.rows):
             self.store.confirm_write(self.name, pending, record.document_number, rows)
@@ -680,8 +675,8 @@ class _Sync:
         """A create whose answer was lost did happen: record it. If a person has changed it
         since, it is still recorded as created with our rows (what it bills is ours, as for
         any draft a person edits), and left to them."""
-        remote = self.target.get_invoice(number)
-        rows = tuple(remote.rows or ()) if remote is not None else None
+        remote = self.target.get(number)
+        rows = None if remote.vanished else tuple(remote.rows or ())
         self.store.confirm_write(self.name, invoice, number, rows)
         if rows is not None and rows_match(rows, invoice.rows):
             self.report.recovered.append(invoice.key.text)
@@ -811,7 +806,7 @@ class _Sync:
         problems = row_differences(answer.rows or (), invoice.rows, texts=False)
         if answer.vat_included:
             problems.append("prices are marked as including VAT")
-        if answer.sent or answer.booked:
+        if answer.state is not RemoteState.OPEN:
             # Sent or booked between our read and our write: the customer may hold the old one.
             problems.append("it was sent or booked while the connector wrote to it")
         if answer.currency and answer.currency != invoice.currency:
@@ -842,12 +837,12 @@ class _Sync:
             self.store.mark_pending(self.name, invoice)
             failpoint("before_post")
             try:
-                created = self.target.create_invoice(invoice, dated)
+                created = self.target.create(invoice, dated)
             except OutcomeUnknownError as exc:
                 log.warning("invoice.outcome_unknown", key=invoice.key.text, detail=str(exc))
                 found = self.find_live(invoice.key)
                 if found is not None:
-                    self._adopt(invoice, found.document_number)
+                    self._adopt(invoice, found.remote_id)
                     self.report.created.append(invoice.key.text)
                     return
                 if self.target.search_settle_seconds > 0:
@@ -862,9 +857,9 @@ class _Sync:
                 self.store.clear_pending(self.name, invoice.key)
                 raise
             failpoint("after_post")
-            self._confirm(invoice, created.document_number, created)
+            self._confirm(invoice, created.remote_id, created)
             self.report.created.append(invoice.key.text)
-            log.info("invoice.created", key=invoice.key.text, number=created.document_number)
+            log.info("invoice.created", key=invoice.key.text, number=created.label)
             return
         # Twice unknown and twice not found: leave it pending for the next run to look again.
         self.store.mark_pending(self.name, invoice)
@@ -876,14 +871,7 @@ class _Sync:
         """The remote draft, if it is still what the connector last wrote; else None (and the
         invoice is locked or re-statused)."""
         assert invoice.document_number is not None
-        remote = self.target.get_invoice(invoice.document_number)
-        if remote is None:
-            self.attention(
-                invoice.key,
-                f"invoice {invoice.document_number} ({invoice.key}) is not found in "
-                f"{self.where}; nothing is sent",
-            )
-            return None
+        remote = self.target.get(invoice.document_number)
         status = remote_status(remote)
         if status is not None:
             self._closed(invoice.key, invoice.document_number, status, remote)
@@ -955,7 +943,7 @@ class _Sync:
             self.store.mark_pending(self.name, invoice)
             failpoint("before_put")
             try:
-                answer = self.target.update_invoice(
+                answer = self.target.update(
                     number, invoice, current, header_only=header_only, invoice_date=dated
                 )
             except OutcomeUnknownError as exc:
@@ -974,8 +962,10 @@ class _Sync:
                         continue
                 self.store.clear_pending(self.name, invoice.key)
                 # Ids refused because a person saved the draft meanwhile: that is an edit.
-                now = self.target.get_invoice(number)
-                if now is not None and tuple(now.rows or ()) != tuple(current.rows or ()):
+                now = self.target.get(number)
+                if now.state is RemoteState.OPEN and tuple(now.rows or ()) != tuple(
+                    current.rows or ()
+                ):
                     self._locked_by_person(invoice.key, number)
                     return None
                 raise
@@ -993,15 +983,15 @@ class _Sync:
         draft turned out to be gone, closed or edited by a person."""
         assert invoice.document_number is not None
         number = invoice.document_number
-        now = self.target.get_invoice(number)
-        rows = tuple(now.rows or ()) if now is not None else ()
-        landed = now is not None and (
+        now = self.target.get(number)
+        rows = tuple(now.rows or ())
+        landed = now.state is not RemoteState.GONE and (
             rows_match(rows, invoice.rows)
             or (header_only and rows[1:] == tuple(before.rows or ()) and rows_match(
                 rows[:1], invoice.rows[:1]
             ))
         )  # fmt: skip
-        status = None if now is None else remote_status(now)
+        status = remote_status(now)
         if landed and status is None:
             return True, now
         if landed:
@@ -1011,14 +1001,8 @@ class _Sync:
             self.set_status(invoice.key, status or InvoiceStatus.BOOKED, number)
             return False, None
         self.store.clear_pending(self.name, invoice.key)
-        if now is None:
-            self.attention(
-                invoice.key,
-                f"invoice {number} ({invoice.key}) is not found in {self.where}; nothing is sent",
-            )
-            return False, None
         if status is not None:
-            self.set_status(invoice.key, status, number)
+            self._closed(invoice.key, number, status, now)
             return False, None
         if rows == tuple(before.rows or ()):
             return False, now
@@ -1053,16 +1037,16 @@ class _Sync:
         self.store.mark_pending(self.name, invoice)
         failpoint("before_cancel")
         try:
-            self.target.cancel_invoice(invoice.document_number)
+            self.target.discard(invoice.document_number)
         except (OutcomeUnknownError, TargetRefusal) as exc:
-            # A lost answer, or a repeat refused: what counts is whether it is cancelled now.
-            now = self.target.get_invoice(invoice.document_number)
-            if now is None or not now.cancelled:
+            # A lost answer, or a repeat refused: what counts is whether it is gone now.
+            now = self.target.get(invoice.document_number)
+            if now.state is not RemoteState.GONE:
                 self.store.clear_pending(self.name, invoice.key)
                 if isinstance(exc, TargetRefusal):
                     raise
                 raise RemoteUnavailableError(
-                    f"cancelling {invoice.key} had an unknown outcome and it is not cancelled; "
+                    f"withdrawing {invoice.key} had an unknown outcome and it is still there; "
                     "the next run looks again"
                 ) from None
         failpoint("after_cancel")
@@ -1077,18 +1061,9 @@ class _Sync:
         self.store.set_status(self.name, invoice.key, InvoiceStatus.CANCELLED)
 
 
-def _supported(settings: Settings) -> None:
-    if settings.target != "fortnox":
-        raise ConfigError(
-            f"CONNECTOR_TARGET={settings.target} is not supported by this version; use fortnox"
-        )
-
-
 def open_target(settings: Settings) -> Target:
-    _supported(settings)
-    from connector.targets import fortnox
-
-    return fortnox.build(settings.fortnox, settings.state_dir, remarks=settings.invoice.remarks)
+    """The configured accounting system's client (CONNECTOR_TARGET)."""
+    return targets.spec(settings.target).open(settings)
 
 
 def run_sync(
@@ -1104,8 +1079,7 @@ def run_sync(
     if ledger is None:
         settings.require_ledger()  # settings first: they name the variable to set
     if target is None:
-        _supported(settings)
-        settings.require_fortnox()
+        targets.spec(settings.target).require(settings)
     mappings = load_mappings(settings.mappings_dir)
     report = SyncReport(dry_run=dry_run)
     with contextlib.ExitStack() as resources:

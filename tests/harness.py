@@ -26,8 +26,14 @@ from connector.settings import Settings
 from connector.state import StateStore
 from connector.sync import SyncReport, load_entries, run_sync
 from connector.targets import fortnox
+from connector.targets.fortnox import client as fortnox_client
+from connector.targets.fortnox.settings import FortnoxSettings
 
 BASE = "http://sandbox.test"
+
+
+def fortnox_settings(settings: Settings) -> FortnoxSettings:
+    return fortnox_client.section(settings)
 
 
 def NIGHT() -> datetime:
@@ -64,12 +70,7 @@ class World:
         token = self.settings.ledger.token
         assert self.settings.ledger.url is not None and token is not None
         ledger = LedgerClient(self.settings.ledger.url, token, client=self.client())
-        target = fortnox.build(
-            self.settings.fortnox,
-            self.settings.state_dir,
-            http=self.client(),
-            remarks=self.settings.invoice.remarks,
-        )
+        target = fortnox_client.build(self.settings, http=self.client())
         report = run_sync(
             self.settings, ledger=ledger, target=target, dry_run=dry_run, clock=clock or NIGHT
         )
@@ -80,7 +81,7 @@ class World:
         token = self.settings.ledger.token
         assert self.settings.ledger.url is not None and token is not None
         ledger = LedgerClient(self.settings.ledger.url, token, client=self.client())
-        target = fortnox.build(self.settings.fortnox, self.settings.state_dir, http=self.client())
+        target = fortnox_client.build(self.settings, http=self.client())
         return rebuild(self.settings, ledger=ledger, target=target, replace_existing=True)
 
     def post_ledger(self, entries: list[dict[str, Any]]) -> None:
@@ -130,9 +131,9 @@ def make_world(tmp_path: Path, mappings: Mappings, *, rate_limit: str = "100000/
 
     app = build_app(rate_limit=rate_limit)
     settings = sandbox_settings(BASE, tmp_path / "state", MAPPINGS_DIR)
-    settings.fortnox.rate_limit = rate_limit
+    fortnox_settings(settings).rate_limit = rate_limit
     # The fake's search lists new invoices at once unless a test sets a lag.
-    settings.fortnox.search_settle_seconds = 0
+    fortnox_settings(settings).search_settle_seconds = 0
     return World(app=app, settings=settings, mappings=mappings)
 
 

@@ -31,25 +31,38 @@ from connector.sandbox import build_app, fortnox_of
 from connector.sandbox.app import SandboxApp
 from connector.sandbox.fortnox import AUTH
 from connector.sandbox.server import SandboxServer, transport
+from connector.targets.fortnox.oauth import APP as FORTNOX_APP
 from tests.conftest import REPO, connector_env
 
 
 def endpoint(app: SandboxApp, secret: str = "sandbox") -> TokenEndpoint:
     http = httpx.Client(transport=transport(app), base_url="http://sandbox.test")
     return TokenEndpoint(
-        f"http://sandbox.test{AUTH}/token", "sandbox", SecretStr(secret), http=http
+        f"http://sandbox.test{AUTH}/token",
+        "sandbox",
+        SecretStr(secret),
+        http=http,
+        app=FORTNOX_APP,
+        setting="CONNECTOR_FORTNOX__",
     )
 
 
 def test_authorization_url() -> None:
-    url = authorization_url("https://apps.fortnox.se/oauth-v1", "cid", "http://localhost/cb", "st")
+    url = authorization_url(
+        FORTNOX_APP, "https://apps.fortnox.se/oauth-v1", "cid", "http://localhost/cb", "st"
+    )
     assert url == (
         "https://apps.fortnox.se/oauth-v1/auth?client_id=cid&redirect_uri=http%3A%2F%2Flocalhost"
         "%2Fcb&scope=invoice+article+customer+companyinformation+settings&state=st"
         "&access_type=offline&response_type=code"
     )
     service = authorization_url(
-        "https://apps.fortnox.se/oauth-v1", "cid", "http://localhost/cb", "st", service_account=True
+        FORTNOX_APP,
+        "https://apps.fortnox.se/oauth-v1",
+        "cid",
+        "http://localhost/cb",
+        "st",
+        service_account=True,
     )
     # Fortnox: "You have to use account_type=service for the consent to be created".
     assert service == url + "&account_type=service"
@@ -127,9 +140,10 @@ REFRESHER = textwrap.dedent(
     import httpx
     from pydantic import SecretStr
     from connector.auth import RotatingRefreshToken, TokenEndpoint, TokenFile
+    from connector.targets.fortnox.oauth import APP
     base, state, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     endpoint = TokenEndpoint(base + "/fortnox/oauth-v1/token", "sandbox", SecretStr("sandbox"),
-                             http=httpx.Client())
+                             http=httpx.Client(), app=APP, setting="CONNECTOR_FORTNOX__")
     tokens = RotatingRefreshToken(endpoint, TokenFile(state / "fortnox-token.json"))
     while not go.exists():
         time.sleep(0.005)

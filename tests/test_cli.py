@@ -278,7 +278,7 @@ def test_sandbox_refuses_a_bad_fault_setting() -> None:
 def test_auth_for_an_unknown_system_is_a_usage_error(env: dict[str, str], command: str) -> None:
     result = run("auth", command, "sap")
     assert result.exit_code == 2
-    assert "'sap' is not one of 'fortnox'" in result.stderr
+    assert "'sap' is not one of 'fortnox', 'visma'" in result.stderr
     assert result.stdout == ""
 
 

@@ -17,20 +17,27 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from connector.auth import FORTNOX_SCOPES
 from connector.errors import (
+    OutcomeUnknownError,
     ReauthRequiredError,
     RemoteSetupError,
     RemoteUnavailableError,
     ScopeDeniedError,
+    TargetRefusal,
 )
-from connector.http import OutcomeUnknownError, RateLimiter, decode_json
+from connector.http import RateLimiter, decode_json
 from connector.mappings import Mappings
 from connector.planning import Action, InvoiceKey, PlannedInvoice, Row, RowRole
 from connector.sandbox.fortnox import FortnoxFake
-from connector.settings import FortnoxSettings
-from connector.targets import fortnox
-from connector.targets.base import NeedsStepping, RemoteInvoice, RemoteRow, TargetRefusal
+from connector.settings import Settings
+from connector.targets.base import NeedsStepping, RemoteInvoice, RemoteRow, RemoteState
+from connector.targets.fortnox import client as fortnox_client
+from connector.targets.fortnox import errors as fortnox_errors
+from connector.targets.fortnox import payloads
+from connector.targets.fortnox.client import FortnoxClient
+from connector.targets.fortnox.oauth import SCOPES as FORTNOX_SCOPES
+from connector.targets.fortnox.oauth import TOKEN_FILE
+from connector.targets.fortnox.settings import FortnoxSettings
 from tests.conftest import REPO
 from tests.harness import make_world
 
@@ -51,6 +58,11 @@ def settings(**overrides: Any) -> FortnoxSettings:
     }
     values.update(overrides)
     return FortnoxSettings(**values)
+
+
+def build(section: FortnoxSettings, state_dir: Path, **options: Any) -> FortnoxClient:
+    sections: dict[str, Any] = {"fortnox": section}
+    return fortnox_client.build(Settings(**sections, state_dir=state_dir), **options)
 
 
 def token_route(router: respx.MockRouter, *tokens: str) -> respx.Route:
@@ -96,7 +108,7 @@ def test_payload_uses_the_documented_fields_and_types() -> None:
     """Every article row carries its price (Fortnox prices a row without one from the article,
     0 when it has none); prices exclude VAT whatever the customer card says; the customer
     card's remark is left alone; the invoice date is sent on create only."""
-    body = fortnox.invoice_payload(INVOICE, invoice_date=date(2026, 9, 30))
+    body = payloads.invoice_payload(INVOICE, invoice_date=date(2026, 9, 30))
     assert body == {
         "Invoice": {
             "CustomerNumber": "1004",
@@ -107,14 +119,14 @@ def test_payload_uses_the_documented_fields_and_types() -> None:
             "InvoiceRows": ROWS,
         }
     }
-    put = fortnox.invoice_payload(INVOICE, [], remarks="Tack!")["Invoice"]
+    put = payloads.invoice_payload(INVOICE, [], remarks="Tack!")["Invoice"]
     assert "InvoiceDate" not in put and put["Remarks"] == "Tack!" and put["InvoiceRows"] == []
 
 
 def test_an_article_row_without_a_price_is_never_sent() -> None:
     unpriced = Row("E3", RowRole.CHARGE, "x", "SK-PL", Decimal(1), "h", None)
     with pytest.raises(ValueError, match="no price"):
-        fortnox.row_payload(unpriced)
+        payloads.row_payload(unpriced)
 
 
 def remote(*rows: tuple[str | None, str, str | None, str | None, int]) -> tuple[RemoteRow, ...]:
@@ -140,7 +152,7 @@ def test_update_keeps_identical_rows_by_row_id_and_sends_the_rest_as_new_rows() 
         ("SK-RAD", "2026-09-15: Rådgivning", "2", "980", 12),
         ("SK-INST", "2026-09-20: Installation", "1", "1150", 13),
     )
-    rows = fortnox.update_rows(INVOICE.rows, current)
+    rows = payloads.update_rows(INVOICE.rows, current)
     assert rows == [
         {"RowId": 11, "Description": HEADER},  # text onto text: nothing to inherit
         ROWS[1],  # new: a back-dated correction sorts first, it never lands on row 12
@@ -155,8 +167,8 @@ def test_update_with_no_row_to_pair_needs_a_step_first() -> None:
     RowId would be mapped by position, so the client refuses to build it."""
     current = remote(("SK-INST", "2026-09-20: Installation", "1", "1150", 13))
     with pytest.raises(NeedsStepping):
-        fortnox.update_rows(INVOICE.rows, current)
-    assert fortnox.update_rows(INVOICE.rows, ()) == ROWS  # an empty draft: all rows are new
+        payloads.update_rows(INVOICE.rows, current)
+    assert payloads.update_rows(INVOICE.rows, ()) == ROWS  # an empty draft: all rows are new
 
 
 @respx.mock
@@ -166,9 +178,9 @@ def test_create_on_the_wire(respx_mock: respx.MockRouter, tmp_path: Path) -> Non
                            "CustomerNumber": "1004", "Booked": False, "Cancelled": False,
                            "Sent": False, "VATIncluded": False, "InvoiceRows": []}}  # fmt: skip
     post = respx_mock.post(f"{API}/invoices").mock(return_value=httpx.Response(201, json=created))
-    client = fortnox.build(settings(), tmp_path)
-    answer = client.create_invoice(INVOICE, date(2026, 9, 30))
-    assert (answer.document_number, answer.vat_included) == ("17", False)
+    client = build(settings(), tmp_path)
+    answer = client.create(INVOICE, date(2026, 9, 30))
+    assert (answer.remote_id, answer.number, answer.vat_included) == ("17", "17", False)
     token_request = tokens.calls.last.request
     basic = base64.b64encode(b"cid:client-secret-value").decode()
     assert token_request.headers["Authorization"] == f"Basic {basic}"
@@ -180,10 +192,10 @@ def test_create_on_the_wire(respx_mock: respx.MockRouter, tmp_path: Path) -> Non
     text = request.content.decode()
     assert '"Price":980.00' in text and '"DeliveredQuantity":"-1.50"' in text
     assert '"VATIncluded":false' in text and "Remarks" not in text
-    assert decode_json(request.content) == fortnox.invoice_payload(
+    assert decode_json(request.content) == payloads.invoice_payload(
         INVOICE, invoice_date=date(2026, 9, 30)
     )
-    assert (tmp_path / fortnox.TOKEN_FILE).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / TOKEN_FILE).stat().st_mode & 0o777 == 0o600
 
 
 @respx.mock
@@ -194,10 +206,10 @@ def test_a_lost_put_answer_is_never_resent(
     answer surfaces as an unknown outcome for the sync to settle by reading the draft."""
     token_route(respx_mock, "a")
     put = respx_mock.put(f"{API}/invoices/17").mock(side_effect=httpx.ReadTimeout("lost"))
-    client = fortnox.build(settings(), tmp_path)
-    current = RemoteInvoice("17", "SK-1004-2026-09-2", "1004", False, False, rows=())
+    client = build(settings(), tmp_path)
+    current = RemoteInvoice("17", "17", "SK-1004-2026-09-2", "1004", RemoteState.OPEN, rows=())
     with pytest.raises(OutcomeUnknownError):
-        client.update_invoice("17", INVOICE, current)
+        client.update("17", INVOICE, current)
     assert put.call_count == 1 and sleeps == []
 
 
@@ -208,16 +220,16 @@ def test_token_is_reused_until_near_expiry(respx_mock: respx.MockRouter, tmp_pat
         return_value=httpx.Response(200, json={"Invoice": {"DocumentNumber": "1"}})
     )
     now = [1000.0]
-    client = fortnox.build(settings(), tmp_path, clock=lambda: now[0])
-    client.get_invoice("1")
-    client.get_invoice("1")
+    client = build(settings(), tmp_path, clock=lambda: now[0])
+    client.get("1")
+    client.get("1")
     assert tokens.call_count == 1
     now[0] += 3600 - 299  # inside the renewal margin
-    client.get_invoice("1")
+    client.get("1")
     assert tokens.call_count == 2
     # A new process reuses the cached token instead of asking again.
-    again = fortnox.build(settings(), tmp_path, clock=lambda: now[0])
-    again.get_invoice("1")
+    again = build(settings(), tmp_path, clock=lambda: now[0])
+    again.get("1")
     assert tokens.call_count == 2
 
 
@@ -232,13 +244,13 @@ def test_401_refreshes_once_then_gives_up(respx_mock: respx.MockRouter, tmp_path
             httpx.Response(401),
         ]
     )
-    client = fortnox.build(settings(), tmp_path)
-    first = client.get_invoice("1")
-    assert first is not None and first.document_number == "1"
+    client = build(settings(), tmp_path)
+    first = client.get("1")
+    assert first.remote_id == "1"
     auths = [c.request.headers["Authorization"] for c in route.calls]
     assert auths == ["Bearer old", "Bearer new"]
     with pytest.raises(ReauthRequiredError, match="connector auth login fortnox"):
-        client.get_invoice("1")
+        client.get("1")
 
 
 @respx.mock
@@ -252,10 +264,10 @@ def test_find_pages_through_meta_information(respx_mock: respx.MockRouter, tmp_p
         return httpx.Response(200, json={"Invoices": items, "MetaInformation": meta})
 
     route = respx_mock.get(f"{API}/invoices").mock(side_effect=[page(1, 2), page(2, 2)])
-    found = fortnox.build(settings(), tmp_path).find_invoices("-2026-0")
-    assert [(f.document_number, f.booked) for f in found] == [("1", True), ("2", False)]
+    found = build(settings(), tmp_path).find_all(["2026-01"])  # 2026-02 is left out
+    assert [(f.remote_id, f.state) for f in found] == [("1", RemoteState.CLOSED)]
     assert dict(route.calls[1].request.url.params) == {
-        "externalinvoicereference1": "-2026-0",
+        "externalinvoicereference1": "-2026-01",
         "sortby": "documentnumber",  # without a sort order, pages may overlap or miss
         "limit": "500",
         "page": "2",
@@ -279,7 +291,7 @@ def test_find_pages_through_meta_information(respx_mock: respx.MockRouter, tmp_p
 def test_error_information_in_every_shape(
     response: httpx.Response, code: str | None, message: str
 ) -> None:
-    parsed_code, parsed_message = fortnox.error_information(response)
+    parsed_code, parsed_message = fortnox_errors.error_information(response)
     assert parsed_code == code
     assert parsed_message.startswith(message)
 
@@ -291,7 +303,7 @@ def test_refusals_in_plain_words(respx_mock: respx.MockRouter, tmp_path: Path) -
         return_value=httpx.Response(200, json={"Articles": [{"ArticleNumber": "SK-RAD"}],
                                                "MetaInformation": {"@TotalPages": 1}})
     )  # fmt: skip
-    client = fortnox.build(settings(), tmp_path)
+    client = build(settings(), tmp_path)
 
     def explain(code: str | None, message: str = "x") -> str:
         return client.explain(TargetRefusal(message, code=code, status=400), INVOICE)
@@ -330,7 +342,7 @@ def test_access_errors_say_what_a_person_must_do(
     body = {"ErrorInformation": {"error": 1, "message": "Nej", "code": code}}
     respx_mock.get(f"{API}/invoices/1").mock(return_value=httpx.Response(status, json=body))
     with pytest.raises(error) as info:
-        fortnox.build(settings(), tmp_path).get_invoice("1")
+        build(settings(), tmp_path).get("1")
     assert type(info.value) is error
     if error is RemoteSetupError:
         assert "authorising again cannot fix it" in str(info.value)
@@ -340,7 +352,7 @@ def test_access_errors_say_what_a_person_must_do(
 
 
 @respx.mock
-def test_an_invoice_fortnox_does_not_have_reads_as_none(
+def test_an_invoice_fortnox_does_not_have_reads_as_gone(
     respx_mock: respx.MockRouter, tmp_path: Path
 ) -> None:
     token_route(respx_mock, "a")
@@ -348,7 +360,8 @@ def test_an_invoice_fortnox_does_not_have_reads_as_none(
         "ErrorInformation": {"Error": 1, "Message": "Kan inte hitta fakturan.", "Code": 2000434}
     }
     respx_mock.get(f"{API}/invoices/99").mock(return_value=httpx.Response(404, json=body))
-    assert fortnox.build(settings(), tmp_path).get_invoice("99") is None
+    remote = build(settings(), tmp_path).get("99")
+    assert (remote.state, remote.vanished) == (RemoteState.GONE, True)
 
 
 @respx.mock
@@ -368,7 +381,7 @@ def test_article_prices_and_locked_period(respx_mock: respx.MockRouter, tmp_path
                                                            "code": 2000663}}),
         ]
     )  # fmt: skip
-    client = fortnox.build(settings(), tmp_path)
+    client = build(settings(), tmp_path)
     assert client.article_prices() == {"SK-INST": Decimal(1150), "SK-PL": None}
     client.article_prices()
     assert articles.call_count == 1  # read once per run
@@ -387,18 +400,18 @@ def test_5xx_exhausted_is_unreachable(
     token_route(respx_mock, "a")
     respx_mock.get(f"{API}/invoices/1").mock(return_value=httpx.Response(502))
     with pytest.raises(RemoteUnavailableError, match="Fortnox unreachable: HTTP 502"):
-        fortnox.build(settings(), tmp_path).get_invoice("1")
+        build(settings(), tmp_path).get("1")
     assert len(sleeps) == 5
 
 
 def test_values_that_arrive_as_strings() -> None:
-    remote = fortnox.parse_invoice(
+    remote = payloads.parse_invoice(
         {"DocumentNumber": 12, "Booked": "false", "Cancelled": "true", "CustomerNumber": 1004,
          "InvoiceRows": [{"ArticleNumber": "SK-RAD", "DeliveredQuantity": "2.5", "Price": "980",
                           "Description": "x"}]},
         with_rows=True,
     )  # fmt: skip
-    assert (remote.document_number, remote.booked, remote.cancelled) == ("12", False, True)
+    assert (remote.remote_id, remote.state) == ("12", RemoteState.GONE)
     assert remote.customer_number == "1004"
     assert remote.rows is not None
     assert (remote.rows[0].quantity, remote.rows[0].price) == (Decimal("2.5"), Decimal(980))

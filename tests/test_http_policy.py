@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from connector.errors import OutcomeUnknownError
 from connector.http import (
     Decision,
     GaveUpError,
     Outcome,
-    OutcomeUnknownError,
     RetryPolicy,
     Stats,
     classify_exception,

@@ -34,6 +34,7 @@ from tests.harness import (
     assert_matches_ledger,
     assert_no_duplicates,
     entries_of,
+    fortnox_settings,
     make_world,
 )
 
@@ -303,7 +304,7 @@ def test_client_limiter_keeps_under_the_window(
     world.fake.window = type(world.fake.window)(25, 5.0, lambda: now[0])
     monkeypatch.setattr(http, "pause", lambda seconds: now.__setitem__(0, now[0] + seconds))
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    world.settings.fortnox.rate_limit = "24/5"
+    fortnox_settings(world.settings).rate_limit = "24/5"
     report = world.sync()
     assert report.rate_limited == 0
     assert now[0] >= 5 * (report.requests // 24 - 1)  # it waited instead of being refused
@@ -381,17 +382,17 @@ def test_a_state_directory_of_another_company_or_ledger_is_refused(
 
 
 def test_unreachable_fortnox_exits_4(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    world.settings.fortnox.api_url = "http://127.0.0.1:9/fortnox/3"
+    fortnox_settings(world.settings).api_url = "http://127.0.0.1:9/fortnox/3"
     from connector.ledger import LedgerClient
-    from connector.targets import fortnox
+    from connector.targets.fortnox import client as fortnox_client
 
     token = world.settings.ledger.token
     assert token is not None and world.settings.ledger.url
     ledger = LedgerClient(world.settings.ledger.url, token, client=world.client())
-    target = fortnox.build(world.settings.fortnox, world.settings.state_dir, http=world.client())
+    target = fortnox_client.build(world.settings, http=world.client())
     import httpx
 
-    target._http = httpx.Client()  # API calls go to a closed port; tokens still come
+    target.api.http = httpx.Client()  # API calls go to a closed port; tokens still come
     with pytest.raises(RemoteUnavailableError) as info:
         sync_module.run_sync(world.settings, ledger=ledger, target=target)
     assert info.value.exit_code is ExitCode.UNREACHABLE
@@ -404,23 +405,24 @@ def test_unreachable_fortnox_exits_4(world: World, monkeypatch: pytest.MonkeyPat
 def test_wrong_client_secret_is_a_config_error(world: World) -> None:
     from pydantic import SecretStr
 
-    world.settings.fortnox.client_secret = SecretStr("wrong")
+    fortnox_settings(world.settings).client_secret = SecretStr("wrong")
     with pytest.raises(ConfigError, match="CONNECTOR_FORTNOX__CLIENT_SECRET"):
         world.sync()
 
 
 def test_refresh_token_mode_without_login_exits_5(world: World) -> None:
-    world.settings.fortnox.tenant_id = None
+    fortnox_settings(world.settings).tenant_id = None
     with pytest.raises(ReauthRequiredError, match="connector auth login fortnox") as info:
         world.sync()
     assert info.value.exit_code is ExitCode.REAUTH
 
 
-def test_visma_target_is_refused_clearly(world: World) -> None:
-    world.settings.target = "visma"
-    world.settings.fortnox.client_secret = None
-    with pytest.raises(ConfigError, match="CONNECTOR_TARGET=visma"):
-        sync_module.run_sync(world.settings)
+def test_an_unknown_target_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.settings import load_settings
+
+    monkeypatch.setenv("CONNECTOR_TARGET", "sage")
+    with pytest.raises(ConfigError, match=r"CONNECTOR_TARGET: .*fortnox, visma"):
+        load_settings()
 
 
 # --- Fortnox as it really is (issue 6): rows that shift, sent invoices, prices, dates --------
@@ -576,7 +578,7 @@ def test_a_locked_period_refusal_names_the_cause(
 ) -> None:
     """The connector did not know the lock (no scope for it): Fortnox's refusal is explained."""
     world.fake.locked_through = date(2026, 9, 30)
-    from connector.targets.fortnox import FortnoxClient
+    from connector.targets.fortnox.client import FortnoxClient
 
     monkeypatch.setattr(FortnoxClient, "locked_through", lambda self: None)
     report = world.sync()
@@ -632,7 +634,7 @@ def test_a_lost_create_is_not_sent_again_before_the_search_has_settled(
 ) -> None:
     """If the search lags, a lost create that the search does not list yet may still exist:
     it is looked up again once the search has settled, and only then sent."""
-    world.settings.fortnox.search_settle_seconds = 600
+    fortnox_settings(world.settings).search_settle_seconds = 600
     world.faults(search_lag_seconds=300, lost_create_rate=1.0)
     now = [datetime(2026, 11, 1, 2, 0, tzinfo=UTC)]
     world.fake.clock = lambda: now[0].timestamp()  # the fake's search lag runs on this clock
@@ -692,9 +694,9 @@ def test_a_refused_read_during_recovery_flags_only_that_invoice(
     with pytest.raises(Crash):
         world.sync()
     monkeypatch.setattr(sync_module, "failpoint", lambda name: None)
-    from connector.targets.fortnox import FortnoxClient
+    from connector.targets.fortnox.client import FortnoxClient
 
-    original = FortnoxClient.get_invoice
+    original = FortnoxClient.get
     refused = [1]
 
     def refusing(self: FortnoxClient, number: str) -> Any:
@@ -703,7 +705,7 @@ def test_a_refused_read_during_recovery_flags_only_that_invoice(
             raise TargetRefusal("Nej", code="2000588", status=400)
         return original(self, number)
 
-    monkeypatch.setattr(FortnoxClient, "get_invoice", refusing)
+    monkeypatch.setattr(FortnoxClient, "get", refusing)
     report = world.sync()
     assert any("cannot check what became of" in r for r in report.invoice_attention.values())
     assert report.exit_code is ExitCode.ATTENTION
@@ -915,16 +917,16 @@ def test_an_invoice_sent_between_our_read_and_our_write_is_flagged(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.sync()
-    from connector.targets.fortnox import FortnoxClient
+    from connector.targets.fortnox.client import FortnoxClient
 
-    original = FortnoxClient.get_invoice
+    original = FortnoxClient.get
 
     def read_then_sent(self: FortnoxClient, number: str) -> Any:
         found = original(self, number)
         world.fake.mark_sent(int(number))  # a person e-mails it right after our read
         return found
 
-    monkeypatch.setattr(FortnoxClient, "get_invoice", read_then_sent)
+    monkeypatch.setattr(FortnoxClient, "get", read_then_sent)
     world.post_ledger([sample_entry(revision=2, hours="6")])
     report = world.sync()
     (reason,) = [r for k, r in report.invoice_attention.items() if "1042" not in k]
@@ -937,9 +939,9 @@ def test_a_person_saving_between_our_read_and_our_write_locks_the_draft(
     """Saving renumbers every row, so our PUT names row ids that no longer exist: that is a
     person's edit, not a connector bug."""
     world.sync()
-    from connector.targets.fortnox import FortnoxClient
+    from connector.targets.fortnox.client import FortnoxClient
 
-    original = FortnoxClient.get_invoice
+    original = FortnoxClient.get
     edited: list[int] = []
 
     def read_then_edited(self: FortnoxClient, number: str) -> Any:
@@ -949,7 +951,7 @@ def test_a_person_saving_between_our_read_and_our_write_locks_the_draft(
             world.fake.edit_row(int(number), 1, Description="Ändrad av ekonomi")
         return found
 
-    monkeypatch.setattr(FortnoxClient, "get_invoice", read_then_edited)
+    monkeypatch.setattr(FortnoxClient, "get", read_then_edited)
     world.post_ledger([sample_entry(revision=2, hours="6")])
     report = world.sync()
     reasons = [r for k, r in report.invoice_attention.items() if "1042" not in k]
@@ -1045,7 +1047,7 @@ def test_a_lost_create_a_person_edits_before_it_is_found_is_not_billed_twice(
     """Found by the state machine: a create whose answer was lost is found later, after a
     person changed its text. It is still ours: recorded with its rows, left to the person, and
     its entries are not invoiced again on a supplementary invoice."""
-    world.settings.fortnox.search_settle_seconds = 600
+    fortnox_settings(world.settings).search_settle_seconds = 600
     world.faults(search_lag_seconds=300, lost_create_rate=1.0)
     now = [datetime(2026, 10, 10, 2, 0, tzinfo=UTC)]
     world.fake.clock = lambda: now[0].timestamp()
@@ -1102,7 +1104,7 @@ def test_bad_input_is_caught_before_it_becomes_money(world: World) -> None:
 def test_a_wrong_accounting_system_address_is_a_config_error(
     world: World, setting: str, value: str, variable: str
 ) -> None:
-    setattr(world.settings.fortnox, setting, value)
+    setattr(fortnox_settings(world.settings), setting, value)
     with pytest.raises(ConfigError, match=variable) as info:
         world.sync()
     assert info.value.exit_code is ExitCode.CONFIG
@@ -1150,9 +1152,9 @@ def test_an_unwritten_draft_is_not_taken_for_the_entrys_new_revision(
     world.post_ledger([{**entry, "revision": 31, "hours": str(Decimal(hours) + 1)}])
     world.sync()  # a supplement with the correction
     world.post_ledger([{**entry, "revision": 32, "hours": hours}])  # back to what was booked
-    from connector.targets.fortnox import FortnoxClient
+    from connector.targets.fortnox.client import FortnoxClient
 
-    original = FortnoxClient.cancel_invoice
+    original = FortnoxClient.discard
     refused = [1]
 
     def refusing(self: FortnoxClient, number: str) -> None:
@@ -1161,9 +1163,9 @@ def test_an_unwritten_draft_is_not_taken_for_the_entrys_new_revision(
             raise TargetRefusal("Nej", code="2000999", status=400)
         original(self, number)
 
-    monkeypatch.setattr(FortnoxClient, "cancel_invoice", refusing)
+    monkeypatch.setattr(FortnoxClient, "discard", refusing)
     world.sync()  # the emptied supplement cannot be cancelled this time
-    monkeypatch.setattr(FortnoxClient, "cancel_invoice", original)
+    monkeypatch.setattr(FortnoxClient, "discard", original)
     assert_matches_ledger(world, world.sync())
 
 

@@ -33,6 +33,7 @@ from tests.harness import (
     assert_matches_ledger,
     assert_no_duplicates,
     assert_no_sent_invoice_modified,
+    fortnox_settings,
 )
 
 MAPPINGS = load_mappings(MAPPINGS_DIR)
@@ -63,8 +64,8 @@ class SyncMachine(RuleBasedStateMachine):
         from connector.sandbox.demo import sandbox_settings
 
         settings_ = sandbox_settings("http://sandbox.test", Path(self.tmp.name), MAPPINGS_DIR)
-        settings_.fortnox.rate_limit = "100000/1"
-        settings_.fortnox.search_settle_seconds = SETTLE
+        fortnox_settings(settings_).rate_limit = "100000/1"
+        fortnox_settings(settings_).search_settle_seconds = SETTLE
         self.world = World(app=app, settings=settings_, mappings=MAPPINGS)
         self.saved: dict[str, Any] = {"pause": http.pause, "failpoint": sync_module.failpoint}
         http.pause = lambda seconds: None

@@ -13,8 +13,9 @@ from connector.sandbox import build_app, fortnox_of
 from connector.sandbox.app import LEDGER_PREFIX, LEDGER_TOKEN
 from connector.sandbox.fortnox import API, AUTH, CLIENT_ID, CLIENT_SECRET, TENANT_ID
 from connector.sandbox.server import running
-from connector.settings import FortnoxSettings, LedgerSettings, Settings
+from connector.settings import LedgerSettings, Settings
 from connector.sync import SyncReport, run_sync
+from connector.targets.fortnox import FortnoxSettings
 
 # Fortnox's own window in the fake, and the connector's default limiter: the demo shows the
 # real pace (about 20 s for the sample ledger). Tests lower both.
@@ -23,16 +24,19 @@ CONNECTOR_RATE_LIMIT = "24/5"
 
 
 def sandbox_settings(base_url: str, state_dir: Path, mappings_dir: Path) -> Settings:
-    return Settings(
-        ledger=LedgerSettings(url=base_url + LEDGER_PREFIX, token=SecretStr(LEDGER_TOKEN)),
-        fortnox=FortnoxSettings(
+    sections: dict[str, Any] = {
+        "fortnox": FortnoxSettings(
             api_url=base_url + API,
             auth_url=base_url + AUTH,
             client_id=CLIENT_ID,
             client_secret=SecretStr(CLIENT_SECRET),
             tenant_id=TENANT_ID,
             rate_limit=CONNECTOR_RATE_LIMIT,
-        ),
+        )
+    }
+    return Settings(
+        ledger=LedgerSettings(url=base_url + LEDGER_PREFIX, token=SecretStr(LEDGER_TOKEN)),
+        **sections,
         state_dir=state_dir,
         mappings_dir=mappings_dir,
     )

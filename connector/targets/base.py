@@ -1,24 +1,49 @@
-"""What every accounting system target offers the sync, and the limits the planner must respect.
+"""What every accounting system target gives the connector, in the connector's words.
 
-A target module defines a `PROFILE` (pure data the planner and the mapping validator use) and a
-client implementing `Target`: the few operations the sync needs, in the system's own words
-inside, in the connector's words outside.
+A target is a package `connector/targets/<name>/` exposing `SPEC` (a `TargetSpec`): pure data
+the planner and the mapping validator use (the profile), its settings section, its OAuth app
+description, and where its client lives. The client implements `Target`: the few operations the
+sync needs, in the system's own words inside and the connector's words outside. Nothing here
+imports an HTTP client, so `--help` and `mappings validate` stay light.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
 
-from connector.errors import ConnectorError, ExitCode
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from connector.errors import ConfigError, TargetRefusal
 
 if TYPE_CHECKING:
+    import httpx
+
+    from connector.auth import TokenEndpoint
     from connector.http import Stats
-    from connector.planning import PlannedInvoice, Row
+    from connector.planning import InvoiceStatus, PlannedInvoice, Row
+    from connector.settings import Settings
+
+__all__ = [
+    "NeedsStepping",
+    "OAuthApp",
+    "RemoteInvoice",
+    "RemoteRow",
+    "RemoteState",
+    "Target",
+    "TargetProfile",
+    "TargetRefusal",
+    "TargetSettings",
+    "TargetSpec",
+    "row_differences",
+    "rows_match",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,8 @@ class TargetProfile:
     quantity_places: int
     # Decimals a unit price may carry on the wire.
     price_places: int
+    # What a person does to an invoice to withdraw it there ("cancelled", "deleted").
+    withdrawn: str = "cancelled"
 
     def article_problem(self, article: str) -> str | None:
         """Why the target would reject this article number, or None."""
@@ -66,48 +93,43 @@ class RemoteRow:
         return not self.article
 
 
+class RemoteState(StrEnum):
+    OPEN = "open"  # a draft the connector may still change
+    CLOSED = "closed"  # booked, sent or converted: billed, never changed again
+    GONE = "gone"  # cancelled or deleted: bills nothing
+
+
 @dataclass(frozen=True)
 class RemoteInvoice:
-    """An invoice as the target reports it. `rows` is None in list results."""
+    """An invoice as the target reports it. `rows` is None in list results.
 
-    document_number: str
+    `remote_id` addresses it in the target's API (Fortnox: the document number; Visma: the
+    draft's GUID); `number` is what a person sees (None for a Visma draft, which has none).
+    """
+
+    remote_id: str
+    number: str | None
     key: str | None
     customer_number: str
-    booked: bool
-    cancelled: bool
+    state: RemoteState
+    # How it closed or went, in the connector's status words (booked, sent, cancelled).
+    status: InvoiceStatus | None = None
     currency: str | None = None
     rows: tuple[RemoteRow, ...] | None = None
-    # Sent to the customer (e-mailed, printed, e-invoiced or marked sent): the customer holds it.
-    sent: bool = False
     # Whether row prices include VAT; None when the answer does not say (list results).
     vat_included: bool | None = None
+    # GONE only: the target no longer has it at all (deleted, or never known there) rather
+    # than keeping it as cancelled.
+    vanished: bool = False
+
+    @property
+    def label(self) -> str:
+        """How messages name it: its number, else its id."""
+        return self.number or self.remote_id
 
     @property
     def live(self) -> bool:
-        return not self.cancelled
-
-    @property
-    def closed(self) -> bool:
-        """Never to be changed again by the connector: booked, sent or cancelled."""
-        return self.booked or self.sent or self.cancelled
-
-
-class TargetRefusal(ConnectorError):
-    """The target refused one invoice for a reason a person must fix (unknown customer,
-    unknown article...). Final for that invoice; the sync goes on with the others."""
-
-    exit_code = ExitCode.ATTENTION
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        status: int | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message, status=status, request_id=request_id)
-        self.code = code
+        return self.state is not RemoteState.GONE
 
 
 def row_differences(
@@ -153,29 +175,34 @@ class Target(Protocol):
 
     profile: TargetProfile
     stats: Stats
-    # How long the target's search may take to list a new invoice. After a create whose answer
-    # was lost, a search that misses it is trusted only this long after the create.
+    # How long the target's listing may take to show a new invoice. After a create whose
+    # answer was lost, a listing that misses it is trusted only this long after the create.
     search_settle_seconds: float
 
-    def find_invoices(self, fragment: str) -> list[RemoteInvoice]:
-        """Every invoice whose key field contains `fragment` (the remote's search), read in a
-        stable order so no page repeats or misses one."""
+    def find(self, keys: Collection[str]) -> list[RemoteInvoice]:
+        """Every invoice, in any state, whose key is exactly one of `keys`. The target chooses
+        how to search; whatever its search matches, only exact keys come back."""
 
-    def get_invoice(self, document_number: str) -> RemoteInvoice | None:
-        """One invoice with its rows; None when the target does not have it."""
+    def find_all(self, periods: Collection[str] | None = None) -> list[RemoteInvoice]:
+        """Every invoice carrying a key of the connector's form for one of these service months
+        (YYYY-MM), in any state; every one of the connector's when `periods` is None."""
 
-    def create_invoice(self, invoice: PlannedInvoice, invoice_date: date) -> RemoteInvoice:
+    def get(self, remote_id: str) -> RemoteInvoice:
+        """One invoice with its rows. One the target no longer has comes back GONE (vanished),
+        never as an error: the run goes on."""
+
+    def create(self, invoice: PlannedInvoice, invoice_date: date) -> RemoteInvoice:
         """Create a draft dated `invoice_date`; raises OutcomeUnknownError when the answer was
         lost. Returns the target's answer, rows included, for the caller to verify."""
 
     def can_update(self, invoice: PlannedInvoice, current: RemoteInvoice) -> bool:
-        """Whether `update_invoice` can turn `current` into the plan in one request without a
-        row inheriting fields of another (False for a draft written by an earlier version
+        """Whether `update` can turn `current` into the plan in one request without a row
+        inheriting fields of another (False for a Fortnox draft written by an earlier version
         without the header row that shares no row with the plan)."""
 
-    def update_invoice(
+    def update(
         self,
-        document_number: str,
+        remote_id: str,
         invoice: PlannedInvoice,
         current: RemoteInvoice,
         *,
@@ -185,8 +212,11 @@ class Target(Protocol):
         """Make the draft's rows the planned ones. `current` is the draft as just read (its
         rows hold what the connector last wrote). `header_only`: add the plan's first (header)
         row and keep every current row untouched. `invoice_date` re-dates the draft. A lost
-        answer raises OutcomeUnknownError: row ids change with every update, so it is never
-        resent blindly."""
+        answer raises OutcomeUnknownError and is settled by reading, never resent blindly."""
+
+    def discard(self, remote_id: str) -> None:
+        """Withdraw a draft the connector made that has nothing left to bill (Fortnox cancels
+        it, Visma deletes it); afterwards `get` reports it GONE."""
 
     def precheck(self, invoice: PlannedInvoice) -> str | None:
         """For a dry run: why the target would refuse creating this invoice (a customer it
@@ -194,9 +224,6 @@ class Target(Protocol):
 
     def refuses_date(self, refusal: TargetRefusal) -> bool:
         """Whether a refusal is about the invoice date lying in a locked period."""
-
-    def cancel_invoice(self, document_number: str) -> None:
-        """Cancel a draft the connector made that has nothing left to bill."""
 
     def article_prices(self) -> dict[str, Decimal | None]:
         """The active articles: article number -> sales price (None when it has none)."""
@@ -206,8 +233,8 @@ class Target(Protocol):
         nothing is locked or the target does not say."""
 
     def identity(self) -> str | None:
-        """Which company the credentials reach (Fortnox: its tenant id), to bind the state to
-        it; None when the target will not say."""
+        """Which company the credentials reach, to bind the state to it; None when the target
+        will not say."""
 
     def explain(self, refusal: TargetRefusal, invoice: PlannedInvoice) -> str:
         """The refusal in plain words, naming the customer or article concerned."""
@@ -223,3 +250,151 @@ class NeedsStepping(Exception):
     """The draft's rows cannot be changed into the planned ones in a single request without a
     row taking over fields of another (a draft written by an earlier version, without the
     header row). The sync first writes the header alone, keeping every row, then updates."""
+
+
+# --- settings and authorisation -------------------------------------------------------------
+
+
+def http_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
+class TargetSettings(BaseModel):
+    """The settings every target has, under `CONNECTOR_<NAME>__`; a target subclasses it with
+    its own defaults and extra fields."""
+
+    api_url: str
+    auth_url: str
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    redirect_uri: str = "http://localhost:8790/callback"
+    # REQUESTS/SECONDS, kept a little under the system's own limit.
+    rate_limit: str
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    # After a create whose answer was lost, "not found" in a listing is trusted only this long
+    # after the create (how fast a listing shows a new invoice is undocumented).
+    search_settle_seconds: float = Field(default=600.0, ge=0)
+
+    @field_validator("api_url", "auth_url")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        return http_url(value)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        count, _, seconds = value.partition("/")
+        try:
+            ok = int(count) >= 1 and float(seconds) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("must be REQUESTS/SECONDS, e.g. 24/5")
+        return value
+
+
+@dataclass(frozen=True)
+class OAuthApp:
+    """How a person authorises the connector in one system: its endpoints under the settings'
+    `auth_url`, scopes, extra parameters and wording. auth.py holds the mechanics."""
+
+    system: str  # the display name
+    command: str  # the target's name in `connector auth login <command>`
+    authorize_path: str
+    token_path: str
+    scopes: str
+    extra_params: tuple[tuple[str, str], ...] = ()
+    # Who logs in, for the instructions.
+    who: str = "an administrator"
+    code_minutes: int = 5
+    # Extra authorisation parameters for a service account's consent (Fortnox), or None when
+    # the system has no such thing.
+    service_account_params: tuple[tuple[str, str], ...] | None = None
+    # Whether a refresh answer may keep the refresh token (a reusable one) instead of returning
+    # a new one; a rotating-only system treats a missing one as an error.
+    refresh_may_be_reused: bool = False
+    token_file: str = ""
+
+    @property
+    def login_hint(self) -> str:
+        return f"connector auth login {self.command}"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One accounting system, as the registry knows it."""
+
+    profile: TargetProfile
+    settings: type[TargetSettings]
+    oauth: OAuthApp
+    # "module:function" of the client factory: (settings, *, http, sleep, clock) -> Target.
+    factory: str
+    # "module:function" (settings, access_token) -> lines: after a service account's consent,
+    # what the person must still configure (Fortnox: the tenant id).
+    after_service_login: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    def env(self, field_name: str) -> str:
+        return f"CONNECTOR_{self.name.upper()}__{field_name.upper()}"
+
+    def section(self, settings: Settings) -> TargetSettings:
+        section = getattr(settings, self.name)
+        assert isinstance(section, self.settings)
+        return section
+
+    def configured(self, settings: Settings) -> bool:
+        section = self.section(settings)
+        secret = section.client_secret
+        return bool(section.client_id and secret and secret.get_secret_value())
+
+    def require(self, settings: Settings) -> tuple[str, SecretStr]:
+        """The client id and secret, or a ConfigError naming the variables to set."""
+        section = self.section(settings)
+        missing = []
+        if not section.client_id:
+            missing.append(self.env("client_id"))
+        secret = section.client_secret
+        if secret is None or not secret.get_secret_value():
+            missing.append(self.env("client_secret"))
+        if missing:
+            raise ConfigError(f"set {' and '.join(missing)} (see README, Configuration)")
+        assert section.client_id is not None
+        assert secret is not None
+        return section.client_id, secret
+
+    def token_endpoint(self, settings: Settings, http: httpx.Client) -> TokenEndpoint:
+        """The system's OAuth token endpoint with the configured client."""
+        from connector.auth import TokenEndpoint
+
+        client_id, secret = self.require(settings)
+        return TokenEndpoint(
+            f"{self.section(settings).auth_url}{self.oauth.token_path}",
+            client_id,
+            secret,
+            http=http,
+            app=self.oauth,
+            setting=self.env(""),
+        )
+
+    def open(self, settings: Settings, **kwargs: Any) -> Target:
+        """The client, imported only now (HTTP libraries and all)."""
+        self.require(settings)
+        factory: Callable[..., Target] = _load(self.factory)
+        return factory(settings, **kwargs)
+
+    def after_service_consent(self, settings: Settings, access_token: str) -> list[str]:
+        if self.after_service_login is None:
+            return []
+        hook: Callable[[Settings, str], list[str]] = _load(self.after_service_login)
+        return hook(settings, access_token)
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
