@@ -178,8 +178,9 @@ class KnownInvoice:
     key: InvoiceKey
     status: InvoiceStatus
     currency: str | None = None
-    document_number: str | None = None
+    remote_id: str | None = None  # what addresses it in the target's API
     digest: str | None = None  # rows_digest() of what the connector last wrote
+    display_number: str | None = None  # what a person sees (none on a Visma draft)
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ class PlannedInvoice:
     rows: tuple[Row, ...]
     action: Action
     revisions: Mapping[str, int]  # entry id -> revision whose rows are on this invoice
-    document_number: str | None = None
+    remote_id: str | None = None
+    display_number: str | None = None
 
     @property
     def item_rows(self) -> tuple[Row, ...]:
@@ -293,7 +295,10 @@ def rows_digest(rows: Iterable[Row], currency: str) -> str:
 
 
 def record_write(
-    invoiced: Invoiced, invoice: PlannedInvoice, document_number: str | None = None
+    invoiced: Invoiced,
+    invoice: PlannedInvoice,
+    remote_id: str | None = None,
+    number: str | None = None,
 ) -> Invoiced:
     """What is invoiced once `invoice` has been written as an open draft. Pure.
 
@@ -301,12 +306,14 @@ def record_write(
     long histories quickly.
     """
     invoices = dict(invoiced.invoices)
+    known = invoiced.invoices.get(invoice.key)
     invoices[invoice.key] = KnownInvoice(
         invoice.key,
         InvoiceStatus.OPEN,
         invoice.currency,
-        document_number or invoice.document_number,
+        remote_id or invoice.remote_id,
         invoice.digest,
+        number or (known.display_number if known else None),
     )
     fresh = {p.entry_id: p for p in invoice.placements()}
     placements: dict[str, list[Placement]] = {}
@@ -330,7 +337,7 @@ def with_status(invoiced: Invoiced, key: InvoiceKey, status: InvoiceStatus) -> I
     """The same state with one known invoice's status changed (booked, cancelled, locked)."""
     known = invoiced.invoices[key]
     invoices = dict(invoiced.invoices)
-    invoices[key] = KnownInvoice(key, status, known.currency, known.document_number, known.digest)
+    invoices[key] = replace(known, status=status)
     return Invoiced(invoices=invoices, placements=invoiced.placements)
 
 
@@ -538,7 +545,7 @@ def _rows_of(
                 description=describe(entry, profile.row_text_max),
                 article=article,
                 quantity=quantity,
-                unit=category.unit,
+                unit=category.unit if profile.row_units else None,
                 price=price,
             )
         )
@@ -589,7 +596,7 @@ def _topup_rows(
             description=describe(entry, profile.row_text_max),
             article=article,
             quantity=entry.hours,
-            unit=category.unit,
+            unit=category.unit if profile.row_units else None,
             price=price,
         ),
     )
@@ -994,8 +1001,8 @@ def header_text(key: InvoiceKey, invoiced: Invoiced) -> str:
     text = f"Servicekonto: arbete utanför månadsavgiften, {when}"
     for sequence in range(key.sequence - 1, 0, -1):
         known = invoiced.invoices.get(InvoiceKey(key.customer_number, key.period, sequence))
-        if known is not None and known.status.billed and known.document_number:
-            return f"Tilläggsfaktura till faktura {known.document_number}. {text}"
+        if known is not None and known.status.billed and known.display_number:
+            return f"Tilläggsfaktura till faktura {known.display_number}. {text}"
     return text
 
 
@@ -1016,7 +1023,7 @@ def _invoice(
     for part in parts:
         rows.extend(sorted(part.rows, key=lambda r: _ROLE_ORDER[r.role]))
     digest = rows_digest(rows, currency)
-    if known is None or (known.digest is None and known.document_number is None):
+    if known is None or (known.digest is None and known.remote_id is None):
         action = Action.CREATE
     elif known.digest == digest:
         action = Action.UNCHANGED
@@ -1028,5 +1035,6 @@ def _invoice(
         rows=tuple(rows),
         action=action,
         revisions={p.entry.id: p.entry.revision for p in parts},
-        document_number=known.document_number if known else None,
+        remote_id=known.remote_id if known else None,
+        display_number=known.display_number if known else None,
     )

@@ -354,7 +354,7 @@ def _record(
             rows=tuple(invoice.rows),
             action=Action.UPDATE,
             revisions=invoice.revisions,
-            document_number=invoice.remote.remote_id,
+            remote_id=invoice.remote.remote_id,
         )
         by_entry: dict[str, list[Row]] = defaultdict(list)
         for row in invoice.rows:
@@ -375,6 +375,7 @@ def _record(
             rows_digest(invoice.rows, currency) if invoice.status is InvoiceStatus.OPEN else None,
             written if invoice.status is InvoiceStatus.OPEN else None,
             placements,
+            invoice.remote.number,
         )
     report.invoices = dict(sorted(counts.items()))
     report.entries_placed = len(placed)

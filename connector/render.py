@@ -34,7 +34,8 @@ def invoice_json(invoice: PlannedInvoice) -> dict[str, Any]:
         "period": invoice.key.period,
         "supplements": invoice.supplements.text if invoice.supplements else None,
         "action": invoice.action.value,
-        "document_number": invoice.document_number,
+        "remote_id": invoice.remote_id,
+        "number": invoice.display_number,
         "currency": invoice.currency,
         "total": str(invoice.total),
         "unpriced_rows": invoice.unpriced_rows,
@@ -138,7 +139,7 @@ def plan_text(doc: dict[str, Any]) -> str:
     for inv in doc["invoices"]:
         lines.append("")
         extra = f", supplements {inv['supplements']}" if inv["supplements"] else ""
-        number = f" (#{inv['document_number']})" if inv["document_number"] else ""
+        number = f" (#{inv['number']})" if inv.get("number") else ""
         action = "cancel (nothing left to bill)" if not inv["rows"] else inv["action"]
         lines.append(
             f"{inv['key']}{number}  [{action}]  customer {inv['customer_number']}, "

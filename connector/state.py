@@ -112,6 +112,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (target, customer_number, period)
     );
     """,
+    # 3: target-neutral invoice ids: what addresses the invoice in the target's API (Fortnox's
+    # document number, Visma's draft GUID) and what a person sees (Visma drafts have none).
+    """
+    ALTER TABLE invoices RENAME COLUMN document_number TO remote_id;
+    ALTER TABLE invoices ADD COLUMN display_number TEXT;
+    UPDATE invoices SET display_number = remote_id WHERE target = 'fortnox';
+    """,
 )
 
 # What a state directory is bound to (meta keys): the ledger it mirrors, and per target the
@@ -193,7 +200,7 @@ class Written:
         return rows_match(remote, self.rows)
 
     def as_planned(
-        self, key: InvoiceKey, document_number: str | None, prefix: Sequence[Row] = ()
+        self, key: InvoiceKey, remote_id: str | None, prefix: Sequence[Row] = ()
     ) -> PlannedInvoice:
         return PlannedInvoice(
             key=key,
@@ -201,7 +208,7 @@ class Written:
             rows=(*prefix, *self.rows),
             action=Action.UPDATE,
             revisions=self.revisions,
-            document_number=document_number,
+            remote_id=remote_id,
         )
 
 
@@ -209,13 +216,14 @@ class Written:
 class InvoiceRecord:
     key: InvoiceKey
     status: InvoiceStatus
-    document_number: str | None
+    remote_id: str | None
     written: Written | None
     pending: Written | None
     updated_at: str
     refused_digest: str | None = None
     refused_code: str | None = None
     pending_since: str | None = None
+    display_number: str | None = None
 
 
 @dataclass(frozen=True)
@@ -456,12 +464,15 @@ class StateStore:
 
     def invoiced(self, target: str) -> Invoiced:
         invoices = {}
-        for key, status, currency, number, digest in self.db.execute(
-            "SELECT key, status, currency, document_number, digest FROM invoices WHERE target = ?",
+        for key, status, currency, remote_id, digest, number in self.db.execute(
+            "SELECT key, status, currency, remote_id, digest, display_number FROM invoices"
+            " WHERE target = ?",
             (target,),
         ):
             parsed = InvoiceKey.parse(key)
-            invoices[parsed] = KnownInvoice(parsed, InvoiceStatus(status), currency, number, digest)
+            invoices[parsed] = KnownInvoice(
+                parsed, InvoiceStatus(status), currency, remote_id, digest, number
+            )
         placements: dict[str, list[Placement]] = {}
         for entry_id, key, revision, rows in self.db.execute(
             "SELECT entry_id, key, revision, rows FROM placements WHERE target = ?"
@@ -529,8 +540,9 @@ class StateStore:
         self,
         target: str,
         invoice: PlannedInvoice,
-        document_number: str,
+        remote_id: str,
         remote: Sequence[RemoteRow] | None = None,
+        number: str | None = None,
     ) -> None:
         """The invoice now holds `invoice.rows`: record it and move its entries' placements
         in one transaction (the same transition as planning.record_write)."""
@@ -539,13 +551,15 @@ class StateStore:
             self._upsert_invoice(db, target, invoice.key)
             db.execute(
                 """
-                UPDATE invoices SET status = 'open', document_number = ?, currency = ?,
+                UPDATE invoices SET status = 'open', remote_id = ?,
+                    display_number = COALESCE(?, display_number), currency = ?,
                     digest = ?, written = ?, pending = NULL, pending_since = NULL,
                     refused_digest = NULL, refused_code = NULL, updated_at = ?
                 WHERE target = ? AND key = ?
                 """,
                 (
-                    document_number,
+                    remote_id,
+                    number,
                     invoice.currency,
                     invoice.digest,
                     Written.of(invoice, remote).to_json(),
@@ -612,21 +626,23 @@ class StateStore:
         key: InvoiceKey,
         status: InvoiceStatus,
         currency: str,
-        document_number: str,
+        remote_id: str,
         digest: str | None,
         written: Written | None,
         placements: Sequence[Placement],
+        number: str | None = None,
     ) -> None:
         """One invoice found in the target, and the entries tied to its rows."""
         with self.transaction() as db:
             self._upsert_invoice(db, target, key)
             db.execute(
-                "UPDATE invoices SET status = ?, currency = ?, document_number = ?, digest = ?,"
-                " written = ?, updated_at = ? WHERE target = ? AND key = ?",
+                "UPDATE invoices SET status = ?, currency = ?, remote_id = ?, display_number = ?,"
+                " digest = ?, written = ?, updated_at = ? WHERE target = ? AND key = ?",
                 (
                     status.value,
                     currency,
-                    document_number,
+                    remote_id,
+                    number,
                     digest,
                     None if written is None else written.to_json(),
                     _now(),
@@ -708,35 +724,40 @@ class StateStore:
         target: str,
         key: InvoiceKey,
         status: InvoiceStatus,
-        document_number: str | None = None,
+        remote_id: str | None = None,
+        number: str | None = None,
     ) -> None:
         with self.transaction() as db:
             self._upsert_invoice(db, target, key)
             db.execute(
-                "UPDATE invoices SET status = ?,"
-                " document_number = COALESCE(?, document_number), updated_at = ?"
+                "UPDATE invoices SET status = ?, remote_id = COALESCE(?, remote_id),"
+                " display_number = COALESCE(?, display_number), updated_at = ?"
                 " WHERE target = ? AND key = ?",
-                (status.value, document_number, _now(), target, key.text),
+                (status.value, remote_id, number, _now(), target, key.text),
             )
 
     _RECORD = (
-        "SELECT key, status, document_number, written, pending, updated_at, refused_digest,"
-        " refused_code, pending_since FROM invoices WHERE target = ?"
+        "SELECT key, status, remote_id, written, pending, updated_at, refused_digest,"
+        " refused_code, pending_since, display_number FROM invoices WHERE target = ?"
     )
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> InvoiceRecord:
-        key, status, number, written, pending, updated, refused_digest, refused_code, since = row
+        (
+            key, status, remote_id, written, pending, updated, refused_digest, refused_code,
+            since, number,
+        ) = row  # fmt: skip
         return InvoiceRecord(
             InvoiceKey.parse(key),
             InvoiceStatus(status),
-            number,
+            remote_id,
             Written.from_json(written),
             Written.from_json(pending),
             updated,
             refused_digest,
             refused_code,
             since,
+            number,
         )
 
     def invoice_records(self, target: str) -> list[InvoiceRecord]:

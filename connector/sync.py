@@ -430,13 +430,17 @@ class _Sync:
         self.skip.add(key)
 
     def set_status(
-        self, key: InvoiceKey, status: InvoiceStatus, document_number: str | None
+        self,
+        key: InvoiceKey,
+        status: InvoiceStatus,
+        remote_id: str | None,
+        number: str | None = None,
     ) -> None:
-        log.info("invoice.status", key=key.text, status=status.value, number=document_number)
+        log.info("invoice.status", key=key.text, status=status.value, number=number or remote_id)
         if self.dry_run:
-            self.overrides[key] = KnownInvoice(key, status, None, document_number, None)
+            self.overrides[key] = KnownInvoice(key, status, None, remote_id, None, number)
         else:
-            self.store.set_status(self.name, key, status, document_number)
+            self.store.set_status(self.name, key, status, remote_id, number)
 
     def invoice_date(self, key: InvoiceKey) -> date:
         """The date of a new invoice (planning.invoice_date), out of any locked period."""
@@ -488,8 +492,8 @@ class _Sync:
                 continue  # not the connector's
             record = records.get(key.text)
             if record is not None and (
-                record.document_number == remote.remote_id
-                or (record.document_number is None and record.pending is not None)
+                record.remote_id == remote.remote_id
+                or (record.remote_id is None and record.pending is not None)
                 # A cancelled twin of a key the state knows (a copy someone cancelled) bills
                 # nothing: it must not stop every later run.
                 or not remote.live
@@ -529,7 +533,7 @@ class _Sync:
         for invoice in changes:
             key = invoice.key
             candidates = remote.get(key.text, [])
-            number = invoice.document_number
+            number = invoice.remote_id
             if number:
                 mine = [c for c in candidates if c.remote_id == number]
                 # A listing may miss an invoice (freshness is not promised): read it directly
@@ -578,7 +582,7 @@ class _Sync:
                     "recorded for it (an older state directory, or a person's change of "
                     "amounts)",
                 )
-        self.set_status(key, status, number)
+        self.set_status(key, status, number, remote.number)
 
     def _hold(self, key: InvoiceKey, why: str) -> None:
         """Hold a customer's month: nothing more is planned for it until a person has looked
@@ -601,10 +605,10 @@ class _Sync:
         for record in self.store.invoice_records(self.name):
             if record.pending is None:
                 continue
-            log.info("recovery.pending", key=record.key.text, number=record.document_number)
-            pending = record.pending.as_planned(record.key, record.document_number)
+            log.info("recovery.pending", key=record.key.text, number=record.remote_id)
+            pending = record.pending.as_planned(record.key, record.remote_id)
             try:
-                if record.document_number:
+                if record.remote_id:
                     self._recover_update(record, pending)
                 else:
                     self._recover_create(record, pending)
@@ -644,8 +648,8 @@ class _Sync:
         )
 
     def _recover_update(self, record: InvoiceRecord, pending: PlannedInvoice) -> None:
-        assert record.document_number is not None
-        remote = self.target.get(record.document_number)
+        assert record.remote_id is not None
+        remote = self.target.get(record.remote_id)
         rows = remote.rows or ()
         if not pending.rows:  # a discard of an emptied draft
             if remote.state is RemoteState.GONE:
@@ -656,20 +660,20 @@ class _Sync:
             return
         if remote.state is RemoteState.GONE:
             self.store.clear_pending(self.name, pending.key)
-            self._closed(pending.key, record.document_number, InvoiceStatus.CANCELLED, remote)
+            self._closed(pending.key, record.remote_id, InvoiceStatus.CANCELLED, remote)
             return
         if rows_match(rows, pending.rows):
-            self.store.confirm_write(self.name, pending, record.document_number, rows)
+            self.store.confirm_write(self.name, pending, record.remote_id, rows)
             self.report.recovered.append(pending.key.text)
         elif record.written is not None and record.written.holds(rows):
             self.store.clear_pending(self.name, pending.key)
         elif bills_as(rows, pending.rows):
             # The write landed and a person has changed a text since: what it bills is ours.
-            self.store.confirm_write(self.name, pending, record.document_number, rows)
-            self._locked_by_person(pending.key, record.document_number)
+            self.store.confirm_write(self.name, pending, record.remote_id, rows)
+            self._locked_by_person(pending.key, record.remote_id)
         else:
             self.store.clear_pending(self.name, pending.key)
-            self._locked_by_person(pending.key, record.document_number)
+            self._locked_by_person(pending.key, record.remote_id)
 
     def _adopt(self, invoice: PlannedInvoice, number: str) -> None:
         """A create whose answer was lost did happen: record it. If a person has changed it
@@ -677,7 +681,7 @@ class _Sync:
         any draft a person edits), and left to them."""
         remote = self.target.get(number)
         rows = None if remote.vanished else tuple(remote.rows or ())
-        self.store.confirm_write(self.name, invoice, number, rows)
+        self.store.confirm_write(self.name, invoice, number, rows, remote.number)
         if rows is not None and rows_match(rows, invoice.rows):
             self.report.recovered.append(invoice.key.text)
             log.info("invoice.recovered", key=invoice.key.text, number=number)
@@ -748,7 +752,7 @@ class _Sync:
         unwritten = set() if self.dry_run else {i.key for i in plan.changes}
         existing = {
             key for key, known in self.store.invoiced(self.name).invoices.items()
-            if known.document_number
+            if known.remote_id
         }  # fmt: skip
         refused = {
             key for key in (InvoiceKey.parse(k) for k in self.report.invoice_attention)
@@ -802,7 +806,7 @@ class _Sync:
     def _confirm(self, invoice: PlannedInvoice, number: str, answer: RemoteInvoice) -> bool:
         """Record a write, and compare the target's answer with the plan: anything it stored
         differently (a price, a row, VAT included) locks the invoice for a person to check."""
-        self.store.confirm_write(self.name, invoice, number, answer.rows)
+        self.store.confirm_write(self.name, invoice, number, answer.rows, answer.number)
         problems = row_differences(answer.rows or (), invoice.rows, texts=False)
         if answer.vat_included:
             problems.append("prices are marked as including VAT")
@@ -870,11 +874,11 @@ class _Sync:
     def _check_ours(self, invoice: PlannedInvoice) -> RemoteInvoice | None:
         """The remote draft, if it is still what the connector last wrote; else None (and the
         invoice is locked or re-statused)."""
-        assert invoice.document_number is not None
-        remote = self.target.get(invoice.document_number)
+        assert invoice.remote_id is not None
+        remote = self.target.get(invoice.remote_id)
         status = remote_status(remote)
         if status is not None:
-            self._closed(invoice.key, invoice.document_number, status, remote)
+            self._closed(invoice.key, invoice.remote_id, status, remote)
             return None
         record = self.store.invoice_record(self.name, invoice.key)
         known = [w for w in (record.written, record.pending) if w] if record else []
@@ -885,16 +889,16 @@ class _Sync:
                 # computed against it.
                 self._hold(
                     invoice.key,
-                    f"draft {invoice.document_number} ({invoice.key}) bills other amounts than "
+                    f"draft {invoice.remote_id} ({invoice.key}) bills other amounts than "
                     "the connector wrote (a person's change of amounts, or an older state "
                     "directory)",
                 )
-            self._locked_by_person(invoice.key, invoice.document_number)
+            self._locked_by_person(invoice.key, invoice.remote_id)
             return None
         return remote
 
     def update(self, invoice: PlannedInvoice) -> bool:
-        assert invoice.document_number is not None
+        assert invoice.remote_id is not None
         current = self._check_ours(invoice)
         if current is None:
             return True
@@ -910,15 +914,15 @@ class _Sync:
             if answer is None:
                 return True
             failpoint("after_header_step")
-            self.store.confirm_write(self.name, step, invoice.document_number, answer.rows)
+            self.store.confirm_write(self.name, step, invoice.remote_id, answer.rows)
             current = answer
         answer = self._put(invoice, current)
         if answer is None:
             return True
         failpoint("after_put")
-        if self._confirm(invoice, invoice.document_number, answer):
+        if self._confirm(invoice, invoice.remote_id, answer):
             self.report.updated.append(invoice.key.text)
-            log.info("invoice.updated", key=invoice.key.text, number=invoice.document_number)
+            log.info("invoice.updated", key=invoice.key.text, number=invoice.remote_id)
             return False
         return True
 
@@ -927,7 +931,7 @@ class _Sync:
         assert record is not None
         assert record.written is not None
         header = [r for r in invoice.rows if r.role is RowRole.HEADER]
-        return record.written.as_planned(invoice.key, invoice.document_number, prefix=header)
+        return record.written.as_planned(invoice.key, invoice.remote_id, prefix=header)
 
     def _put(
         self, invoice: PlannedInvoice, current: RemoteInvoice, *, header_only: bool = False
@@ -936,8 +940,8 @@ class _Sync:
         same row ids again (they change with every update). None when the draft turned out to
         be someone else's, closed or gone; raises RemoteUnavailableError after repeated
         unknowns."""
-        assert invoice.document_number is not None
-        number = invoice.document_number
+        assert invoice.remote_id is not None
+        number = invoice.remote_id
         dated: date | None = None
         for _ in range(self.UPDATE_ATTEMPTS):
             self.store.mark_pending(self.name, invoice)
@@ -981,8 +985,8 @@ class _Sync:
         """After a PUT whose answer was lost, read the draft: (True, draft) if the write
         landed, (False, draft) if it did not and may be sent again, (False, None) when the
         draft turned out to be gone, closed or edited by a person."""
-        assert invoice.document_number is not None
-        number = invoice.document_number
+        assert invoice.remote_id is not None
+        number = invoice.remote_id
         now = self.target.get(number)
         rows = tuple(now.rows or ())
         landed = now.state is not RemoteState.GONE and (
@@ -997,8 +1001,8 @@ class _Sync:
         if landed:
             # Landed, then booked or sent before we looked: record what it bills first, or the
             # change would be billed a second time on a supplementary invoice.
-            self.store.confirm_write(self.name, invoice, number, rows)
-            self.set_status(invoice.key, status or InvoiceStatus.BOOKED, number)
+            self.store.confirm_write(self.name, invoice, number, rows, now.number)
+            self.set_status(invoice.key, status or InvoiceStatus.BOOKED, number, now.number)
             return False, None
         self.store.clear_pending(self.name, invoice.key)
         if status is not None:
@@ -1028,7 +1032,7 @@ class _Sync:
         """A draft of ours left with nothing to bill is cancelled rather than left empty. The
         cancel is marked pending first: a crash right after it must not read as a person's
         cancellation, which would exclude the entries that left the draft."""
-        assert invoice.document_number is not None
+        assert invoice.remote_id is not None
         if self._check_ours(invoice) is None:
             return True
         if self.dry_run:
@@ -1037,10 +1041,10 @@ class _Sync:
         self.store.mark_pending(self.name, invoice)
         failpoint("before_cancel")
         try:
-            self.target.discard(invoice.document_number)
+            self.target.discard(invoice.remote_id)
         except (OutcomeUnknownError, TargetRefusal) as exc:
             # A lost answer, or a repeat refused: what counts is whether it is gone now.
-            now = self.target.get(invoice.document_number)
+            now = self.target.get(invoice.remote_id)
             if now.state is not RemoteState.GONE:
                 self.store.clear_pending(self.name, invoice.key)
                 if isinstance(exc, TargetRefusal):
@@ -1052,12 +1056,12 @@ class _Sync:
         failpoint("after_cancel")
         self._record_cancel(invoice)
         self.report.cancelled.append(invoice.key.text)
-        log.info("invoice.cancelled_empty", key=invoice.key.text, number=invoice.document_number)
+        log.info("invoice.cancelled_empty", key=invoice.key.text, number=invoice.remote_id)
         return True
 
     def _record_cancel(self, invoice: PlannedInvoice) -> None:
-        assert invoice.document_number is not None
-        self.store.confirm_write(self.name, invoice, invoice.document_number)
+        assert invoice.remote_id is not None
+        self.store.confirm_write(self.name, invoice, invoice.remote_id)
         self.store.set_status(self.name, invoice.key, InvoiceStatus.CANCELLED)
 
 

@@ -235,7 +235,7 @@ def written_net(world: World, refs: set[str]) -> Net:
     for ref in refs:
         for placement in invoiced.placements.get(ref, ()):
             known = invoiced.invoices.get(placement.key)
-            if known is None or known.status.value == "cancelled" or not known.document_number:
+            if known is None or known.status.value == "cancelled" or not known.remote_id:
                 continue
             for row in placement.rows:
                 if row.article and row.quantity is not None and row.price is not None:
@@ -255,12 +255,12 @@ def assert_drafts_equal_plan(world: World, plan: Plan) -> None:
     inherited from another row); text rows carry nothing but their text."""
     fake = world.fake
     for invoice in plan.invoices:
-        if invoice.document_number is None or not invoice.rows:
+        if invoice.remote_id is None or not invoice.rows:
             continue
-        stored = fake.invoices[int(invoice.document_number)]
+        stored = fake.invoices[int(invoice.remote_id)]
         if stored["Booked"] or stored["Cancelled"] or stored["Sent"]:
             continue  # closed since the plan was made; covered by the money oracle
-        if int(invoice.document_number) in world.edited:
+        if int(invoice.remote_id) in world.edited:
             continue  # a person's now; covered by the money oracle
         assert stored["ExternalInvoiceReference1"] == invoice.key.text
         assert stored["VATIncluded"] is False

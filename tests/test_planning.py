@@ -64,7 +64,8 @@ def outcome(result: Plan, ref: str) -> tuple[Outcome, str]:
 
 def write_all(invoiced: Invoiced, result: Plan) -> Invoiced:
     for planned in result.changes:
-        invoiced = record_write(invoiced, planned, document_number=f"D-{planned.key}")
+        number = f"D-{planned.key}"
+        invoiced = record_write(invoiced, planned, remote_id=number, number=number)
     return invoiced
 
 
@@ -255,7 +256,7 @@ def test_change_on_open_draft_updates_it(make: Make, mappings: Mappings) -> None
     (only,) = result.invoices
     assert only.key.text == "SK-1001-2026-09" and only.action is Action.UPDATE
     assert [r.quantity for r in only.item_rows] == [Decimal("4.00"), Decimal("2.50")]
-    assert only.document_number == "D-SK-1001-2026-09"
+    assert only.remote_id == "D-SK-1001-2026-09"
 
 
 def test_void_on_open_draft_removes_the_row(make: Make, mappings: Mappings) -> None:

@@ -62,6 +62,9 @@ class TargetProfile:
     price_places: int
     # What a person does to an invoice to withdraw it there ("cancelled", "deleted").
     withdrawn: str = "cancelled"
+    # Whether a row carries its own unit. Visma takes it from the article: planned rows then
+    # have none, and the mapping's unit is only checked against the article's.
+    row_units: bool = True
 
     def article_problem(self, article: str) -> str | None:
         """Why the target would reject this article number, or None."""
@@ -121,6 +124,10 @@ class RemoteInvoice:
     # GONE only: the target no longer has it at all (deleted, or never known there) rather
     # than keeping it as cancelled.
     vanished: bool = False
+    invoice_date: date | None = None
+    # The target's own answer, for a read-modify-write that keeps what a person set on the
+    # draft (Visma's PUT replaces the whole draft). Not part of the invoice's identity.
+    source: Any = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
