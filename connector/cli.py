@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import importlib.metadata
 import json
 import os
@@ -566,7 +567,7 @@ def mappings_validate(
     _guard(body)
 
 
-@app.command(short_help="Serve a fake ledger and a fake Fortnox on loopback.")
+@app.command(short_help="Serve a fake ledger and fake accounting systems on loopback.")
 def sandbox(
     host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on.")] = (
         "127.0.0.1"
@@ -579,13 +580,21 @@ def sandbox(
         ),
     ] = None,
     rate_limit: Annotated[
-        str, typer.Option(metavar="REQUESTS/SECONDS", help="Fortnox's rate-limit window.")
-    ] = "25/5",
+        str | None,
+        typer.Option(
+            metavar="REQUESTS/SECONDS",
+            help="Every fake's rate-limit window (default: each system's own: Fortnox 25/5, "
+            "Visma 600/60).",
+        ),
+    ] = None,
     latency_ms: Annotated[
-        int, typer.Option(metavar="MS", help="Added to every Fortnox answer.")
+        int, typer.Option(metavar="MS", help="Added to every accounting-system answer.")
     ] = 0,
     error_rate: Annotated[
-        float, typer.Option(metavar="SHARE", help="Share (0-1) of Fortnox requests answered 503.")
+        float,
+        typer.Option(
+            metavar="SHARE", help="Share (0-1) of accounting-system requests answered 503."
+        ),
     ] = 0,
     lost_create_rate: Annotated[
         float,
@@ -594,16 +603,19 @@ def sandbox(
         ),
     ] = 0,
     rate_429: Annotated[
-        float, typer.Option(metavar="SHARE", help="Share (0-1) of Fortnox requests answered 429.")
+        float,
+        typer.Option(
+            metavar="SHARE", help="Share (0-1) of accounting-system requests answered 429."
+        ),
     ] = 0,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed for the fault switches.")] = 0,
 ) -> None:
-    """Serve a fake ledger and a fake Fortnox on loopback, with fault switches."""
+    """Serve a fake ledger and a fake of every accounting system (Fortnox, Visma eAccounting)
+    on loopback, with fault switches."""
 
     def body() -> int:
-        from connector.sandbox import Faults, build_app
+        from connector.sandbox import Faults, build_app, fake_module
         from connector.sandbox.app import LEDGER_PREFIX, LEDGER_TOKEN
-        from connector.sandbox.fortnox import API, AUTH, CLIENT_ID, CLIENT_SECRET, TENANT_ID
         from connector.sandbox.server import SandboxServer
 
         if ledger is not None and not ledger.is_file():
@@ -623,19 +635,19 @@ def sandbox(
             server = SandboxServer(app_, host, port)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        typer.echo(f"sandbox listening on {server.url}", err=True)
-        typer.echo(f"  CONNECTOR_LEDGER__URL={server.url}{LEDGER_PREFIX}", err=True)
-        typer.echo(
-            f"  CONNECTOR_LEDGER__TOKEN={LEDGER_TOKEN}  (the sandbox's public test token)", err=True
-        )
-        typer.echo(f"  CONNECTOR_FORTNOX__API_URL={server.url}{API}", err=True)
-        typer.echo(f"  CONNECTOR_FORTNOX__AUTH_URL={server.url}{AUTH}", err=True)
-        typer.echo(
-            f"  CONNECTOR_FORTNOX__CLIENT_ID={CLIENT_ID}"
-            f" CONNECTOR_FORTNOX__CLIENT_SECRET={CLIENT_SECRET}"
-            f" CONNECTOR_FORTNOX__TENANT_ID={TENANT_ID}",
-            err=True,
-        )
+        say = functools.partial(typer.echo, err=True)
+        say(f"sandbox listening on {server.url}")
+        say(f"  CONNECTOR_LEDGER__URL={server.url}{LEDGER_PREFIX}")
+        say(f"  CONNECTOR_LEDGER__TOKEN={LEDGER_TOKEN}  (the sandbox's public test token)")
+        for name in targets.names():
+            spec = targets.spec(name)
+            module = fake_module(name)
+            say(f"{spec.profile.display_name} (CONNECTOR_TARGET={name}):")
+            for field, value in module.connector_section(server.url).items():
+                say(f"  {spec.env(field)}={value}")
+            seed_token = getattr(module, "SEED_REFRESH_TOKEN", None)
+            if seed_token:
+                say(f"  then once: echo {seed_token} | connector auth import {name}")
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
         return int(ExitCode.OK)
@@ -644,18 +656,28 @@ def sandbox(
 
 
 @app.command(short_help="Run a full sync against the built-in sandbox; show the result.")
-def demo() -> None:
+def demo(
+    target: Annotated[
+        System | None,
+        typer.Option(
+            "--target",
+            metavar="SYSTEM",
+            help="The accounting system to fill (default: CONNECTOR_TARGET, else fortnox).",
+        ),
+    ] = None,
+) -> None:
     """Start the sandbox in-process, run a full sync against it, and show the result."""
 
     def body() -> int:
         from connector.render import sync_text
-        from connector.sandbox.demo import fortnox_table, run_demo
+        from connector.sandbox.demo import invoice_table, run_demo
 
         settings = _settings()
-        report, invoices = run_demo(settings.mappings_dir)
+        name = str(target) if target is not None else settings.target
+        report, invoices = run_demo(settings.mappings_dir, name)
         typer.echo(sync_text(report.to_json()))
         typer.echo("")
-        typer.echo(fortnox_table(invoices))
+        typer.echo(invoice_table(targets.spec(name).profile.display_name, invoices))
         return int(ExitCode.OK)
 
     _guard(body)

@@ -245,8 +245,9 @@ class StateStore:
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         try:
             if not state_dir.exists():
-                # It holds the token file and the billing memory: private from the start.
-                state_dir.mkdir(parents=True, mode=0o700)
+                # It holds the token file and the billing memory: private from the start. Two
+                # processes may both find it missing (cron and a person): both go on.
+                state_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
             self.db = sqlite3.connect(
                 state_dir / DB_NAME, isolation_level=None, timeout=30.0, check_same_thread=False
             )

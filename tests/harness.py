@@ -1,5 +1,10 @@
-"""Test harness for syncs: an in-process sandbox world, and an oracle that checks the fake
-Fortnox against the ledger without trusting the connector's own state."""
+"""Test harness for syncs: an in-process sandbox world for any target, and an oracle that checks
+the target's fake against the ledger without trusting the connector's own state.
+
+The oracle sees every fake through one neutral shape (`neutral_invoices()`), and a `Driver` per
+target does what a person does in that system (book, send, withdraw, edit a text), so one suite
+of guarantee tests runs against every target (tests/test_target_suite.py).
+"""
 
 from __future__ import annotations
 
@@ -13,27 +18,26 @@ from typing import Any
 
 import httpx
 
+from connector import targets
 from connector.ledger import InvalidEntry, LedgerClient, parse_entry
 from connector.mappings import Mappings
 from connector.planning import Outcome, Plan, entry_rows
 from connector.planning import plan as plan_
 from connector.rebuild import RebuildReport, rebuild
-from connector.sandbox import build_app, fortnox_of
-from connector.sandbox.app import SandboxApp
+from connector.sandbox import build_app, fake_module, fortnox_of
+from connector.sandbox.app import FakeDriver, SandboxApp
+from connector.sandbox.fortnox import Driver as FortnoxDriver
 from connector.sandbox.fortnox import FortnoxFake
 from connector.sandbox.server import transport
 from connector.settings import Settings
 from connector.state import StateStore
 from connector.sync import SyncReport, load_entries, run_sync
-from connector.targets import fortnox
+from connector.targets.base import TargetProfile, TargetSettings
 from connector.targets.fortnox import client as fortnox_client
 from connector.targets.fortnox.settings import FortnoxSettings
 
 BASE = "http://sandbox.test"
-
-
-def fortnox_settings(settings: Settings) -> FortnoxSettings:
-    return fortnox_client.section(settings)
+TARGETS = tuple(targets.TARGETS)
 
 
 def NIGHT() -> datetime:
@@ -45,20 +49,53 @@ def NIGHT() -> datetime:
 Net = dict[tuple[str, str, str, Decimal], Decimal]
 
 
+def fortnox_settings(settings: Settings) -> FortnoxSettings:
+    return fortnox_client.section(settings)
+
+
+def target_settings(settings: Settings) -> TargetSettings:
+    return targets.spec(settings.target).section(settings)
+
+
+# --- drivers: a person at each accounting system ----------------------------------------------
+
+Driver = FakeDriver
+
+
+def driver_for(app: SandboxApp, target: str) -> Driver:
+    """The target's fake, seen through its sandbox module's neutral `Driver`."""
+    driver: Driver = fake_module(target).Driver(app)
+    return driver
+
+
 @dataclass
 class World:
-    """The sandbox app and a connector configured against it, all in one process."""
+    """The sandbox app and a connector configured against one of its fakes, all in one
+    process."""
 
     app: SandboxApp
     settings: Settings
     mappings: Mappings
     reports: list[SyncReport] = field(default_factory=list)
-    # Invoices a person edited in the fake: theirs, so not compared with the plan row by row
-    # (the connector notices an edit only when it next needs to change that draft).
-    edited: set[int] = field(default_factory=set)
+    # Invoices a person edited in the fake (remote ids): theirs, so not compared with the plan
+    # row by row (the connector notices an edit only when it next needs to change that draft).
+    edited: set[str] = field(default_factory=set)
+
+    @property
+    def target(self) -> str:
+        return self.settings.target
+
+    @property
+    def profile(self) -> TargetProfile:
+        return targets.spec(self.target).profile
+
+    @property
+    def driver(self) -> Driver:
+        return driver_for(self.app, self.target)
 
     @property
     def fake(self) -> FortnoxFake:
+        """The fake Fortnox, for tests that are about Fortnox itself."""
         return fortnox_of(self.app)
 
     def client(self) -> httpx.Client:
@@ -70,7 +107,7 @@ class World:
         token = self.settings.ledger.token
         assert self.settings.ledger.url is not None and token is not None
         ledger = LedgerClient(self.settings.ledger.url, token, client=self.client())
-        target = fortnox_client.build(self.settings, http=self.client())
+        target = targets.spec(self.target).open(self.settings, http=self.client())
         report = run_sync(
             self.settings, ledger=ledger, target=target, dry_run=dry_run, clock=clock or NIGHT
         )
@@ -81,7 +118,7 @@ class World:
         token = self.settings.ledger.token
         assert self.settings.ledger.url is not None and token is not None
         ledger = LedgerClient(self.settings.ledger.url, token, client=self.client())
-        target = fortnox_client.build(self.settings, http=self.client())
+        target = targets.spec(self.target).open(self.settings, http=self.client())
         return rebuild(self.settings, ledger=ledger, target=target, replace_existing=True)
 
     def post_ledger(self, entries: list[dict[str, Any]]) -> None:
@@ -93,11 +130,13 @@ class World:
             client.post("/_sandbox/faults", json=values).raise_for_status()
 
     def writes(self) -> int:
-        """Write requests the fake Fortnox has received."""
+        """Write requests the target's fake has received."""
+        prefix = self.driver.api_prefix
         return sum(
             n
             for name, n in self.app.requests.items()
-            if name.split(" ")[0] in ("POST", "PUT") and name.split(" ")[1].startswith("/fortnox/3")
+            if name.split(" ")[0] in ("POST", "PUT", "DELETE")
+            and name.split(" ")[1].startswith(prefix)
         )
 
     def store(self) -> StateStore:
@@ -108,15 +147,10 @@ class World:
         article register."""
         store = self.store()
         try:
-            invoiced = store.invoiced(fortnox.PROFILE.name)
+            invoiced = store.invoiced(self.target)
             entries, rejected = load_entries(store)
             return plan_(
-                entries,
-                self.mappings,
-                fortnox.PROFILE,
-                invoiced,
-                rejected,
-                register_of(self.fake),
+                entries, self.mappings, self.profile, invoiced, rejected, self.driver.register()
             )
         finally:
             store.close()
@@ -125,80 +159,80 @@ class World:
         return [i.key.text for i in self.current_plan().changes]
 
 
-def make_world(tmp_path: Path, mappings: Mappings, *, rate_limit: str = "100000/1") -> World:
+def make_world(
+    tmp_path: Path, mappings: Mappings, *, rate_limit: str = "100000/1", target: str = "fortnox"
+) -> World:
     from connector.sandbox.demo import sandbox_settings
     from tests.conftest import MAPPINGS_DIR
 
     app = build_app(rate_limit=rate_limit)
-    settings = sandbox_settings(BASE, tmp_path / "state", MAPPINGS_DIR)
-    fortnox_settings(settings).rate_limit = rate_limit
-    # The fake's search lists new invoices at once unless a test sets a lag.
-    fortnox_settings(settings).search_settle_seconds = 0
+    settings = sandbox_settings(BASE, tmp_path / "state", MAPPINGS_DIR, target)
+    section = target_settings(settings)
+    section.rate_limit = rate_limit
+    # The fake lists new invoices at once unless a test sets a lag.
+    section.search_settle_seconds = 0
     return World(app=app, settings=settings, mappings=mappings)
 
 
 # --- the oracle -------------------------------------------------------------------------------
 
 
-def register_of(fake: FortnoxFake) -> dict[str, Decimal | None]:
-    """The fake's active articles and their sales prices, as the connector reads them."""
-    return {n: a.sales_price for n, a in fake.articles.items() if a.active}
+def live_by_key(driver: Driver) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for invoice in driver.invoices():
+        if invoice["state"] != "gone":
+            found.setdefault(invoice["key"], []).append(invoice)
+    return found
 
 
-def live_by_key(fake: FortnoxFake) -> dict[str, list[dict[str, Any]]]:
-    return fake.live_by_key()
-
-
-def assert_no_duplicates(fake: FortnoxFake) -> None:
-    duplicates = {k: len(v) for k, v in live_by_key(fake).items() if len(v) > 1}
+def assert_no_duplicates(driver: Driver) -> None:
+    duplicates = {k: len(v) for k, v in live_by_key(driver).items() if len(v) > 1}
     assert not duplicates, f"duplicate live invoices: {duplicates}"
 
 
-def assert_no_sent_invoice_modified(fake: FortnoxFake) -> None:
-    assert not fake.modified_while_sent, (
-        f"invoices changed after they were sent: {fake.modified_while_sent}"
-    )
+def assert_no_sent_invoice_modified(driver: Driver) -> None:
+    changed = driver.modified_after_closing()
+    assert not changed, f"invoices changed after the customer had them: {changed}"
 
 
-def remote_net(fake: FortnoxFake) -> Net:
+def remote_net(driver: Driver) -> Net:
     """Quantity per (customer, currency, article, price) over every live invoice."""
     net: Net = defaultdict(Decimal)
-    for invoice in fake.invoices.values():
-        if invoice["Cancelled"]:
+    for invoice in driver.invoices():
+        if invoice["state"] == "gone":
             continue
-        assert invoice["VATIncluded"] is False, invoice["DocumentNumber"]
-        for row in invoice["InvoiceRows"]:
-            if not row["ArticleNumber"]:
+        assert invoice["vat_included"] is False, invoice["remote_id"]
+        for row in invoice["rows"]:
+            if not row["article"]:
                 continue
             group = (
-                invoice["CustomerNumber"],
-                invoice["Currency"],
-                row["ArticleNumber"],
-                Decimal(str(row["Price"])),
+                invoice["customer_number"],
+                invoice["currency"],
+                row["article"],
+                Decimal(str(row["price"])),
             )
-            net[group] += Decimal(row["DeliveredQuantity"])
+            net[group] += Decimal(str(row["quantity"]))
     return {g: q for g, q in net.items() if q != 0}
 
 
-def ledger_net(
-    app: SandboxApp, mappings: Mappings, skip_refs: set[str], kept: Net | None = None
-) -> Net:
+def ledger_net(world: World, skip_refs: set[str], kept: Net | None = None) -> Net:
     """What the ledger's current revisions should have billed, per the same groups, with the
     prices the connector must have resolved (entry, mapping, article register). `kept` adds
     what entries needing attention still bill from an earlier revision."""
     net: Net = defaultdict(Decimal)
     for group, quantity in (kept or {}).items():
         net[group] += quantity
-    fake = fortnox_of(app)
-    register = register_of(fake)
-    for raw in app.ledger.entries():
+    driver = world.driver
+    register = driver.register()
+    customers = driver.customers()
+    for raw in world.app.ledger.entries():
         try:
             entry = parse_entry(raw)
         except InvalidEntry:
             continue
-        if entry.id in skip_refs or entry.customer_number not in fake.customers:
+        if entry.id in skip_refs or entry.customer_number not in customers:
             continue
-        rows = entry_rows(entry, mappings, fortnox.PROFILE, register)
+        rows = entry_rows(entry, world.mappings, world.profile, register)
         if not isinstance(rows, tuple):
             continue
         for row in rows:
@@ -212,14 +246,14 @@ def ledger_net(
 def uninvoiceable(world: World) -> set[str]:
     """Entries whose current revision the ledger and mappings cannot invoice (by the oracle's
     own reckoning): unknown category, no price, beyond a sanity limit..."""
-    register = register_of(world.fake)
+    register = world.driver.register()
     found = set()
     for raw in world.app.ledger.entries():
         try:
             entry = parse_entry(raw)
         except InvalidEntry:
             continue
-        if not isinstance(entry_rows(entry, world.mappings, fortnox.PROFILE, register), tuple):
+        if not isinstance(entry_rows(entry, world.mappings, world.profile, register), tuple):
             found.add(entry.id)
     return found
 
@@ -229,7 +263,7 @@ def written_net(world: World, refs: set[str]) -> Net:
     net: Net = defaultdict(Decimal)
     store = world.store()
     try:
-        invoiced = store.invoiced(fortnox.PROFILE.name)
+        invoiced = store.invoiced(world.target)
     finally:
         store.close()
     for ref in refs:
@@ -251,67 +285,72 @@ def written_net(world: World, refs: set[str]) -> Net:
 
 def assert_drafts_equal_plan(world: World, plan: Plan) -> None:
     """Every open draft in the fake holds exactly the planned rows, field by field: text,
-    article, quantity, price, unit, and the article's own VAT and account (never a value
-    inherited from another row); text rows carry nothing but their text."""
-    fake = world.fake
+    article, quantity, price, unit, and the article's own VAT (never a value inherited from
+    another row); text rows carry nothing but their text."""
+    driver = world.driver
+    drafts = {i["remote_id"]: i for i in driver.invoices() if i["state"] == "open"}
     for invoice in plan.invoices:
         if invoice.remote_id is None or not invoice.rows:
             continue
-        stored = fake.invoices[int(invoice.remote_id)]
-        if stored["Booked"] or stored["Cancelled"] or stored["Sent"]:
-            continue  # closed since the plan was made; covered by the money oracle
-        if int(invoice.remote_id) in world.edited:
+        stored = drafts.get(invoice.remote_id)
+        if stored is None:
+            continue  # closed or gone since the plan was made; covered by the money oracle
+        if invoice.remote_id in world.edited:
             continue  # a person's now; covered by the money oracle
-        assert stored["ExternalInvoiceReference1"] == invoice.key.text
-        assert stored["VATIncluded"] is False
-        rows = stored["InvoiceRows"]
+        assert stored["key"] == invoice.key.text
+        assert stored["vat_included"] is False
+        rows = stored["rows"]
         assert len(rows) == len(invoice.rows), (invoice.key, rows)
-        for theirs, ours in zip(rows, invoice.rows, strict=True):
+        for number, (theirs, ours) in enumerate(zip(rows, invoice.rows, strict=True)):
             where = (invoice.key.text, ours.description)
-            assert theirs["Description"] == ours.description, where
+            assert theirs["description"] == ours.description, where
             if ours.is_text:
-                assert theirs["ArticleNumber"] == "", where
-                assert Decimal(theirs["DeliveredQuantity"]) == 0, where
-                assert Decimal(str(theirs["Price"])) == 0, where
-                assert Decimal(str(theirs["VAT"])) == 0, where
+                assert not theirs["article"], where
+                assert Decimal(str(theirs["quantity"])) == 0, where
+                assert Decimal(str(theirs["price"])) == 0, where
+                assert Decimal(str(theirs["vat"])) == 0, where
                 continue
-            article = fake.articles[theirs["ArticleNumber"]]
-            assert theirs["ArticleNumber"] == ours.article, where
-            assert Decimal(theirs["DeliveredQuantity"]) == ours.quantity, where
-            assert Decimal(str(theirs["Price"])) == ours.price, where
-            assert theirs["Unit"] == (ours.unit or ""), where
-            assert Decimal(str(theirs["VAT"])) == article.vat, where
-            assert theirs["AccountNumber"] == article.account, where
+            assert theirs["article"] == ours.article, where
+            assert Decimal(str(theirs["quantity"])) == ours.quantity, where
+            assert Decimal(str(theirs["price"])) == ours.price, where
+            if world.profile.row_units:
+                assert theirs["unit"] == (ours.unit or ""), where
+            assert Decimal(str(theirs["vat"])) == driver.vat(theirs["article"]), where
+            if isinstance(driver, FortnoxDriver):  # an account is a row field there too
+                raw = driver.fake.invoices[int(invoice.remote_id)]["InvoiceRows"][number]
+                assert ours.article is not None
+                assert raw["AccountNumber"] == driver.fake.articles[ours.article].account, where
 
 
 def assert_matches_ledger(world: World, report: SyncReport) -> None:
     """Nothing lost, nothing twice, nothing wrong: after a clean sync, the live invoices in the
-    fake Fortnox bill exactly what the ledger says, every open draft holds exactly the planned
-    rows, no invoice the customer holds was changed, and every entry has exactly one outcome."""
-    assert_no_duplicates(world.fake)
-    assert_no_sent_invoice_modified(world.fake)
+    target's fake bill exactly what the ledger says, every open draft holds exactly the
+    planned rows, no invoice the customer holds was changed, and every entry has exactly one
+    outcome."""
+    driver = world.driver
+    assert_no_duplicates(driver)
+    assert_no_sent_invoice_modified(driver)
     assert report.plan is not None
     # What the ledger says is decided here, not taken from the connector: an entry the oracle
     # itself finds invoiceable must be billed exactly, whatever the connector reports for it.
-    # Left out: entries on an invoice a person cancelled (not invoiced again, on purpose), and
+    # Left out: entries on an invoice a person withdrew (not invoiced again, on purpose), and
     # entries that cannot be invoiced or sit in a held month: those keep what an earlier
     # revision put on invoices, taken from the state (the one place the oracle trusts it).
-    cancelled = {
+    withdrawn = {
         r.ref
         for r in report.plan.results
-        if r.outcome is Outcome.EXCLUDED and "was cancelled" in r.reason
+        if r.outcome is Outcome.EXCLUDED and f"was {world.profile.withdrawn}" in r.reason
     }
     stuck = uninvoiceable(world) | {
         r.ref for r in report.plan.results if r.reason.startswith("held: ")
     }
     kept = written_net(world, stuck)
-    assert remote_net(world.fake) == ledger_net(world.app, world.mappings, stuck | cancelled, kept)
+    assert remote_net(driver) == ledger_net(world, stuck | withdrawn, kept)
     assert_drafts_equal_plan(world, report.plan)
     refs = [r.ref for r in report.plan.results]
     assert len(refs) == len(set(refs))
-    unknown = [
-        k for k in world.pending_plan_changes() if k.split("-")[1] not in world.fake.customers
-    ]
+    customers = driver.customers()
+    unknown = [k for k in world.pending_plan_changes() if k.split("-")[1] not in customers]
     assert world.pending_plan_changes() == unknown, "a clean sync left work undone"
 
 

@@ -145,7 +145,7 @@ def test_demo_runs_a_full_sync_and_exits_0(monkeypatch: pytest.MonkeyPatch) -> N
     from connector.sandbox import demo
 
     monkeypatch.setattr(demo, "SANDBOX_RATE_LIMIT", "100000/1")
-    monkeypatch.setattr(demo, "CONNECTOR_RATE_LIMIT", "100000/1")
+    monkeypatch.setattr(demo, "CONNECTOR_RATE_LIMITS", {"fortnox": "100000/1"})
     os.chdir(REPO)
     result = run("demo")
     assert result.exit_code == 0, result.output

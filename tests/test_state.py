@@ -151,3 +151,16 @@ def test_runs_are_recorded(tmp_path: Path) -> None:
     (record,) = store.runs()
     assert (record.command, record.exit_code, record.summary) == ("plan", 1, {"attention": 2})
     assert record.finished_at is not None
+
+
+def test_two_processes_creating_the_state_directory_at_once_both_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the overlapping-syncs crash test: both saw no directory, one created it first,
+    and the other died with FileExistsError (exit 70)."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)  # the other process was first
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # ... after this one had looked
+    store = StateStore(state_dir)
+    assert store.schema_version >= 1
+    store.close()

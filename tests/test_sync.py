@@ -162,7 +162,7 @@ def test_person_edited_draft_is_never_overwritten(world: World) -> None:
     assert "was changed in Fortnox by a person" in report.invoice_attention[key]
     assert report.exit_code is ExitCode.ATTENTION
     assert report.created == [f"{key}-2"]  # the change went to a supplementary invoice
-    assert_no_duplicates(world.fake)
+    assert_no_duplicates(world.driver)
 
 
 def test_voided_entries_empty_a_draft_which_is_cancelled(world: World) -> None:
@@ -232,7 +232,7 @@ def test_lost_create_answer_is_reconciled_without_duplicate(world: World) -> Non
     world.faults(lost_create_rate=1.0)
     report = world.sync()
     assert len(report.recovered) == 98 and len(report.created) == 98
-    assert_no_duplicates(world.fake)
+    assert_no_duplicates(world.driver)
     world.faults(lost_create_rate=0)
     assert_matches_ledger(world, world.sync())
 
@@ -243,7 +243,7 @@ def test_5xx_on_create_is_looked_up_before_sending_again(world: World) -> None:
         with contextlib.suppress(RemoteUnavailableError):
             world.sync()
             break
-        assert_no_duplicates(world.fake)
+        assert_no_duplicates(world.driver)
     world.faults(error_rate=0)
     final = world.sync()
     assert_matches_ledger(world, final)
@@ -361,7 +361,7 @@ def test_lost_state_with_a_cancelled_original_and_a_live_supplement_writes_nothi
     assert f"{key} (#" in message and "cancelled" in message and f"{key}-2 (#" in message
     assert "connector state rebuild" in message
     assert world.writes() == writes
-    assert_no_duplicates(world.fake)
+    assert_no_duplicates(world.driver)
 
 
 def test_a_state_directory_of_another_company_or_ledger_is_refused(
@@ -1035,7 +1035,7 @@ def test_an_entry_moved_off_a_draft_a_person_just_edited_is_credited_there(world
     world.post_ledger([{**entry, "revision": 50, "customer_number": "1003", "hours": "0.5"}])
     number = int(draft_of(world, old_key)["DocumentNumber"])
     world.fake.edit_row(number, 0, Description="Ändrad av ekonomi")
-    world.edited.add(number)
+    world.edited.add(str(number))
     report = world.sync()
     assert f"{old_key}-2" in report.created  # the credit for the row left on the edited draft
     assert_matches_ledger(world, report)
@@ -1055,7 +1055,7 @@ def test_a_lost_create_a_person_edits_before_it_is_found_is_not_billed_twice(
     world.faults(lost_create_rate=0)
     number = min(world.fake.invoices)
     world.fake.edit_row(number, 0, Description="Ändrad av ekonomi")
-    world.edited.add(number)
+    world.edited.add(str(number))
     now[0] += timedelta(days=1)
     report = world.sync(clock=lambda: now[0])
     key = world.fake.invoices[number]["ExternalInvoiceReference1"]

@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
@@ -235,3 +236,66 @@ class SandboxApp:
 
     def _state(self, request: Request) -> Response:
         return json_response(200, self.state())
+
+
+class FakeDriver:
+    """One target's fake seen the same way whatever the target: what the test oracle reads
+    (invoices in the neutral shape, the article register) and what a person does there (book,
+    send, withdraw, edit a text). Each sandbox module subclasses it as `Driver`."""
+
+    name: str
+    api_prefix: str
+
+    def __init__(self, app: SandboxApp) -> None:
+        self.app = app
+
+    def invoices(self) -> list[dict[str, Any]]:
+        """Every invoice in the neutral shape (number, remote_id, key, customer_number,
+        currency, state open/closed/gone, vat_included, rows)."""
+        raise NotImplementedError
+
+    def register(self) -> dict[str, Decimal | None]:
+        """Active articles and the price the connector reads for each (None: unpriced)."""
+        raise NotImplementedError
+
+    def customers(self) -> set[str]:
+        """The customers the connector can invoice there."""
+        raise NotImplementedError
+
+    def vat(self, article: str) -> Decimal:
+        raise NotImplementedError
+
+    def add_customer(self, number: str, name: str) -> None:
+        raise NotImplementedError
+
+    def close(self, remote_id: str) -> None:
+        """A person books it (Fortnox) or converts it to an invoice (Visma)."""
+        raise NotImplementedError
+
+    def send(self, remote_id: str) -> None:
+        """A person sends it to the customer (Visma: only an invoice is sent, so converts)."""
+        raise NotImplementedError
+
+    def withdraw(self, remote_id: str) -> None:
+        """A person cancels (Fortnox) or deletes (Visma) it."""
+        raise NotImplementedError
+
+    def edit_text(self, remote_id: str, index: int, text: str) -> None:
+        raise NotImplementedError
+
+    def modified_after_closing(self) -> list[Any]:
+        """Invoices changed after the customer had them: must stay empty."""
+        raise NotImplementedError
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        raise NotImplementedError
+
+    def faults(self, **values: Any) -> None:
+        raise NotImplementedError
+
+    def lock_through(self, day: date | None) -> bool:
+        """Lock the books through `day`; False when the target's fake has no such lock."""
+        return False
+
+    def open_ids(self) -> list[str]:
+        return sorted(i["remote_id"] for i in self.invoices() if i["state"] == "open")

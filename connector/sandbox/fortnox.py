@@ -41,7 +41,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
 
 from connector.http import dumps_exact
-from connector.sandbox.app import DropConnection, Request, Response, SandboxApp, json_response
+from connector.sandbox.app import (
+    DropConnection,
+    FakeDriver,
+    Request,
+    Response,
+    SandboxApp,
+    json_response,
+)
 from connector.sandbox.sample import FIRST_CUSTOMER, MISSING_CUSTOMER
 
 API = "/fortnox/3"
@@ -1466,3 +1473,74 @@ __all__ = [
     "FortnoxFake",
     "seed_customers",
 ]
+
+
+# --- what the sandbox and the demo need of this fake (the convention of connector.sandbox) ---
+
+FAKE = FortnoxFake
+RATE_LIMIT = "25/5"  # Fortnox's own window
+SEED_REFRESH_TOKEN: str | None = None  # the demo uses client credentials (a service account)
+
+
+def connector_section(base_url: str) -> dict[str, str]:
+    """The CONNECTOR_FORTNOX__* values that point the connector at this fake."""
+    return {
+        "api_url": base_url + API,
+        "auth_url": base_url + AUTH,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "tenant_id": TENANT_ID,
+    }
+
+
+class Driver(FakeDriver):
+    """The fake Fortnox for the test oracle and a person's actions (connector.sandbox)."""
+
+    name = "fortnox"
+    api_prefix = "/fortnox/3"
+
+    @property
+    def fake(self) -> FortnoxFake:
+        fake = self.app.extensions["fortnox"]
+        assert isinstance(fake, FortnoxFake)
+        return fake
+
+    def invoices(self) -> list[dict[str, Any]]:
+        return self.fake.neutral_invoices()
+
+    def register(self) -> dict[str, Decimal | None]:
+        return {n: a.sales_price for n, a in self.fake.articles.items() if a.active}
+
+    def customers(self) -> set[str]:
+        return set(self.fake.customers)
+
+    def vat(self, article: str) -> Decimal:
+        return self.fake.articles[article].vat
+
+    def add_customer(self, number: str, name: str) -> None:
+        self.fake.customers[number] = FakeCustomer(number, name)
+
+    def close(self, remote_id: str) -> None:
+        self.fake.bookkeep(int(remote_id))
+
+    def send(self, remote_id: str) -> None:
+        self.fake.mark_sent(int(remote_id))
+
+    def withdraw(self, remote_id: str) -> None:
+        self.fake.cancel(int(remote_id))
+
+    def edit_text(self, remote_id: str, index: int, text: str) -> None:
+        self.fake.edit_row(int(remote_id), index, Description=text)
+
+    def modified_after_closing(self) -> list[Any]:
+        return list(self.fake.modified_while_sent)
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        self.fake.clock = clock
+
+    def faults(self, **values: Any) -> None:
+        self.fake.faults.update(values)
+
+    def lock_through(self, day: date | None) -> bool:
+        self.fake.locked_through = day
+        return True

@@ -40,8 +40,16 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
 
-from connector.sandbox.app import DropConnection, Request, Response, SandboxApp, json_response
+from connector.sandbox.app import (
+    DropConnection,
+    FakeDriver,
+    Request,
+    Response,
+    SandboxApp,
+    json_response,
+)
 from connector.sandbox.fortnox import (
+    ORGANIZATION_NUMBER,
     SEED_ARTICLES,
     SEED_UNITS,
     TERMS_OF_PAYMENT,
@@ -61,6 +69,8 @@ SEED_REFRESH_TOKEN = "sandbox"  # noqa: S105 - the public test token of a local 
 COMPANY_NAME = "Sandbox Konsult AB"
 COMPANY_CURRENCY = "SEK"
 COMPANY_COUNTRY = "SE"
+# The company's organisation number: the fake Fortnox's, as both fakes are one seed company.
+CORPORATE_IDENTITY_NUMBER = ORGANIZATION_NUMBER
 # "60 minutes after the Access Token was issued, it will expire" (NOTES section 4).
 TOKEN_LIFETIME = 3600
 # "The auth code is single-use and lasts 5 min" (NOTES section 4).
@@ -583,6 +593,9 @@ class VismaFake:
         self.terms: dict[str, VismaTerms] = {}
         self.articles: dict[str, VismaArticle] = {}
         self.customers: dict[str, VismaCustomer] = {}
+        # CompanySettingsApi.AccountingLockedTo, "Date until which accounting is locked": the
+        # last locked day, or None when nothing is locked.
+        self.accounting_locked_to: date | None = None
         self._seed_registers()
         self.drafts: dict[str, dict[str, Any]] = {}
         self.invoices: dict[str, dict[str, Any]] = {}
@@ -640,6 +653,7 @@ class VismaFake:
         self._meta.clear()
         self.modified_after_convert.clear()
         self._seed_registers()
+        self.accounting_locked_to = None
         self.rate_limited = 0
         self.windows.clear()
         self.token_grants.clear()
@@ -1002,6 +1016,9 @@ class VismaFake:
             "articleaccountcodings": (_CODING_LIST, self._coding_items, "article account coding"),
             "termsofpayments": (_TERMS_LIST, self._terms_items, "terms of payment"),
         }
+        if resource == "companysettings" and method == "GET" and not rest:
+            self._only_params(request, {})
+            return json_response(200, self._company_settings())
         if resource in registers and method == "GET" and len(rest) <= 1:
             # showPricesWithTwoDecimals and customerId (customer prices) of GET /articles are
             # accepted and change nothing: the fake has no price lists and 2-decimal prices.
@@ -1202,6 +1219,37 @@ class VismaFake:
             "IsActive": customer.active,
             "IsFutureInvoiceDateAllowed": False,
             "ReverseChargeOnConstructionServices": False,
+        }
+
+    def _company_settings(self) -> dict[str, Any]:
+        """GET /companysettings (scope ea:sales or ea:sales_readonly; OpenAPI
+        CompanySettingsApi): its required fields (Name, Address1, PostalCode, City, CountryCode)
+        and the read-only ones a client may use. AccountingLockedTo is a non-nullable date-time
+        in the schema; what it holds when nothing is locked is [UNCERTAIN]: harsher reading,
+        .NET's empty date 0001-01-01, so a client must not take it for a lock."""
+        terms = next(t for t in self.terms.values() if t.days == 30)
+        locked = self.accounting_locked_to or date(1, 1, 1)
+        return {
+            "Name": COMPANY_NAME,
+            "Email": None,
+            "Address1": "Sandboxvägen 1",
+            "Address2": None,
+            "CountryCode": COMPANY_COUNTRY,
+            "PostalCode": "111 22",
+            "City": "Stockholm",
+            "CurrencyCode": COMPANY_CURRENCY,
+            "TermsOfPaymentId": terms.id,
+            "CorporateIdentityNumber": CORPORATE_IDENTITY_NUMBER,
+            "VatCode": "SE" + CORPORATE_IDENTITY_NUMBER.replace("-", "") + "01",
+            "AccountingLockedTo": f"{locked.isoformat()}T00:00:00",
+            # 0 None, 1 Month (OpenAPI).
+            "AccountingLockInterval": 0 if self.accounting_locked_to is None else 1,
+            "ProductVariant": 1,  # Standard: a variant that invoices
+            "CompanyStatus": 1,  # Active
+            # The setting that makes a private person's drafts include VAT (_includes_vat).
+            "ShowPricesExclVatPC": True,
+            # Off: convert dates an invoice today unless asked (_convert_request).
+            "KeepOriginalDraftDate": False,
         }
 
     def _article_items(self) -> list[dict[str, Any]]:
@@ -2006,6 +2054,7 @@ __all__ = [
     "API",
     "CLIENT_ID",
     "CLIENT_SECRET",
+    "CORPORATE_IDENTITY_NUMBER",
     "IDENTITY",
     "SEED_REFRESH_TOKEN",
     "SEED_SCOPES",
@@ -2016,3 +2065,74 @@ __all__ = [
     "seed_id",
     "seed_visma_customers",
 ]
+
+
+# --- what the sandbox and the demo need of this fake (the convention of connector.sandbox) ---
+
+FAKE = VismaFake
+RATE_LIMIT = "600/60"  # Visma's own: 600 requests per minute per client and endpoint
+
+
+def connector_section(base_url: str) -> dict[str, str]:
+    """The CONNECTOR_VISMA__* values that point the connector at this fake; the refresh token
+    to start from is SEED_REFRESH_TOKEN (`connector auth import visma`)."""
+    return {
+        "api_url": base_url + API,
+        "auth_url": base_url + IDENTITY,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+
+
+class Driver(FakeDriver):
+    """The fake Visma for the test oracle and a person's actions (connector.sandbox)."""
+
+    name = "visma"
+    api_prefix = "/visma/v2"
+
+    @property
+    def fake(self) -> VismaFake:
+        fake = self.app.extensions["visma"]
+        assert isinstance(fake, VismaFake)
+        return fake
+
+    def invoices(self) -> list[dict[str, Any]]:
+        return self.fake.neutral_invoices()
+
+    def register(self) -> dict[str, Decimal | None]:
+        # NetPrice cannot be null in Visma: 0 is how an article without a price reads.
+        return {a.number: a.net_price or None for a in self.fake.articles.values() if a.active}
+
+    def customers(self) -> set[str]:
+        # A private person is refused by the connector (Visma would read its net prices as
+        # VAT-inclusive): not a customer it can invoice here.
+        return {c.number for c in self.fake.customers.values() if not c.private_person}
+
+    def vat(self, article: str) -> Decimal:
+        return self.fake.article_by_number(article).coding.vat_percent
+
+    def add_customer(self, number: str, name: str) -> None:
+        customer = _visma_customer(FakeCustomer(number, name), len(self.fake.customers))
+        self.fake.customers[customer.id] = customer
+
+    def close(self, remote_id: str) -> None:
+        self.fake.convert(remote_id)
+
+    def send(self, remote_id: str) -> None:
+        self.fake.convert(remote_id)
+
+    def withdraw(self, remote_id: str) -> None:
+        self.fake.delete(remote_id)
+
+    def edit_text(self, remote_id: str, index: int, text: str) -> None:
+        self.fake.edit_row(remote_id, index, Text=text)
+
+    def modified_after_closing(self) -> list[Any]:
+        return list(self.fake.modified_after_convert)
+
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        self.fake.clock = clock
+        self.fake.utcnow = lambda: datetime.fromtimestamp(clock(), UTC)
+
+    def faults(self, **values: Any) -> None:
+        self.fake.faults.update(values)
