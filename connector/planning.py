@@ -819,7 +819,7 @@ def _plan_rows(
     if closed and invoiced.status(closed[-1].key) is InvoiceStatus.CANCELLED:
         return result(
             Outcome.EXCLUDED,
-            f"its invoice {closed[-1].key} was cancelled in {profile.display_name}; "
+            f"its invoice {closed[-1].key} was {profile.withdrawn} in {profile.display_name}; "
             "not invoiced again",
             (closed[-1].key,),
         ), []

@@ -118,6 +118,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE invoices RENAME COLUMN document_number TO remote_id;
     ALTER TABLE invoices ADD COLUMN display_number TEXT;
     UPDATE invoices SET display_number = remote_id WHERE target = 'fortnox';
+    ALTER TABLE invoices ADD COLUMN vanished_since TEXT;
     """,
 )
 
@@ -224,6 +225,9 @@ class InvoiceRecord:
     refused_code: str | None = None
     pending_since: str | None = None
     display_number: str | None = None
+    # When a read first found it missing from the target (it may be converted or booked and
+    # not listed yet): only after the target's settle time does it count as withdrawn.
+    vanished_since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -552,7 +556,7 @@ class StateStore:
             self._upsert_invoice(db, target, invoice.key)
             db.execute(
                 """
-                UPDATE invoices SET status = 'open', remote_id = ?,
+                UPDATE invoices SET status = 'open', remote_id = ?, vanished_since = NULL,
                     display_number = COALESCE(?, display_number), currency = ?,
                     digest = ?, written = ?, pending = NULL, pending_since = NULL,
                     refused_digest = NULL, refused_code = NULL, updated_at = ?
@@ -732,21 +736,37 @@ class StateStore:
             self._upsert_invoice(db, target, key)
             db.execute(
                 "UPDATE invoices SET status = ?, remote_id = COALESCE(?, remote_id),"
-                " display_number = COALESCE(?, display_number), updated_at = ?"
+                " display_number = COALESCE(?, display_number), vanished_since = NULL,"
+                " updated_at = ?"
                 " WHERE target = ? AND key = ?",
                 (status.value, remote_id, number, _now(), target, key.text),
             )
 
+    def mark_vanished(self, target: str, key: InvoiceKey, since: str) -> str:
+        """Note when the invoice was first found missing; returns that first time."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE invoices SET vanished_since = COALESCE(vanished_since, ?)"
+                " WHERE target = ? AND key = ?",
+                (since, target, key.text),
+            )
+            row = db.execute(
+                "SELECT vanished_since FROM invoices WHERE target = ? AND key = ?",
+                (target, key.text),
+            ).fetchone()
+        return str(row[0]) if row and row[0] else since
+
     _RECORD = (
         "SELECT key, status, remote_id, written, pending, updated_at, refused_digest,"
-        " refused_code, pending_since, display_number FROM invoices WHERE target = ?"
+        " refused_code, pending_since, display_number, vanished_since FROM invoices"
+        " WHERE target = ?"
     )
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> InvoiceRecord:
         (
             key, status, remote_id, written, pending, updated, refused_digest, refused_code,
-            since, number,
+            since, number, vanished,
         ) = row  # fmt: skip
         return InvoiceRecord(
             InvoiceKey.parse(key),
@@ -759,6 +779,7 @@ class StateStore:
             refused_code,
             since,
             number,
+            vanished,
         )
 
     def invoice_records(self, target: str) -> list[InvoiceRecord]:

@@ -555,6 +555,16 @@ class _Sync:
         booking), corrections would be computed from the wrong rows, so the month is held. One
         the target no longer has at all counts as withdrawn by a person, and is flagged."""
         if remote.vanished:
+            if not self._vanished_long_enough(key):
+                self.attention(
+                    key,
+                    f"invoice {number} ({key}) is not found in {self.where} now: if a person "
+                    "converted or booked it, the listing may not show it yet. Nothing is sent "
+                    "for it until it is found again, or until "
+                    f"{self.target.search_settle_seconds:g} s have passed, after which it counts "
+                    f"as {self.target.profile.withdrawn} by a person",
+                )
+                return
             self.attention(
                 key,
                 f"invoice {number} ({key}) is no longer in {self.where}: taken as "
@@ -583,6 +593,16 @@ class _Sync:
                     "amounts)",
                 )
         self.set_status(key, status, number, remote.number)
+
+    def _vanished_long_enough(self, key: InvoiceKey) -> bool:
+        """Whether an invoice the target no longer lists has been missing for longer than the
+        target's settle time (first noticed now, unless a run noticed it before)."""
+        now = self.clock()
+        since = now.isoformat()
+        if not self.dry_run:
+            since = self.store.mark_vanished(self.name, key, since)
+        age = now - datetime.fromisoformat(since)
+        return age.total_seconds() >= self.target.search_settle_seconds
 
     def _hold(self, key: InvoiceKey, why: str) -> None:
         """Hold a customer's month: nothing more is planned for it until a person has looked

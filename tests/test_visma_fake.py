@@ -401,6 +401,36 @@ def test_units_list(vx: Vx) -> None:
     assert vx.get(f"/units/{units[0]['Id']}") == units[0]
 
 
+def test_company_settings(vx: Vx) -> None:
+    """GET /companysettings (OpenAPI CompanySettingsApi; scope ea:sales or ea:sales_readonly):
+    the required Name, Address1, PostalCode, City and CountryCode, the organisation number of
+    the fake Fortnox's company, and AccountingLockedTo, "Date until which accounting is
+    locked": a non-nullable date-time, so .NET's empty date when nothing is locked (harsher
+    reading). No query parameters; no PUT here."""
+    settings = vx.get("/companysettings")
+    assert {"Name", "Address1", "PostalCode", "City", "CountryCode"} <= set(settings)
+    assert (settings["Name"], settings["CorporateIdentityNumber"]) == (
+        "Sandbox Konsult AB", "556677-8899",
+    )  # fmt: skip
+    assert (settings["AccountingLockedTo"], settings["AccountingLockInterval"]) == (
+        "0001-01-01T00:00:00", 0,
+    )  # fmt: skip
+    vx.fake.accounting_locked_to = date(2026, 8, 31)
+    assert vx.get("/companysettings")["AccountingLockedTo"] == "2026-08-31T00:00:00"
+    assert (
+        vx.call(
+            "GET", "/companysettings", token=vx.token_with("ea:api ea:sales_readonly")
+        ).status_code
+        == 200
+    )
+    denied = vx.call("GET", "/companysettings", token=vx.token_with("ea:api ea:accounting"))
+    assert error_of(denied)[:2] == (403, 4006)
+    assert error_of(vx.call("GET", "/companysettings", **{"$page": "1"}))[:2] == (400, 6000)
+    assert error_of(vx.call("PUT", "/companysettings", {"Name": "x"}))[:2] == (404, 3000)
+    vx.fake.reset()
+    assert vx.fake.accounting_locked_to is None
+
+
 @pytest.mark.parametrize(
     "path", ["/customers", "/articles", "/units", "/customerinvoicedrafts", "/customerinvoices"]
 )

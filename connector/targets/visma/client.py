@@ -1,0 +1,482 @@
+"""The Visma eAccounting client: the `Target` operations over API v2 (NOTES.md beside the OpenAPI
+copies in shared/specs/visma-eaccounting).
+
+The connector writes customer invoice drafts. A draft carries the invoice key in
+`ContractNumber`: the reference field least visible on the printed invoice and not used for
+e-invoice routing (ElectronicReference, BuyersOrderReference and YourReference are). Which
+fields `$filter` takes is undocumented, so none is trusted: `find` and `find_all` list every
+draft and every invoice, page by page in a fixed order (an unordered list may repeat or miss
+items across pages), and compare the key exactly.
+
+Ids: a draft is addressed by its GUID and has no number. When a person converts it, it leaves
+/customerinvoicedrafts and becomes an invoice in /customerinvoices with an InvoiceNumber and
+`CreatedFromDraftId`; the connector reports that invoice with the draft's GUID as its remote id
+(the id the state recorded), booked. A deleted draft is simply gone. An id that is not a GUID
+was never made here: reading or writing it stops the run (StateMismatchError) rather than
+taking the invoice as deleted, which would stop billing its hours.
+
+Customers and articles are GUIDs on the wire: both registers are read once per client (one
+run), page by page, never one request per entry. Before anything is sent, a draft is refused
+(TargetRefusal with a code of the connector's own) when its customer is missing or inactive,
+is invoiced in another currency than the hours (a draft takes the customer's currency), or is a
+private person, or when an article is missing or inactive. Private persons, because Visma marks
+a private person's draft `IncludesVat` (read-only, from the company setting
+"ShowPricesExclVatPC") and would take the connector's prices, which exclude VAT, as including
+it: the safe choice is not to invoice them here at all.
+
+Visma's PUT replaces the whole draft, so an update is a read-modify-write from the draft as last
+read: the header fields a person may have set are kept, the rows replaced. The company's
+identity and its accounting lock date come from /companysettings (scope ea:sales).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Iterator
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from connector.auth import RotatingRefreshToken, TokenFile, TokenProvider
+from connector.errors import (
+    OutcomeUnknownError,
+    RemoteSetupError,
+    RemoteUnavailableError,
+    ScopeDeniedError,
+    StateMismatchError,
+    TargetRefusal,
+)
+from connector.http import RateLimiter, RetryPolicy, Stats
+from connector.logs import get_logger
+from connector.planning import InvoiceKey, InvoiceStatus, PlannedInvoice
+from connector.settings import Settings
+from connector.targets.api import ApiClient
+from connector.targets.base import RemoteInvoice, RemoteState
+from connector.targets.visma import SPEC, errors
+from connector.targets.visma.oauth import APP
+from connector.targets.visma.payloads import (
+    Article,
+    Customer,
+    date_or_none,
+    draft_payload,
+    is_guid,
+    kept_fields,
+    lowered,
+    parse_article,
+    parse_customer,
+    parse_draft,
+    parse_invoice,
+    text,
+)
+from connector.targets.visma.profile import PROFILE
+from connector.targets.visma.settings import VismaSettings
+
+log = get_logger(__name__)
+
+SETTING = "CONNECTOR_VISMA__"
+PAGE_SIZE = 100  # the largest $pagesize taken for certain (NOTES section 2: the maximum is unknown)
+DRAFTS = "/customerinvoicedrafts"
+INVOICES = "/customerinvoices"
+# Sort orders for paging: new items land at the end, and a unique key breaks ties, so pages
+# neither overlap nor miss while a person works in the company.
+DRAFT_ORDER = "CreatedUtc,Id"
+INVOICE_ORDER = "InvoiceNumber"
+CUSTOMER_ORDER = "CustomerNumber"
+ARTICLE_ORDER = "Number"
+# Before this year an AccountingLockedTo is .NET's empty date (0001-01-01): nothing is locked.
+_NO_LOCK_BEFORE = 1900
+
+
+def section(settings: Settings) -> VismaSettings:
+    visma = settings.section(PROFILE.name)
+    assert isinstance(visma, VismaSettings)
+    return visma
+
+
+class VismaClient:
+    """The Visma eAccounting operations the sync needs, with rate limiting, retries and token
+    refresh."""
+
+    profile = PROFILE
+
+    def __init__(
+        self,
+        settings: VismaSettings,
+        tokens: TokenProvider,
+        *,
+        http: httpx.Client | None = None,
+        limiter: RateLimiter | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] | None = None,
+        stats: Stats | None = None,
+    ) -> None:
+        limiter = limiter or RateLimiter.parse(settings.rate_limit, sleep=sleep)
+        self.api = ApiClient(
+            system=errors.SYSTEM,
+            base_url=settings.api_url,
+            url_setting=f"{SETTING}API_URL",
+            tokens=tokens,
+            http=http or httpx.Client(timeout=settings.timeout_seconds),
+            limiter=limiter,
+            on_error=errors.raise_for,
+            login_hint=APP.login_hint,
+            policy=policy,
+            wait_hint=errors.wait_hint,
+            sleep=sleep,
+            stats=stats,
+        )
+        self.stats = self.api.stats
+        self.search_settle_seconds = settings.search_settle_seconds
+        # Read once per client (one run).
+        self._customers: dict[str, Customer] | None = None
+        self._articles: dict[str, Article] | None = None
+        self._company: dict[str, Any] | None = None
+        # Draft id -> the invoice it became: a converted invoice never turns back into a draft.
+        self._converted: dict[str, RemoteInvoice] = {}
+
+    def close(self) -> None:
+        self.api.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        return self.api.call(method, path, params=params, body=body, idempotent=idempotent)
+
+    def _pages(self, path: str, orderby: str) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint ({"Meta": ..., "Data": [...]}), page after page from
+        $page 1, as many pages as Meta.TotalNumberOfPages says (0 when there is nothing)."""
+        page = 1
+        while True:
+            params = {"$orderby": orderby, "$page": str(page), "$pagesize": str(PAGE_SIZE)}
+            answer = lowered(self._call("GET", path, params=params))
+            items, meta = answer.get("data"), lowered(answer.get("meta"))
+            pages = meta.get("totalnumberofpages")
+            if not isinstance(items, list) or isinstance(pages, bool) or not isinstance(pages, int):
+                # Without Data and Meta a page count cannot be trusted: a missed draft would
+                # be written a second time.
+                raise RemoteUnavailableError(f"Visma eAccounting answered {path} without Meta/Data")
+            yield from (i for i in items if isinstance(i, dict))
+            if page >= pages or not items:
+                return
+            page += 1
+
+    @staticmethod
+    def _id(remote_id: str) -> str:
+        """The GUID to put in a path. Anything else was never made in Visma eAccounting: it is
+        never sent (Visma answers 400 for it, not "not found") nor taken as a deleted draft."""
+        if not is_guid(remote_id):
+            raise StateMismatchError(
+                f"the state records invoice id {remote_id!r}, which is not a Visma eAccounting "
+                "id (a GUID): this state directory was not made against Visma eAccounting. Point "
+                "CONNECTOR_STATE_DIR at the right one, or rebuild it: connector state rebuild"
+            )
+        return remote_id.lower()
+
+    # --- registers ------------------------------------------------------------------------
+
+    def customers(self) -> dict[str, Customer]:
+        """Customer number -> customer, read once per client. Should a number appear twice,
+        the active one counts."""
+        if self._customers is None:
+            found: dict[str, Customer] = {}
+            for item in self._pages("/customers", CUSTOMER_ORDER):
+                customer = parse_customer(item)
+                prior = found.get(customer.number)
+                if customer.number and (prior is None or (customer.active and not prior.active)):
+                    found[customer.number] = customer
+            self._customers = found
+        return self._customers
+
+    def articles(self) -> dict[str, Article]:
+        """Article number -> article (active or not), read once per client."""
+        if self._articles is None:
+            found: dict[str, Article] = {}
+            for item in self._pages("/articles", ARTICLE_ORDER):
+                article = parse_article(item)
+                prior = found.get(article.number)
+                if article.number and (prior is None or (article.active and not prior.active)):
+                    found[article.number] = article
+            self._articles = found
+        return self._articles
+
+    def _article_numbers(self) -> dict[str, str]:
+        """Article id -> number, when the register has been read (for rows that name their
+        article by id only); never a read of its own."""
+        return {a.id: a.number for a in (self._articles or {}).values()}
+
+    def _refusal(self, invoice: PlannedInvoice) -> TargetRefusal | None:
+        """Why Visma eAccounting must not get this draft, before anything is sent."""
+        number = invoice.key.customer_number
+        customer = self.customers().get(number)
+        where = errors.SYSTEM
+        if customer is None:
+            return TargetRefusal(
+                f"customer {number} does not exist in {where}", code=errors.CUSTOMER_MISSING
+            )
+        if not customer.active:
+            return TargetRefusal(
+                f"customer {number} is inactive in {where}: make it active there to invoice it",
+                code=errors.CUSTOMER_INACTIVE,
+            )
+        if customer.private_person:
+            return TargetRefusal(
+                f"customer {number} is a private person in {where}, which would take the "
+                "connector's prices (excluding VAT) as including VAT; the connector does not "
+                f"invoice private persons in {where}: invoice these hours by hand, or register "
+                "the customer as a company if it is one",
+                code=errors.CUSTOMER_PRIVATE,
+            )
+        if customer.currency and customer.currency != invoice.currency:
+            return TargetRefusal(
+                f"customer {number} is invoiced in {customer.currency} in {where}, but these "
+                f"hours are in {invoice.currency}; a draft always takes the customer's currency: "
+                "change the customer's currency there, or the entries' currency in the ledger",
+                code=errors.CUSTOMER_CURRENCY,
+            )
+        register = self.articles()
+        missing = sorted(
+            {
+                r.article
+                for r in invoice.rows
+                if r.article and (r.article not in register or not register[r.article].active)
+            }
+        )
+        if missing:
+            return TargetRefusal(errors.articles_missing(missing), code=errors.ARTICLE_MISSING)
+        return None
+
+    def _ids(self, invoice: PlannedInvoice) -> tuple[str, dict[str, str]]:
+        """The customer's GUID and each article's, refusing first what Visma must not get."""
+        refusal = self._refusal(invoice)
+        if refusal is not None:
+            raise refusal
+        register = self.articles()
+        ids = {r.article: register[r.article].id for r in invoice.rows if r.article}
+        return self.customers()[invoice.key.customer_number].id, ids
+
+    # --- finding --------------------------------------------------------------------------
+
+    def _remember(self, invoice: RemoteInvoice) -> RemoteInvoice:
+        self._converted[invoice.remote_id] = invoice
+        return invoice
+
+    def _invoices(self) -> Iterator[RemoteInvoice]:
+        numbers = self._article_numbers()
+        for item in self._pages(INVOICES, INVOICE_ORDER):
+            yield self._remember(parse_invoice(item, numbers))
+
+    def _everything(self) -> list[RemoteInvoice]:
+        """Every draft and every invoice. A draft converted while the lists were read shows
+        twice under one id: the invoice (read last) wins."""
+        numbers = self._article_numbers()
+        found = {
+            d.remote_id: d
+            for d in (parse_draft(i, numbers) for i in self._pages(DRAFTS, DRAFT_ORDER))
+        }
+        found.update((i.remote_id, i) for i in self._invoices())
+        return list(found.values())
+
+    def find(self, keys: Collection[str]) -> list[RemoteInvoice]:
+        wanted = set(keys)
+        if not wanted:
+            return []
+        return [r for r in self._everything() if r.key is not None and r.key in wanted]
+
+    def find_all(self, periods: Collection[str] | None = None) -> list[RemoteInvoice]:
+        found = []
+        for remote in self._everything():
+            try:
+                key = InvoiceKey.parse(remote.key or "")
+            except ValueError:
+                continue  # not the connector's
+            if periods is None or key.period in periods:
+                found.append(remote)
+        return found
+
+    def get(self, remote_id: str) -> RemoteInvoice:
+        """The draft; once converted, the invoice it became; else GONE (vanished). The invoice
+        list is read whole (no filter is trusted), fresh each time: only a found conversion is
+        remembered."""
+        draft_id = self._id(remote_id)
+        try:
+            body = self._call("GET", f"{DRAFTS}/{draft_id}")
+        except TargetRefusal as refusal:
+            if refusal.status != 404 and refusal.code != errors.NOT_FOUND:
+                raise
+        else:
+            return self._draft(body, "GET", f"{DRAFTS}/{draft_id}")
+        if draft_id in self._converted:
+            return self._converted[draft_id]
+        for invoice in self._invoices():
+            if invoice.remote_id == draft_id:
+                return invoice
+        return RemoteInvoice(
+            remote_id=draft_id,
+            number=None,
+            key=None,
+            customer_number="",
+            state=RemoteState.GONE,
+            status=InvoiceStatus.CANCELLED,
+            vanished=True,
+        )
+
+    def _draft(self, body: Any, method: str, path: str) -> RemoteInvoice:
+        if not isinstance(body, dict) or not is_guid(text(lowered(body).get("id"))):
+            # A 2xx without the draft: what it holds is unknown, so the sync settles it by
+            # reading (never by sending again).
+            raise OutcomeUnknownError(method, path, "the answer holds no draft")
+        return parse_draft(body, self._article_numbers())
+
+    # --- writing --------------------------------------------------------------------------
+
+    def create(self, invoice: PlannedInvoice, invoice_date: date) -> RemoteInvoice:
+        customer_id, article_ids = self._ids(invoice)
+        payload = draft_payload(invoice, customer_id, article_ids, invoice_date=invoice_date)
+        body = self._call("POST", DRAFTS, body=payload)
+        return self._draft(body, "POST", DRAFTS)
+
+    def can_update(self, invoice: PlannedInvoice, current: RemoteInvoice) -> bool:
+        # A PUT sends every row whole (no row ids to pair), so no row inherits another's fields.
+        return True
+
+    def update(
+        self,
+        remote_id: str,
+        invoice: PlannedInvoice,
+        current: RemoteInvoice,
+        *,
+        header_only: bool = False,
+        invoice_date: date | None = None,
+    ) -> RemoteInvoice:
+        """Replace the draft's rows with the plan's, keeping the header a person may have set
+        (read-modify-write from `current.source`). `header_only` needs no step of its own here:
+        the sync passes the rows to keep with the header in front, and a full replace writes
+        exactly those. A lost answer is settled by reading, never sent again."""
+        draft_id = self._id(remote_id)
+        customer_id, article_ids = self._ids(invoice)
+        source = current.source
+        if not isinstance(source, dict):
+            # Not read by this client: read it now, or a person's header would be lost.
+            source = self._call("GET", f"{DRAFTS}/{draft_id}")
+        kept = kept_fields(source, redated=invoice_date is not None)
+        payload = draft_payload(
+            invoice, customer_id, article_ids, invoice_date=invoice_date, kept=kept
+        )
+        path = f"{DRAFTS}/{draft_id}"
+        body = self._call("PUT", path, body=payload, idempotent=False)
+        return self._draft(body, "PUT", path)
+
+    def discard(self, remote_id: str) -> None:
+        """DELETE the draft (200, no body). A lost answer is settled by reading."""
+        self._call("DELETE", f"{DRAFTS}/{self._id(remote_id)}", idempotent=False)
+
+    # --- reading the company ----------------------------------------------------------------
+
+    def precheck(self, invoice: PlannedInvoice) -> str | None:
+        refusal = self._refusal(invoice)
+        return None if refusal is None else refusal.message
+
+    def refuses_date(self, refusal: TargetRefusal) -> bool:
+        return refusal.code in errors.LOCKED
+
+    def article_prices(self) -> dict[str, Decimal | None]:
+        """Active articles and their NetPrice. NetPrice is never null in the schema, so an
+        article without a price has 0: that reads as no price (the planner flags the row
+        rather than billing 0)."""
+        return {
+            number: (article.net_price or None)
+            for number, article in self.articles().items()
+            if article.active
+        }
+
+    def company_settings(self) -> dict[str, Any]:
+        """GET /companysettings (ea:sales), once per client."""
+        if self._company is None:
+            body = self._call("GET", "/companysettings")
+            if not isinstance(body, dict):
+                raise RemoteUnavailableError("Visma eAccounting answered without company settings")
+            self._company = lowered(body)
+        return self._company
+
+    def locked_through(self) -> date | None:
+        """CompanySettings.AccountingLockedTo, "Date until which accounting is locked", read as
+        the last locked day (the later reading of "until": invoices are then dated after it).
+        Without the scope to read it, unknown: None, and Visma's own refusal names it."""
+        try:
+            value = self.company_settings().get("accountinglockedto")
+        except (ScopeDeniedError, RemoteSetupError) as exc:
+            log.warning("visma.locked_period_unknown", reason=str(exc))
+            return None
+        locked = date_or_none(value)
+        if locked is None and text(value):
+            log.warning("visma.locked_period_unreadable", value=text(value)[:40])
+        if locked is None or locked.year < _NO_LOCK_BEFORE:
+            return None
+        return locked
+
+    def identity(self) -> str | None:
+        """ "company <digest>": the company the token reaches, by a digest of its corporate
+        identity number (for a sole trader that is a personal identity number, which must not
+        sit in the state or in messages), else of its name."""
+        try:
+            settings = self.company_settings()
+        except ScopeDeniedError:
+            return None
+        number = text(settings.get("corporateidentitynumber"))
+        name = text(settings.get("name"))
+        if not (number or name):
+            return None
+        digest = hashlib.sha256((number or f"name:{name}").encode()).hexdigest()[:16]
+        return f"company {digest}"
+
+    def still_refused(self, code: str | None, invoice: PlannedInvoice) -> str | None:
+        """For the connector's own refusals, the registers as read in this run say whether
+        the cause is still there; Visma's refusals cannot be checked by a read: try again."""
+        if code not in errors.OWN_CODES:
+            return None
+        refusal = self._refusal(invoice)
+        return None if refusal is None else refusal.message
+
+    def explain(self, refusal: TargetRefusal, invoice: PlannedInvoice) -> str:
+        customer_missing = False
+        missing: list[str] = []
+        if refusal.code == errors.NOT_FOUND:
+            try:
+                customer = self.customers().get(invoice.key.customer_number)
+                register = self.articles()
+            except (TargetRefusal, RemoteUnavailableError):
+                pass  # the registers cannot be read now: the words stay general
+            else:
+                customer_missing = customer is None
+                missing = sorted(
+                    {r.article for r in invoice.rows if r.article and r.article not in register}
+                )
+        return errors.explain(
+            refusal, invoice, missing_articles=missing, customer_missing=customer_missing
+        )
+
+
+def build(
+    settings: Settings,
+    *,
+    http: httpx.Client | None = None,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> VismaClient:
+    """A client with the stored refresh token (Visma's identity server; a rotating or reusable
+    refresh token, whichever the answer carries is stored before use)."""
+    visma = section(settings)
+    http = http or httpx.Client(timeout=visma.timeout_seconds)
+    endpoint = SPEC.token_endpoint(settings, http)
+    store = TokenFile(settings.state_dir / APP.token_file, APP.login_hint)
+    extra: dict[str, Any] = {"clock": clock} if clock else {}
+    tokens = RotatingRefreshToken(endpoint, store, **extra)
+    return VismaClient(visma, tokens, http=http, sleep=sleep, stats=endpoint.stats)
