@@ -263,6 +263,8 @@ def failpoint(name: str) -> None:
 @dataclass
 class SyncReport:
     dry_run: bool
+    # The accounting system written to (its registry name).
+    target: str | None = None
     pulled: int = 0
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
@@ -310,6 +312,7 @@ class SyncReport:
     def to_json(self) -> dict[str, Any]:
         results = self.plan.results if self.plan else ()
         return {
+            "target": self.target,
             "dry_run": self.dry_run,
             "pulled": self.pulled,
             "invoices": {
@@ -1116,6 +1119,7 @@ def run_sync(
         resources.enter_context(store.lock())
         if clock is not None:
             store.clock = clock
+        report.target = target.profile.name
         run_id = None if dry_run else store.start_run("sync", target.profile.name)
         sync = _Sync(
             store, target, mappings, report, settings.invoice, clock, settings.limits.limits()

@@ -390,3 +390,106 @@ def test_mappings_validate_warns_what_a_change_would_do(
     assert any("would need attention: unknown category 'training'" in line for line in lines)
     clean = run("mappings", "validate")
     assert not [line for line in clean.stdout.splitlines() if "category 'training'" in line]
+
+
+# --- Visma eAccounting ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def visma(
+    env: dict[str, str], sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """CONNECTOR_TARGET=visma with the sandbox's Visma settings (and no token stored yet)."""
+    from connector.sandbox.visma import connector_section
+
+    monkeypatch.setenv("CONNECTOR_TARGET", "visma")
+    for name, value in connector_section(sandbox_server.url).items():
+        monkeypatch.setenv(f"CONNECTOR_VISMA__{name.upper()}", value)
+    monkeypatch.setenv("CONNECTOR_VISMA__SEARCH_SETTLE_SECONDS", "0")
+    return env
+
+
+def test_visma_login_with_the_code_flow_then_sync(
+    visma: dict[str, str], sandbox_app: Any, tmp_path: Path
+) -> None:
+    from connector.sandbox import visma_of
+
+    fake = visma_of(sandbox_app)
+    assert run("sync").exit_code == 5  # not authorised yet: a person must log in
+    code = fake.issue_code(
+        ["ea:api", "offline_access", "ea:sales"], "http://localhost:8790/visma/callback"
+    )
+    login = CliRunner().invoke(
+        app, ["auth", "login", "visma", "--code-from-stdin"], input=code + "\n"
+    )
+    assert login.exit_code == 0, login.output
+    assert "/visma/connect/authorize?" in login.stdout
+    assert "scope=ea%3Aapi+offline_access+ea%3Asales" in login.stdout
+    assert "Visma eAccounting" in login.stdout and code not in login.stdout
+    token_file = tmp_path / "state" / "visma-token.json"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    first = json.loads(token_file.read_text())["refresh_token"]
+    assert run("sync").exit_code == 1  # 1042 and the private person need attention
+    fake.expire_tokens()
+    assert run("sync").exit_code == 1
+    # The refresh token rotated and the new one was stored: the old one is spent.
+    assert json.loads(token_file.read_text())["refresh_token"] != first
+    assert fake.drafts
+
+
+def test_visma_service_account_is_refused_as_a_usage_error(visma: dict[str, str]) -> None:
+    login = CliRunner().invoke(
+        app, ["auth", "login", "visma", "--service-account", "--code-from-stdin"], input="x\n"
+    )
+    assert login.exit_code == 2
+    assert "Visma eAccounting has no service accounts" in login.stderr
+
+
+def test_visma_import_then_sync(visma: dict[str, str], sandbox_app: Any) -> None:
+    from connector.sandbox.visma import SEED_REFRESH_TOKEN
+
+    imported = CliRunner().invoke(app, ["auth", "import", "visma"], input=SEED_REFRESH_TOKEN + "\n")
+    assert imported.exit_code == 0, imported.output
+    result = run("sync", "--json")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["target"] == "visma" and doc["invoices"]["created"]
+
+
+@pytest.mark.parametrize("how", ["option", "variable"])
+def test_demo_fills_the_fake_visma(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    from connector.sandbox import demo
+
+    monkeypatch.setattr(demo, "SANDBOX_RATE_LIMIT", "100000/1")
+    monkeypatch.setattr(demo, "CONNECTOR_RATE_LIMITS", {"visma": "100000/1"})
+    os.chdir(REPO)
+    if how == "variable":
+        monkeypatch.setenv("CONNECTOR_TARGET", "visma")
+        result = run("demo")
+    else:
+        result = run("demo", "--target", "visma")
+    assert result.exit_code == 0, result.output
+    assert "Invoices now in the sandbox's Visma eAccounting:" in result.stdout
+    assert "SK-1042-2026-08: customer 1042 does not exist in Visma eAccounting" in result.stdout
+
+
+def test_sandbox_start_up_text_shows_both_targets(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector", "sandbox", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        while not lines or "auth import visma" not in lines[-1]:  # the last line printed
+            line = proc.stderr.readline()
+            assert line, "".join(lines)  # ended early
+            lines.append(line)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    text = "".join(lines)
+    assert "CONNECTOR_FORTNOX__API_URL=" in text and "CONNECTOR_FORTNOX__TENANT_ID=" in text
+    assert "CONNECTOR_VISMA__API_URL=" in text and "/visma/v2" in text
+    assert "CONNECTOR_TARGET=visma" in text
+    assert "echo sandbox | connector auth import visma" in text

@@ -13,6 +13,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ from connector.auth import TokenFile
 from connector.errors import ExitCode, RemoteUnavailableError
 from connector.mappings import Mappings
 from tests.harness import (
+    NIGHT,
     TARGETS,
     World,
     assert_matches_ledger,
     assert_no_duplicates,
     entries_of,
     make_world,
+    target_settings,
 )
 
 
@@ -183,6 +186,34 @@ def test_voided_entries_empty_a_draft_which_is_withdrawn(world: World) -> None:
     assert live(world, key) == []
     assert_matches_ledger(world, report)
     assert world.sync().cancelled == []
+
+
+def test_an_invoice_closed_while_the_listing_lags_is_never_taken_as_withdrawn(
+    world: World,
+) -> None:
+    """Visma: a converted draft leaves the draft list at once but reaches the invoice list
+    later. Until the settle time has passed, "not found" is not taken as a person's deletion
+    (which would leave the state saying cancelled for an invoice the customer holds)."""
+    now = [NIGHT()]
+    world.driver.set_clock(lambda: now[0].timestamp())
+    target_settings(world.settings).search_settle_seconds = 600
+    world.sync(clock=lambda: now[0])
+    entry = an_entry(world, revision=2, hours="6")
+    key = key_of(entry)
+    (draft,) = live(world, key)
+    world.driver.faults(search_lag_seconds=300)
+    world.driver.close(draft["remote_id"])
+    world.post_ledger([entry])
+    world.sync(clock=lambda: now[0])
+    now[0] += timedelta(hours=1)  # the listing has caught up
+    report = world.sync(clock=lambda: now[0])
+    (closed,) = live(world, key)
+    assert closed["state"] == "closed"
+    (supplement,) = live(world, f"{key}-2")
+    assert supplement["rows"][0]["description"].startswith(
+        f"Tilläggsfaktura till faktura {closed['number']}."
+    )
+    assert_matches_ledger(world, report)
 
 
 # --- faults -------------------------------------------------------------------------------------
