@@ -196,8 +196,7 @@ class TokenEndpoint:
             response.status_code == 200 and not isinstance(_json_or_none(response), dict)
         ):
             raise ConfigError(
-                f"{self.url} is not an OAuth token endpoint (HTTP {response.status_code}): "
-                f"check {self.setting}AUTH_URL",
+                f"{self.url} is not an OAuth token endpoint: check {self.setting}AUTH_URL",
                 status=response.status_code,
             )
         if error == "invalid_client" or response.status_code == 401:
@@ -442,8 +441,10 @@ def exchange_code(
     if store is None:
         return tokens
     if not tokens.refresh_token:
-        raise RemoteUnavailableError(
-            f"{endpoint.app.system} answered without a refresh token (offline access not granted?)"
+        raise ReauthRequiredError(
+            f"{endpoint.app.system} gave no refresh token: the authorisation did not include "
+            f"offline access; run {endpoint.app.login_hint} again and allow all the access "
+            "asked for"
         )
     if store is not None:
         with store.lock():
@@ -451,10 +452,29 @@ def exchange_code(
     return tokens
 
 
-def import_refresh_token(store: TokenFile, refresh_token: str) -> None:
-    """Store a refresh token obtained elsewhere; the next run exchanges it."""
+def import_refresh_token(
+    store: TokenFile, refresh_token: str, endpoint: TokenEndpoint | None = None
+) -> None:
+    """Store a refresh token obtained elsewhere. With `endpoint`, it is exchanged at once, so a
+    wrong paste is found now rather than by the nightly run; if the system refuses it, the
+    token stored before is put back."""
     refresh_token = refresh_token.strip()
     if not refresh_token:
         raise ConfigError("no refresh token on standard input")
     with store.lock():
+        previous = store.read() if store.path.exists() else None
         store.write(TokenSet(access_token="", expires_at=0.0, refresh_token=refresh_token))
+    if endpoint is None:
+        return
+    try:
+        RotatingRefreshToken(endpoint, store).token()
+    except ReauthRequiredError as exc:
+        with store.lock():
+            if previous is not None:
+                store.write(previous)
+            else:
+                store.path.unlink(missing_ok=True)
+        kept = "the token stored before is kept" if previous else "nothing was stored"
+        raise ReauthRequiredError(
+            f"{endpoint.app.system} refused that refresh token ({exc.message}); {kept}"
+        ) from None

@@ -23,7 +23,13 @@ import typer
 
 import connector
 from connector import logs, targets
-from connector.errors import ConfigError, ConnectorError, ExitCode, MappingError
+from connector.errors import (
+    ConfigError,
+    ConnectorError,
+    ExitCode,
+    MappingError,
+    RemoteUnavailableError,
+)
 from connector.settings import Settings, default_state_dir, load_settings, unknown_variables
 
 # Not ExitCode members: no connector error maps to them; they say how the run was stopped.
@@ -379,8 +385,9 @@ def auth_login(
                 raise ConfigError("--code-from-stdin: no code on standard input")
         else:
             code = typer.prompt(
-                "Then paste the code from the address you are sent to", hide_input=True
+                "Then paste the address you are sent to (or just its code)", hide_input=True
             )
+        code = _code_of(code)
         path = settings.state_dir / app_.token_file
         store = None if service_account else TokenFile(path, app_.login_hint)
         with httpx.Client(timeout=section.timeout_seconds) as http:
@@ -396,6 +403,20 @@ def auth_login(
     _guard(body)
 
 
+def _code_of(pasted: str) -> str:
+    """The authorisation code, from the code alone or from the whole redirect address a person
+    copies from the browser (`...?code=XYZ&state=...`)."""
+    pasted = pasted.strip()
+    if "code=" in pasted:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = urlsplit(pasted).query or pasted.split("?", 1)[-1]
+        found = parse_qs(query).get("code")
+        if found and found[0]:
+            return found[0]
+    return pasted
+
+
 @auth_app.command("import", short_help="Store a refresh token read from standard input.")
 def auth_import(
     system: Annotated[System, typer.Argument(metavar="SYSTEM", help=_SYSTEM_HELP)],
@@ -403,13 +424,25 @@ def auth_import(
     """Store a refresh token read from standard input (never from an argument)."""
 
     def body() -> int:
+        import httpx
+
         from connector.auth import TokenFile, import_refresh_token
 
-        app_ = targets.spec(system).oauth
+        spec = targets.spec(system)
+        app_ = spec.oauth
         settings = _settings()
+        spec.require(settings)  # the exchange needs the client id and secret
         store = TokenFile(settings.state_dir / app_.token_file, app_.login_hint)
-        import_refresh_token(store, sys.stdin.readline())
-        typer.echo("Refresh token stored; the next sync exchanges it.")
+        with httpx.Client(timeout=spec.section(settings).timeout_seconds) as http:
+            endpoint = spec.token_endpoint(settings, http)
+            try:
+                import_refresh_token(store, sys.stdin.readline(), endpoint)
+            except RemoteUnavailableError as exc:
+                raise RemoteUnavailableError(
+                    f"the refresh token is stored but could not be checked ({exc.message}); "
+                    "the next sync exchanges it"
+                ) from None
+        typer.echo(f"Refresh token stored and accepted by {app_.system}.")
         return int(ExitCode.OK)
 
     _guard(body)
@@ -636,18 +669,19 @@ def sandbox(
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         say = functools.partial(typer.echo, err=True)
-        say(f"sandbox listening on {server.url}")
-        say(f"  CONNECTOR_LEDGER__URL={server.url}{LEDGER_PREFIX}")
-        say(f"  CONNECTOR_LEDGER__TOKEN={LEDGER_TOKEN}  (the sandbox's public test token)")
+        # Shell lines to paste: the ledger, then each system (its own CONNECTOR_TARGET).
+        say(f"# sandbox listening on {server.url}; the values are public test credentials")
+        say(f"export CONNECTOR_LEDGER__URL={server.url}{LEDGER_PREFIX}")
+        say(f"export CONNECTOR_LEDGER__TOKEN={LEDGER_TOKEN}")
         for name in targets.names():
             spec = targets.spec(name)
             module = fake_module(name)
-            say(f"{spec.profile.display_name} (CONNECTOR_TARGET={name}):")
+            say(f"# {spec.profile.display_name} (to write there: export CONNECTOR_TARGET={name})")
             for field, value in module.connector_section(server.url).items():
-                say(f"  {spec.env(field)}={value}")
+                say(f"export {spec.env(field)}={value}")
             seed_token = getattr(module, "SEED_REFRESH_TOKEN", None)
             if seed_token:
-                say(f"  then once: echo {seed_token} | connector auth import {name}")
+                say(f"echo {seed_token} | connector auth import {name}  # once")
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
         return int(ExitCode.OK)

@@ -258,6 +258,7 @@ def rebuild(
     """`connector state rebuild`: the state from the accounting system and the ledger."""
     from connector.sync import (
         bind_ledger,
+        bind_system,
         bind_target,
         load_entries,
         open_ledger,
@@ -276,6 +277,7 @@ def rebuild(
         resources.callback(store.close)
         resources.enter_context(store.lock())
         name = target.profile.name
+        bind_system(store, name, record=False)  # before anything is cleared
         if store.invoice_records(name) or store.entry_count():
             if not replace_existing:
                 raise ConfigError(
@@ -285,6 +287,7 @@ def rebuild(
             report.backup = _backup(store, clock or (lambda: datetime.now(UTC)))
             store.clear(name)
         bind_ledger(store, settings)
+        bind_system(store, name)
         bind_target(store, target)
         run_id = store.start_run("rebuild", name)
         pull(store, ledger)

@@ -6,6 +6,8 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
+from connector import targets
+from connector.errors import ConfigError
 from connector.planning import InvoiceKey, Outcome, Plan, PlannedInvoice, PlanView, Row, clean
 
 
@@ -27,13 +29,15 @@ def row_json(row: Row) -> dict[str, Any]:
     }
 
 
-def invoice_json(invoice: PlannedInvoice) -> dict[str, Any]:
+def invoice_json(invoice: PlannedInvoice, blocked: str | None = None) -> dict[str, Any]:
+    """`blocked`: why the sync would not send it (a refusal a dry run met), if so."""
     return {
         "key": invoice.key.text,
         "customer_number": invoice.key.customer_number,
         "period": invoice.key.period,
         "supplements": invoice.supplements.text if invoice.supplements else None,
-        "action": invoice.action.value,
+        "action": "blocked" if blocked is not None else invoice.action.value,
+        "blocked_by": blocked,
         "remote_id": invoice.remote_id,
         "number": invoice.display_number,
         "currency": invoice.currency,
@@ -79,13 +83,20 @@ def plan_json(
             sums[invoice.currency] = sums.get(invoice.currency, Decimal(0)) + invoice.total
         return {currency: str(total) for currency, total in sorted(sums.items())}
 
-    changes = [i for i in invoices if i.action.value != "unchanged"]
+    # Invoices a checked plan found would be refused: shown, but not counted as changes.
+    blocked = {
+        i.key: clean(view.invoice_attention[i.key.text])
+        for i in invoices
+        if view.checked and i.action.value != "unchanged" and i.key.text in view.invoice_attention
+    }
+    changes = [i for i in invoices if i.action.value != "unchanged" and i.key not in blocked]
     counts = Counter(r.outcome.value for r in results)
     return {
         "target": plan.target,
+        "target_name": _system(plan.target),
         "checked_against_target": view.checked,
         "filter": {"period": period, "customer": customer},
-        "invoices": [invoice_json(i) for i in invoices],
+        "invoices": [invoice_json(i, blocked.get(i.key)) for i in invoices],
         "invoice_attention": refused,
         "excluded": listed(Outcome.EXCLUDED),
         "attention": listed(Outcome.ATTENTION),
@@ -94,11 +105,20 @@ def plan_json(
         "counts": {
             "invoices": len(invoices),
             "changes": len(changes),
+            "blocked": len(blocked),
             "entries": len(results),
             **{o.value: counts.get(o.value, 0) for o in Outcome},
             "invoices_need_attention": len(refused),
         },
     }
+
+
+def _system(name: str) -> str:
+    """A target's display name (Visma eAccounting), or the name itself if unknown."""
+    try:
+        return targets.profile(name).display_name
+    except ConfigError:
+        return name
 
 
 def _keep(
@@ -125,12 +145,14 @@ def plan_text(doc: dict[str, Any]) -> str:
     c = doc["counts"]
     if not doc["checked_against_target"]:
         lines.append(
-            f"Not checked against {doc['target']} (its credentials are not set): remote "
+            f"Not checked against {doc['target_name']} (its credentials are not set): remote "
             "statuses are unknown, and rows priced by the article register show no price."
         )
     lines.append(
-        f"Plan for {doc['target']}: {c['invoices']} invoice(s), "
-        f"{c['changes']} to create or change; "
+        f"Plan for {doc['target_name']}: {c['invoices']} invoice(s), "
+        f"{c['changes']} to create or change"
+        + (f" ({c['blocked']} more blocked, below)" if c.get("blocked") else "")
+        + "; "
         f"{c['entries']} entries: {c['invoiced']} invoiced, {c['excluded']} excluded, "
         f"{c['attention']} need attention; {c['invoices_need_attention']} invoice(s) need "
         "attention"
@@ -141,6 +163,8 @@ def plan_text(doc: dict[str, Any]) -> str:
         extra = f", supplements {inv['supplements']}" if inv["supplements"] else ""
         number = f" (#{inv['number']})" if inv.get("number") else ""
         action = "cancel (nothing left to bill)" if not inv["rows"] else inv["action"]
+        if inv.get("blocked_by"):
+            action = "blocked: would be refused, see below"
         lines.append(
             f"{inv['key']}{number}  [{action}]  customer {inv['customer_number']}, "
             f"{inv['period']}{extra}"
@@ -197,7 +221,8 @@ def sync_text(doc: dict[str, Any]) -> str:
     """Human-readable summary from `SyncReport.to_json()`."""
     inv = doc["invoices"]
     entries = doc["entries"]
-    head = "Dry run (nothing sent): " if doc["dry_run"] else ""
+    system = f"{_system(doc['target'])}: " if doc.get("target") else ""
+    head = system + ("Dry run (nothing sent): " if doc["dry_run"] else "")
     lines = [
         f"{head}pulled {doc['pulled']} ledger change(s); invoices: {len(inv['created'])} created, "
         f"{len(inv['updated'])} updated, {inv['unchanged']} unchanged"

@@ -193,7 +193,8 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             loc = tuple(part for part in err["loc"] if isinstance(part, str | int))
             # Never echo the offending value: it may be a secret.
-            lines.append(f"{env_name(loc)}: {err['msg']}")
+            message = str(err["msg"]).removeprefix("Value error, ")  # pydantic's wording
+            lines.append(f"{env_name(loc)}: {message}")
         raise ConfigError("invalid settings: " + "; ".join(lines)) from None
 
 

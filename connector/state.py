@@ -126,6 +126,8 @@ MIGRATIONS: tuple[str, ...] = (
 # accounting company it writes to.
 BOUND_LEDGER = "bound_ledger"
 BOUND_TARGET = "bound_target:"
+# The accounting system a state directory writes to: one only, or hours could be invoiced in two.
+BOUND_SYSTEM = "bound_system"
 
 
 def _now() -> str:
@@ -604,6 +606,10 @@ class StateStore:
                 )
 
     # --- rebuilding --------------------------------------------------------------------------
+
+    def systems_invoiced(self) -> set[str]:
+        """The accounting systems this state has invoices recorded for."""
+        return {str(t) for (t,) in self.db.execute("SELECT DISTINCT target FROM invoices")}
 
     def clear(self, target: str) -> None:
         """Forget the ledger mirror and everything invoiced for `target`, before a rebuild. The

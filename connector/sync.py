@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from connector import targets
 from connector.errors import (
+    ConfigError,
     ConnectorError,
     ExitCode,
     OutcomeUnknownError,
@@ -50,7 +51,14 @@ from connector.planning import (
     plan,
 )
 from connector.settings import InvoiceSettings, Settings
-from connector.state import BOUND_LEDGER, BOUND_TARGET, DB_NAME, InvoiceRecord, StateStore
+from connector.state import (
+    BOUND_LEDGER,
+    BOUND_SYSTEM,
+    BOUND_TARGET,
+    DB_NAME,
+    InvoiceRecord,
+    StateStore,
+)
 from connector.targets.base import (
     RemoteInvoice,
     RemoteRow,
@@ -142,6 +150,54 @@ def bind_target(store: StateStore, target: Target, *, record: bool = True) -> No
     store.bind(BOUND_TARGET + target.profile.name, identity, where, record=record)
 
 
+def bound_system(store: StateStore) -> str | None:
+    """The accounting system the state writes to: as recorded, or (a state from before that
+    was recorded) the one system it has invoices for."""
+    bound = store.meta(BOUND_SYSTEM)
+    if bound is not None:
+        return bound
+    used = sorted(store.systems_invoiced())
+    return used[0] if len(used) == 1 else None
+
+
+def bind_system(store: StateStore, name: str, *, record: bool = True) -> None:
+    """A state directory writes to one accounting system. Pointed at another, it would plan
+    every month the ledger holds afresh there, and invoice in the second system the hours the
+    first already holds: refused before anything is read or sent."""
+    bound = bound_system(store)
+    if bound is None or bound == name:
+        if record and store.meta(BOUND_SYSTEM) is None:
+            store.set_meta(BOUND_SYSTEM, name)
+        return
+    first, other = targets.profile(bound).display_name, targets.profile(name).display_name
+    raise StateMismatchError(
+        f"the state directory {store.dir} invoices to {first} (CONNECTOR_TARGET={bound}), but "
+        f"this run is set to write to {other} (CONNECTOR_TARGET={name}): the hours already "
+        f"invoiced in {first} would be invoiced again in {other}, so nothing was read or sent. "
+        f"If you meant {first}, set CONNECTOR_TARGET={bound}. Moving invoicing to another "
+        "system needs its own state directory and a decision on the months already invoiced "
+        "(docs/operations.md, Moving to another accounting system)"
+    )
+
+
+def require_target(settings: Settings) -> None:
+    """The chosen system's credentials, or a ConfigError naming them, with a hint when another
+    system's credentials are the ones set (CONNECTOR_TARGET forgotten)."""
+    spec = targets.spec(settings.target)
+    if spec.configured(settings):
+        return
+    others = [s.name for s in targets.specs() if s.name != spec.name and s.configured(settings)]
+    try:
+        spec.require(settings)
+    except ConfigError as exc:
+        if not others:
+            raise
+        raise ConfigError(
+            f"{exc.message}; the {others[0].upper()} credentials are set: did you mean "
+            f"CONNECTOR_TARGET={others[0]}? (CONNECTOR_TARGET is {settings.target})"
+        ) from None
+
+
 def target_configured(settings: Settings) -> bool:
     return targets.spec(settings.target).configured(settings)
 
@@ -182,6 +238,7 @@ def run_offline_plan(
         resources.callback(store.close)
         resources.enter_context(store.lock())
         bind_ledger(store, settings)
+        bind_system(store, profile.name, record=False)
         run_id = store.start_run("plan", profile.name)
         try:
             pulled = pull(store, ledger)
@@ -212,6 +269,14 @@ def mapping_warnings(settings: Settings, mappings: Mappings, limit: int = 10) ->
     store = StateStore(settings.state_dir)
     try:
         profile = targets.profile(settings.target)
+        bound = bound_system(store)
+        if bound is not None and bound != profile.name:
+            return [
+                f"the state directory {settings.state_dir} invoices to "
+                f"{targets.profile(bound).display_name}, not {profile.display_name} "
+                f"(CONNECTOR_TARGET={settings.target}): set CONNECTOR_TARGET={bound} to see "
+                "what the files would do there"
+            ]
         entries, rejected = load_entries(store)
         register = store.register(profile.name)
         result = plan(
@@ -1106,7 +1171,7 @@ def run_sync(
     if ledger is None:
         settings.require_ledger()  # settings first: they name the variable to set
     if target is None:
-        targets.spec(settings.target).require(settings)
+        require_target(settings)
     mappings = load_mappings(settings.mappings_dir)
     report = SyncReport(dry_run=dry_run)
     with contextlib.ExitStack() as resources:
@@ -1127,6 +1192,7 @@ def run_sync(
         sync.progress = progress
         try:
             bind_ledger(store, settings, record=not dry_run)
+            bind_system(store, target.profile.name, record=not dry_run)
             bind_target(store, target, record=not dry_run)
             if not dry_run:
                 sync.recover()

@@ -116,21 +116,30 @@ def test_wrong_client_secret_names_the_variables(tmp_path: Path) -> None:
         RotatingRefreshToken(endpoint(app, secret="wrong"), store).token()
 
 
-def test_import_reads_standard_input_only(tmp_path: Path) -> None:
-    env = {**os.environ, "CONNECTOR_STATE_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "connector", "auth", "import", "fortnox"],
-        input="imported-refresh-token\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_import_reads_standard_input_only_and_checks_the_token(
+    tmp_path: Path, sandbox_app: SandboxApp, sandbox_server: SandboxServer
+) -> None:
+    """Found by a tester: a wrong paste replaced a working token and only the nightly run found
+    out. The token is exchanged at once; a refused one leaves the stored one in place."""
+    env = {**os.environ, **connector_env(sandbox_server.url, tmp_path)}
+    env.pop("CONNECTOR_FORTNOX__TENANT_ID")
+    seed = fortnox_of(sandbox_app).seed_refresh_token()
+
+    def run_import(token: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "connector", "auth", "import", "fortnox"],
+            input=token + "\n", env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    done = run_import(seed)
     assert done.returncode == 0, done.stderr
-    assert "imported-refresh-token" not in done.stdout + done.stderr
+    assert seed not in done.stdout + done.stderr
     stored = TokenFile(tmp_path / "fortnox-token.json").read()
-    assert stored is not None and stored.refresh_token == "imported-refresh-token"
+    assert stored is not None and stored.access_token  # exchanged: a working pair is stored
+    refused = run_import("not-a-token")
+    assert refused.returncode == 5
+    assert "refused that refresh token" in refused.stderr and "kept" in refused.stderr
+    assert TokenFile(tmp_path / "fortnox-token.json").read() == stored
 
 
 REFRESHER = textwrap.dedent(

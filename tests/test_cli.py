@@ -149,7 +149,7 @@ def test_demo_runs_a_full_sync_and_exits_0(monkeypatch: pytest.MonkeyPatch) -> N
     os.chdir(REPO)
     result = run("demo")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("pulled 431 ledger change(s); invoices: 98 created")
+    assert result.stdout.startswith("Fortnox: pulled 431 ledger change(s); invoices: 98 created")
     assert "Invoices now in the sandbox's Fortnox: 98" in result.stdout
     assert "SK-1042-2026-08: customer 1042 does not exist in Fortnox" in result.stdout
 
@@ -203,7 +203,7 @@ def test_sync_json_then_idempotent(fast: dict[str, str], sandbox_app: Any) -> No
 def test_sync_dry_run_text(fast: dict[str, str]) -> None:
     result = run("sync", "--dry-run")
     assert result.exit_code == 1
-    assert result.stdout.startswith("Dry run (nothing sent):")
+    assert result.stdout.startswith("Fortnox: Dry run (nothing sent):")
     assert "    create  SK-1003-2026-08" in result.stdout
 
 
@@ -346,6 +346,14 @@ def test_plan_shows_exactly_what_sync_would_do(fast: dict[str, str], sandbox_app
         f"SK-1042-2026-{m}" for m in ("08", "09", "10")
     }  # the creates Fortnox would refuse, named
     assert everything["counts"]["invoices_need_attention"] == 3
+    # Found by a tester: those were shown as "create" and counted among the changes.
+    blocked = [i for i in everything["invoices"] if i["action"] == "blocked"]
+    assert {i["key"] for i in blocked} == {f"SK-1042-2026-{m}" for m in ("08", "09", "10")}
+    assert all("does not exist in Fortnox" in i["blocked_by"] for i in blocked)
+    assert everything["counts"]["changes"] == 1 and everything["counts"]["blocked"] == 3
+    text = run("plan").stdout
+    assert "1 to create or change (3 more blocked, below)" in text
+    assert "SK-1042-2026-08  [blocked: would be refused, see below]" in text
     done = json.loads(run("sync", "--json").stdout)
     assert done["invoices"]["created"] == ["SK-1004-2026-09-2"]
 
@@ -364,7 +372,7 @@ def test_plan_without_accounting_credentials_says_so(
 ) -> None:
     monkeypatch.delenv("CONNECTOR_FORTNOX__CLIENT_SECRET")
     result = run("plan", "--customer", "1004")
-    assert result.stdout.startswith("Not checked against fortnox (its credentials are not set)")
+    assert result.stdout.startswith("Not checked against Fortnox (its credentials are not set)")
 
 
 def test_mappings_validate_warns_what_a_change_would_do(
@@ -493,3 +501,34 @@ def test_sandbox_start_up_text_shows_both_targets(tmp_path: Path) -> None:
     assert "CONNECTOR_VISMA__API_URL=" in text and "/visma/v2" in text
     assert "CONNECTOR_TARGET=visma" in text
     assert "echo sandbox | connector auth import visma" in text
+
+
+def test_visma_login_takes_the_whole_pasted_address(
+    visma: dict[str, str], sandbox_app: Any, tmp_path: Path
+) -> None:
+    """Found by a tester: pasting the address the browser shows (a natural thing to do) was
+    refused as an invalid code."""
+    from connector.sandbox import visma_of
+
+    redirect = "http://localhost:8790/visma/callback"
+    code = visma_of(sandbox_app).issue_code(["ea:api", "offline_access", "ea:sales"], redirect)
+    pasted = f"{redirect}?code={code}&state=xyz\n"
+    login = CliRunner().invoke(app, ["auth", "login", "visma", "--code-from-stdin"], input=pasted)
+    assert login.exit_code == 0, login.output
+    assert (tmp_path / "state" / "visma-token.json").exists()
+
+
+def test_visma_login_without_offline_access_asks_to_authorise_again(
+    visma: dict[str, str], sandbox_app: Any, tmp_path: Path
+) -> None:
+    from connector.sandbox import visma_of
+
+    code = visma_of(sandbox_app).issue_code(
+        ["ea:api", "ea:sales"], "http://localhost:8790/visma/callback"
+    )
+    login = CliRunner().invoke(
+        app, ["auth", "login", "visma", "--code-from-stdin"], input=code + "\n"
+    )
+    assert login.exit_code == 5, login.output
+    assert "did not include offline access" in login.stderr
+    assert not (tmp_path / "state" / "visma-token.json").exists()

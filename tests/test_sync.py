@@ -22,14 +22,15 @@ from connector.errors import (
     ReauthRequiredError,
     RemoteUnavailableError,
     StateMismatchError,
+    TargetRefusal,
 )
 from connector.mappings import Mappings, load_mappings
 from connector.planning import InvoiceKey, InvoiceStatus, Outcome, Plan
 from connector.sandbox.app import DropConnection, Ledger, json_response
 from connector.sandbox.fortnox import FortnoxFake
 from connector.sandbox.sample import load
-from connector.targets.base import TargetRefusal
 from tests.harness import (
+    BASE,
     World,
     assert_matches_ledger,
     assert_no_duplicates,
@@ -1109,6 +1110,18 @@ def test_a_wrong_accounting_system_address_is_a_config_error(
         world.sync()
     assert info.value.exit_code is ExitCode.CONFIG
     assert world.writes() == 0
+    assert str(info.value).count("HTTP ") <= 1  # the status once, not twice
+
+
+def test_an_address_in_a_message_keeps_its_port() -> None:
+    """Found by a tester: "http://127.0.0.1/visma/v1/..." for an address on port 43935."""
+    import httpx
+
+    from connector.targets.api import where
+
+    request = httpx.Request("GET", "http://127.0.0.1:43935/visma/v1/companysettings?$page=1")
+    answer = httpx.Response(404, request=request)
+    assert where(answer) == "http://127.0.0.1:43935/visma/v1/companysettings"
 
 
 # --- found by the second review ----------------------------------------------------------------
@@ -1206,3 +1219,45 @@ def test_a_cancelled_copy_of_an_invoice_does_not_stop_the_sync(world: World) -> 
     report = world.sync()
     assert report.exit_code is ExitCode.ATTENTION  # only the usual 1042 items
     assert_matches_ledger(world, report)
+
+
+def test_one_state_directory_never_writes_to_two_accounting_systems(
+    world: World, tmp_path: Path
+) -> None:
+    """Found by a tester: a state directory used with Fortnox, then with Visma, invoiced the
+    same hours again in Visma. A state directory writes to one system; another is refused
+    before anything is read or sent, also for a state from before that was recorded."""
+    from connector.sandbox import visma_of
+    from connector.sandbox.demo import sandbox_settings
+    from connector.state import BOUND_SYSTEM
+    from tests.conftest import MAPPINGS_DIR
+
+    world.sync()
+    visma = sandbox_settings(BASE, world.settings.state_dir, MAPPINGS_DIR, "visma")
+    other = World(app=world.app, settings=visma, mappings=world.mappings)
+    for dry_run in (True, False):
+        with pytest.raises(StateMismatchError, match="CONNECTOR_TARGET=fortnox") as info:
+            other.sync(dry_run=dry_run)
+        assert info.value.exit_code is ExitCode.CONFIG
+    assert visma_of(world.app).drafts == {}
+    store = world.store()
+    store.db.execute("DELETE FROM meta WHERE key = ?", (BOUND_SYSTEM,))  # an older state
+    store.close()
+    with pytest.raises(StateMismatchError, match="invoices to Fortnox"):
+        other.sync()
+    with pytest.raises(StateMismatchError):
+        other.rebuild()
+    assert world.store().entry_count() > 400  # the refused rebuild cleared nothing
+
+
+def test_credentials_of_the_other_system_hint_at_the_target_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from connector.settings import load_settings
+
+    monkeypatch.setenv("CONNECTOR_LEDGER__URL", "http://127.0.0.1:9/ledger/v1")
+    monkeypatch.setenv("CONNECTOR_LEDGER__TOKEN", "t")
+    monkeypatch.setenv("CONNECTOR_VISMA__CLIENT_ID", "cid")
+    monkeypatch.setenv("CONNECTOR_VISMA__CLIENT_SECRET", "s")
+    with pytest.raises(ConfigError, match="did you mean CONNECTOR_TARGET=visma"):
+        sync_module.run_sync(load_settings())

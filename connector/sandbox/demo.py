@@ -75,7 +75,8 @@ def invoice_table(system: str, invoices: list[dict[str, Any]], limit: int = 20) 
             Decimal(0),
         )
         total = f"{amount.quantize(Decimal('0.01')):,.2f}".replace(",", " ")
-        number = inv["number"] or "draft"
+        # A Visma draft has no number of its own (only a GUID) until it is converted.
+        number = inv["number"] if inv["number"] and len(inv["number"]) <= 8 else "draft"
         lines.append(
             f"  {number:>8}  {inv['key']:<22} {inv['customer_number']:<10} {inv['state']:<7} "
             f"{total:>12} {inv['currency']}"

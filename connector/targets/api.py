@@ -139,4 +139,4 @@ class ApiClient:
 def where(response: httpx.Response) -> str:
     """The address answered, without query (it may carry filters) for messages."""
     url = response.request.url
-    return f"{url.scheme}://{url.host}{url.path}"
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"

@@ -74,7 +74,7 @@ def raise_for(response: httpx.Response) -> None:
         # Fortnox names what it cannot find with an ErrorInformation code; a bare 404 is
         # another server, or a wrong path.
         raise ConfigError(
-            f"{where(response)} is not a Fortnox API address (HTTP 404): check "
+            f"{where(response)} is not a Fortnox API address: check "
             "CONNECTOR_FORTNOX__API_URL (usually https://api.fortnox.se/3)",
             status=404,
         )

@@ -167,7 +167,7 @@ def raise_for(response: httpx.Response) -> None:
         # Visma names what it cannot find with an ErrorCode (3000); a bare 404 is another
         # server, or a wrong path.
         raise ConfigError(
-            f"{where(response)} is not a Visma eAccounting API address (HTTP 404): check "
+            f"{where(response)} is not a Visma eAccounting API address: check "
             f"{API_URL_SETTING} (usually https://eaccountingapi.vismaonline.com/v2)",
             status=404,
         )
