@@ -623,15 +623,7 @@ class _Sync:
         booking), corrections would be computed from the wrong rows, so the month is held. One
         the target no longer has at all counts as withdrawn by a person, and is flagged."""
         if remote.vanished:
-            if not self._vanished_long_enough(key):
-                self.attention(
-                    key,
-                    f"invoice {number} ({key}) is not found in {self.where} now: if a person "
-                    "converted or booked it, the listing may not show it yet. Nothing is sent "
-                    "for it until it is found again, or until "
-                    f"{self.target.search_settle_seconds:g} s have passed, after which it counts "
-                    f"as {self.target.profile.withdrawn} by a person",
-                )
+            if not self._gone_for_good(key, number):
                 return
             self.attention(
                 key,
@@ -661,6 +653,32 @@ class _Sync:
                     "amounts)",
                 )
         self.set_status(key, status, number, remote.number)
+
+    def _gone_for_good(self, key: InvoiceKey, number: str) -> bool:
+        """Whether an invoice the target no longer has may count as gone. Not on a target
+        where invoices cannot disappear, and not before the settle time: a draft a person has
+        just converted may not be listed yet, and counting it gone would drop what it bills.
+        Otherwise it needs attention and nothing is sent for it."""
+        profile = self.target.profile
+        if not profile.deletable:
+            self.attention(
+                key,
+                f"invoice {number} ({key}) is not found in {self.where}, where invoices "
+                "cannot be deleted: check that the connector is set to the right company "
+                "and address; nothing is sent for it until it is found again",
+            )
+            return False
+        if not self._vanished_long_enough(key):
+            self.attention(
+                key,
+                f"invoice {number} ({key}) is not found in {self.where} now: if a person "
+                "converted or booked it, the listing may not show it yet. Nothing is sent "
+                "for it until it is found again, or until "
+                f"{self.target.search_settle_seconds:g} s have passed, after which it counts "
+                f"as {profile.withdrawn}",
+            )
+            return False
+        return True
 
     def _vanished_long_enough(self, key: InvoiceKey) -> bool:
         """Whether an invoice the target no longer lists has been missing for longer than the
@@ -740,6 +758,8 @@ class _Sync:
         remote = self.target.get(record.remote_id)
         rows = remote.rows or ()
         if not pending.rows:  # a discard of an emptied draft
+            if remote.vanished and not self._gone_for_good(pending.key, record.remote_id):
+                return  # ours, or converted and not listed yet: the pending mark waits
             if remote.state is RemoteState.GONE:
                 self._record_cancel(pending)
                 self.report.recovered.append(pending.key.text)
@@ -1133,6 +1153,8 @@ class _Sync:
         except (OutcomeUnknownError, TargetRefusal) as exc:
             # A lost answer, or a repeat refused: what counts is whether it is gone now.
             now = self.target.get(invoice.remote_id)
+            if now.vanished and not self._gone_for_good(invoice.key, invoice.remote_id):
+                return True  # deleted, or converted and not listed yet: a later run decides
             if now.state is not RemoteState.GONE:
                 self.store.clear_pending(self.name, invoice.key)
                 if isinstance(exc, TargetRefusal):

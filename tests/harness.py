@@ -341,6 +341,15 @@ def assert_matches_ledger(world: World, report: SyncReport) -> None:
         for r in report.plan.results
         if r.outcome is Outcome.EXCLUDED and f"was {world.profile.withdrawn}" in r.reason
     }
+    # The connector's word that a person withdrew an invoice is checked against the fake: the
+    # invoice it names must really be gone there (not merely unlisted, nor closed).
+    states: dict[str, set[str]] = defaultdict(set)
+    for invoice in driver.invoices():
+        states[str(invoice["key"])].add(str(invoice["state"]))
+    for r in report.plan.results:
+        if r.ref in withdrawn:
+            named = r.reason.split("its invoice ", 1)[1].split(" ", 1)[0]
+            assert states.get(named, {"gone"}) == {"gone"}, (r.ref, named, states.get(named))
     stuck = uninvoiceable(world) | {
         r.ref for r in report.plan.results if r.reason.startswith("held: ")
     }

@@ -630,6 +630,32 @@ def test_a_draft_missing_from_the_search_is_read_directly(world: World) -> None:
     assert not [r for r in report.invoice_attention.values() if "not found" in r]
 
 
+def test_an_invoice_fortnox_no_longer_has_never_counts_as_cancelled(world: World) -> None:
+    """Fortnox cannot delete an invoice (a cancelled one stays): one that answers "not found"
+    means another company or address, and is flagged on every run, however long it lasts,
+    never taken as cancelled (which would leave its hours uninvoiced)."""
+    fortnox_settings(world.settings).search_settle_seconds = 600
+    now = [datetime(2026, 11, 1, 2, 0, tzinfo=UTC)]
+    world.sync(clock=lambda: now[0])
+    entry = sample_entry(revision=2, hours="6")
+    key = f"SK-{entry['customer_number']}-{entry['performed_on'][:7]}"
+    number = next(
+        n for n, i in world.fake.invoices.items() if i["ExternalInvoiceReference1"] == key
+    )
+    missing = world.fake.invoices.pop(number)
+    world.post_ledger([entry])
+    for _ in range(2):
+        report = world.sync(clock=lambda: now[0])
+        assert "where invoices cannot be deleted" in report.invoice_attention[key]
+        assert report.created == [] and report.cancelled == []
+        now[0] += timedelta(days=1)
+    assert world.store().invoiced("fortnox").status(InvoiceKey.parse(key)) is InvoiceStatus.OPEN
+    world.fake.invoices[number] = missing  # found again: the update goes through
+    report = world.sync(clock=lambda: now[0])
+    assert report.updated == [key]
+    assert_matches_ledger(world, report)
+
+
 def test_a_lost_create_is_not_sent_again_before_the_search_has_settled(
     world: World,
 ) -> None:

@@ -216,6 +216,39 @@ def test_an_invoice_closed_while_the_listing_lags_is_never_taken_as_withdrawn(
     assert_matches_ledger(world, report)
 
 
+def test_a_draft_closed_before_our_withdrawal_is_not_taken_as_withdrawn_by_us(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run dies just before withdrawing an emptied draft; a person then books (converts) it
+    while the listing lags. The next run must not take "not found" as its own withdrawal: the
+    voided hours are on an invoice the customer holds and need a credit."""
+    now = [NIGHT()]
+    world.driver.set_clock(lambda: now[0].timestamp())
+    target_settings(world.settings).search_settle_seconds = 600
+    world.sync(clock=lambda: now[0])
+    key = "SK-1004-2026-08"
+    voided = [
+        {**raw, "revision": 9, "status": "void"}
+        for raw in entries_of(world.app)
+        if raw["customer_number"] == "1004" and raw["performed_on"].startswith("2026-08")
+    ]
+    world.post_ledger(voided)
+    with crash_at(monkeypatch, "before_cancel"):
+        world.sync(clock=lambda: now[0])
+    (draft,) = live(world, key)
+    world.driver.faults(search_lag_seconds=300)
+    world.driver.close(draft["remote_id"])
+    report = world.sync(clock=lambda: now[0])
+    assert report.cancelled == []
+    now[0] += timedelta(hours=1)  # the listing has caught up
+    report = world.sync(clock=lambda: now[0])
+    (closed,) = live(world, key)
+    assert closed["state"] == "closed"
+    (credit,) = live(world, f"{key}-2")
+    assert sum(Decimal(str(r["quantity"])) for r in credit["rows"] if r["article"]) < 0
+    assert_matches_ledger(world, report)
+
+
 # --- faults -------------------------------------------------------------------------------------
 
 

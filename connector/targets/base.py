@@ -62,6 +62,10 @@ class TargetProfile:
     price_places: int
     # What a person does to an invoice to withdraw it there ("cancelled", "deleted").
     withdrawn: str = "cancelled"
+    # Whether an invoice can disappear from the target altogether (Visma deletes drafts).
+    # Where it cannot (Fortnox keeps a cancelled invoice), one not found means something else
+    # (another company, a wrong address) and never counts as withdrawn.
+    deletable: bool = False
     # Whether a row carries its own unit. Visma takes it from the article: planned rows then
     # have none, and the mapping's unit is only checked against the article's.
     row_units: bool = True

@@ -14,5 +14,6 @@ PROFILE = TargetProfile(
     quantity_places=2,  # draft row Quantity pattern allows 2 decimals
     price_places=2,  # UnitPrice: 2 decimals for domestic customers
     withdrawn="deleted",
+    deletable=True,
     row_units=False,  # a draft row's unit is the article's (UnitId is read-only)
 )
