@@ -192,6 +192,9 @@ class Invoiced:
     # (customer, period) -> why: months a state rebuild could not account for fully; nothing
     # is planned for them until a person releases them.
     holds: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # (entry id, cancelled invoice): entries a person chose to invoice again although that
+    # invoice of theirs was cancelled (connector resync --reinvoice-cancelled).
+    reinvoiced: frozenset[tuple[str, InvoiceKey]] = frozenset()
 
     def status(self, key: InvoiceKey) -> InvoiceStatus:
         known = self.invoices.get(key)
@@ -330,7 +333,7 @@ def record_write(
             placements[entry_id] = kept
     for entry_id, placement in fresh.items():
         placements[entry_id] = [placement]
-    return Invoiced(invoices=invoices, placements=placements)
+    return Invoiced(invoices=invoices, placements=placements, reinvoiced=invoiced.reinvoiced)
 
 
 def with_status(invoiced: Invoiced, key: InvoiceKey, status: InvoiceStatus) -> Invoiced:
@@ -338,7 +341,9 @@ def with_status(invoiced: Invoiced, key: InvoiceKey, status: InvoiceStatus) -> I
     known = invoiced.invoices[key]
     invoices = dict(invoiced.invoices)
     invoices[key] = replace(known, status=status)
-    return Invoiced(invoices=invoices, placements=invoiced.placements)
+    return Invoiced(
+        invoices=invoices, placements=invoiced.placements, reinvoiced=invoiced.reinvoiced
+    )
 
 
 # --- rows of one entry -----------------------------------------------------------------------
@@ -785,7 +790,10 @@ def _plan_entry(
     # it bills, whatever the mappings say now. Only a ledger change (or an explicit re-sync)
     # changes invoiced rows; a mapping or price change never withdraws or re-prices them. The
     # net position is still computed, so an older row left on a closed invoice is corrected.
-    drift = _mapping_drift(desired, current)
+    # Rows on an invoice cancelled and then invoiced again on purpose charge nothing.
+    drift = _mapping_drift(
+        desired, [p for p in current if (entry.id, p.key) not in invoiced.reinvoiced] or current
+    )
     found, parts = _plan_rows(entry, own, placements, invoiced, profile, result)
     if drift is None or found.outcome is Outcome.ATTENTION:
         return found, parts
@@ -816,7 +824,16 @@ def _plan_rows(
     closed = [p for p in placements if invoiced.status(p.key).closed]
     if isinstance(desired, _Attention):
         return result(Outcome.ATTENTION, desired.reason), []
-    if closed and invoiced.status(closed[-1].key) is InvoiceStatus.CANCELLED:
+    again = "on invoice"
+    cancelled = bool(closed) and invoiced.status(closed[-1].key) is InvoiceStatus.CANCELLED
+    if cancelled and (entry.id, closed[-1].key) in invoiced.reinvoiced:
+        # Invoiced again on purpose: that invoice bills nothing, so the net position below
+        # (what billed invoices hold) puts the entry on the month's open invoice.
+        cancelled = False
+        again = (
+            f"invoiced again on purpose after its invoice {closed[-1].key} was {profile.withdrawn}"
+        )
+    if cancelled:
         return result(
             Outcome.EXCLUDED,
             f"its invoice {closed[-1].key} was {profile.withdrawn} in {profile.display_name}; "
@@ -876,9 +893,7 @@ def _plan_rows(
         assert isinstance(desired, _Excluded)
         return result(Outcome.EXCLUDED, desired.reason, tuple(p.key for p in closed)), []
     reason = (
-        f"correction of {', '.join(sorted({str(n.key) for n in net.values()}))}"
-        if net
-        else ("on invoice")
+        f"correction of {', '.join(sorted({str(n.key) for n in net.values()}))}" if net else again
     )
     return result(Outcome.INVOICED, reason, tuple(parts)), list(parts.values())
 

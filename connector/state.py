@@ -120,6 +120,17 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE invoices SET display_number = remote_id WHERE target = 'fortnox';
     ALTER TABLE invoices ADD COLUMN vanished_since TEXT;
     """,
+    # 4: entries a person chose to invoice again although their invoice was cancelled
+    # (connector resync --reinvoice-cancelled): the decision, per entry and cancelled invoice.
+    """
+    CREATE TABLE reinvoiced (
+        target TEXT NOT NULL,
+        entry_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        PRIMARY KEY (target, entry_id, key)
+    );
+    """,
 )
 
 # What a state directory is bound to (meta keys): the ledger it mirrors, and per target the
@@ -494,7 +505,26 @@ class StateStore:
                     tuple(Row.from_json(r) for r in json.loads(rows)),
                 )
             )
-        return Invoiced(invoices=invoices, placements=placements, holds=self.holds(target))
+        return Invoiced(
+            invoices=invoices,
+            placements=placements,
+            holds=self.holds(target),
+            reinvoiced=self.reinvoiced(target),
+        )
+
+    def reinvoiced(self, target: str) -> frozenset[tuple[str, InvoiceKey]]:
+        rows = self.db.execute("SELECT entry_id, key FROM reinvoiced WHERE target = ?", (target,))
+        return frozenset((entry_id, InvoiceKey.parse(key)) for entry_id, key in rows)
+
+    def record_reinvoice(self, target: str, decided: Iterable[tuple[str, InvoiceKey]]) -> None:
+        """A person's decision to invoice these entries again although the invoice they were
+        on was cancelled: kept, so every later plan carries it out the same way."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO reinvoiced (target, entry_id, key, decided_at)"
+                " VALUES (?, ?, ?, ?)",
+                ((target, entry_id, key.text, _now()) for entry_id, key in decided),
+            )
 
     def _upsert_invoice(self, db: sqlite3.Connection, target: str, key: InvoiceKey) -> None:
         db.execute(
@@ -615,7 +645,7 @@ class StateStore:
         """Forget the ledger mirror and everything invoiced for `target`, before a rebuild. The
         binding and the run records stay."""
         with self.transaction() as db:
-            for table in ("invoices", "placements", "attention", "holds"):
+            for table in ("invoices", "placements", "attention", "holds", "reinvoiced"):
                 db.execute(f"DELETE FROM {table} WHERE target = ?", (target,))  # noqa: S608
             db.execute("DELETE FROM entries")
             db.execute("DELETE FROM feed_rejects")

@@ -35,7 +35,6 @@ from connector.mappings import Mappings, load_mappings
 from connector.planning import (
     Action,
     EntryResult,
-    Invoiced,
     InvoiceKey,
     InvoiceStatus,
     KnownInvoice,
@@ -477,9 +476,9 @@ class _Sync:
         entries, rejected = load_entries(self.store)
         invoiced = self.store.invoiced(self.name)
         if self.overrides or self.held:
-            invoiced = Invoiced(
+            invoiced = replace(
+                invoiced,
                 invoices={**invoiced.invoices, **self.overrides},
-                placements=invoiced.placements,
                 holds={**invoiced.holds, **self.held},
             )
         return plan(

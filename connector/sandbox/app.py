@@ -283,6 +283,10 @@ class FakeDriver:
     def edit_text(self, remote_id: str, index: int, text: str) -> None:
         raise NotImplementedError
 
+    def delete_row(self, remote_id: str, index: int) -> None:
+        """A person deletes row `index` (from 0) of an open draft and saves it."""
+        raise NotImplementedError
+
     def modified_after_closing(self) -> list[Any]:
         """Invoices changed after the customer had them: must stay empty."""
         raise NotImplementedError

@@ -648,6 +648,16 @@ class FortnoxFake:
         self._renumber(invoice)
         invoice["Total"] = self._total(invoice["InvoiceRows"])
 
+    def delete_row(self, number: int, index: int) -> None:
+        """A person deletes row `index` (from 0) of a draft in Fortnox's UI and saves: every
+        row left gets a new RowId, as after a PUT."""
+        invoice = self.invoices[number]
+        if invoice["Booked"] or invoice["Cancelled"]:
+            raise ValueError(f"invoice {number} is booked or cancelled and cannot be edited")
+        del invoice["InvoiceRows"][index]
+        self._renumber(invoice)
+        invoice["Total"] = self._total(invoice["InvoiceRows"])
+
     def live_by_key(self) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
         for invoice in self.invoices.values():
@@ -1531,6 +1541,9 @@ class Driver(FakeDriver):
 
     def edit_text(self, remote_id: str, index: int, text: str) -> None:
         self.fake.edit_row(int(remote_id), index, Description=text)
+
+    def delete_row(self, remote_id: str, index: int) -> None:
+        self.fake.delete_row(int(remote_id), index)
 
     def modified_after_closing(self) -> list[Any]:
         return list(self.fake.modified_while_sent)

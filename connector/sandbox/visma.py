@@ -732,6 +732,19 @@ class VismaFake:
         draft.clear()
         draft.update(rebuilt)
 
+    def delete_row(self, draft_id: str, index: int) -> None:
+        """A person deletes row `index` (from 0) of a draft in eAccounting's UI and saves:
+        every row left gets a new Id."""
+        draft = self.drafts[draft_id]
+        body = self._writable(draft)
+        del body["Rows"][index]
+        try:
+            rebuilt = self._build(body, draft_id=draft_id, created=draft["CreatedUtc"])
+        except _Refused as refused:
+            raise ValueError(refused.response.body.decode()) from None
+        draft.clear()
+        draft.update(rebuilt)
+
     def neutral_invoices(self) -> list[dict[str, Any]]:
         """Every draft and invoice in the neutral shape the test oracle shares with the fake
         Fortnox: open drafts, deleted ("gone") drafts, and converted ("closed") invoices. The
@@ -2126,6 +2139,9 @@ class Driver(FakeDriver):
 
     def edit_text(self, remote_id: str, index: int, text: str) -> None:
         self.fake.edit_row(remote_id, index, Text=text)
+
+    def delete_row(self, remote_id: str, index: int) -> None:
+        self.fake.delete_row(remote_id, index)
 
     def modified_after_closing(self) -> list[Any]:
         return list(self.fake.modified_after_convert)

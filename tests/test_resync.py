@@ -1,0 +1,285 @@
+"""`connector resync`: a window fetched again and brought in line on purpose, for every target:
+drafts a person edited restored (netting what a billed supplementary invoice already holds),
+cancelled invoices re-invoiced only when asked, nothing sent when all is right or a person
+says no."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector import targets
+from connector.ledger import LedgerClient
+from connector.mappings import Mappings
+from connector.resync import ResyncReport, run_resync
+from tests.harness import (
+    NIGHT,
+    TARGETS,
+    World,
+    assert_matches_ledger,
+    assert_no_duplicates,
+    entries_of,
+    make_world,
+)
+
+
+@pytest.fixture(params=TARGETS)
+def world(
+    request: pytest.FixtureRequest, tmp_path: Path, mappings: Mappings, sleeps: list[float]
+) -> World:
+    return make_world(tmp_path, mappings, target=request.param)
+
+
+def resync(
+    world: World,
+    period: str,
+    *,
+    customer: str | None = "1004",
+    entry: str | None = None,
+    dry_run: bool = False,
+    reinvoice_cancelled: bool = False,
+    confirm: Callable[[ResyncReport], bool] | None = None,
+) -> ResyncReport:
+    token = world.settings.ledger.token
+    assert world.settings.ledger.url is not None and token is not None
+    ledger = LedgerClient(world.settings.ledger.url, token, client=world.client())
+    target = targets.spec(world.target).open(world.settings, http=world.client())
+    return run_resync(
+        world.settings,
+        period=period,
+        customer=customer,
+        entry=entry,
+        dry_run=dry_run,
+        reinvoice_cancelled=reinvoice_cancelled,
+        confirm=confirm,
+        ledger=ledger,
+        target=target,
+        clock=NIGHT,
+    )
+
+
+def month_entries(world: World, customer: str = "1004") -> dict[str, list[dict[str, Any]]]:
+    """The customer's billable, priced entries per month, by the sample ledger."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for raw in entries_of(world.app):
+        billable = raw["category"] in ("business_advisory", "data_maintenance", "project")
+        if (
+            raw["customer_number"] == customer
+            and raw["unit_price"]
+            and billable
+            and raw["status"] == "active"
+            and raw["prepaid_hours"] == "0"
+        ):
+            found.setdefault(raw["performed_on"][:7], []).append(raw)
+    return found
+
+
+def live(world: World, key: str) -> list[dict[str, Any]]:
+    return [i for i in world.driver.invoices() if i["key"] == key and i["state"] != "gone"]
+
+
+def writes_during(world: World, action: Callable[[], Any]) -> tuple[int, Any]:
+    before = world.writes()
+    result = action()
+    return world.writes() - before, result
+
+
+# --- a person's edits ----------------------------------------------------------------------------
+
+
+def test_a_resync_restores_rows_a_person_deleted_which_the_sync_left_alone(world: World) -> None:
+    world.sync()
+    key = "SK-1004-2026-09"
+    (draft,) = live(world, key)
+    world.driver.delete_row(draft["remote_id"], 1)
+    (edited,) = live(world, key)
+    deleted = draft["rows"][1]["description"]
+    assert len(edited["rows"]) == len(draft["rows"]) - 1
+    # A later change of that month: the nightly sync leaves the draft alone and flags it.
+    changed = {**month_entries(world)["2026-09"][-1], "revision": 2, "hours": "6"}
+    world.post_ledger([changed])
+    nightly = world.sync()
+    assert "by a person" in nightly.invoice_attention[key]
+    assert [i["rows"] for i in live(world, key)] == [edited["rows"]]
+
+    report = resync(world, "2026-09")
+    assert report.confirmed is True and report.done is not None
+    (restore,) = report.restores
+    assert restore.key.text == key and restore.was == "locked"
+    assert {"row": 2, "draft": None, "plan": restore.differences[0]["plan"]} in (
+        restore.differences
+    )
+    assert any(d["plan"] and deleted in d["plan"] for d in restore.differences)
+    assert report.done.updated == [key]
+    (now,) = live(world, key)
+    assert deleted in [r["description"] for r in now["rows"]]
+    assert any(r["description"].startswith(changed["performed_on"]) for r in now["rows"])
+    assert not report.done.created  # no supplementary invoice: the draft holds it all
+    assert_matches_ledger(world, report.done)
+    # The draft is the connector's again: the nightly sync writes nothing more.
+    writes, again = writes_during(world, world.sync)
+    assert writes == 0 and key not in again.invoice_attention
+    assert_matches_ledger(world, again)
+
+
+def test_a_restored_draft_nets_what_a_booked_supplementary_invoice_holds(world: World) -> None:
+    world.sync()
+    key = "SK-1004-2026-09"
+    (draft,) = live(world, key)
+    world.driver.edit_text(draft["remote_id"], 0, "Ändrad av ekonomiavdelningen")
+    changed = {**month_entries(world)["2026-09"][-1], "revision": 2, "hours": "6"}
+    world.post_ledger([changed])
+    nightly = world.sync()
+    assert nightly.created == [f"{key}-2"]  # the change went to a supplementary invoice
+    (supplement,) = live(world, f"{key}-2")
+    world.driver.close(supplement["remote_id"])  # and the customer holds it
+
+    report = resync(world, "2026-09")
+    assert report.done is not None and report.done.updated == [key]
+    (now,) = live(world, key)
+    # The hours on the booked supplementary invoice are not billed a second time: the
+    # restored draft carries the changed entry's new rows and a correction of them.
+    texts = [r["description"] for r in now["rows"]]
+    assert any(t.startswith(f"Korrigering av faktura {key}-2") for t in texts)
+    assert_matches_ledger(world, report.done)
+    writes, again = writes_during(world, world.sync)
+    assert writes == 0
+    assert_matches_ledger(world, again)
+
+
+def test_a_restored_draft_takes_back_what_an_open_supplementary_draft_held(world: World) -> None:
+    world.sync()
+    key = "SK-1004-2026-09"
+    (draft,) = live(world, key)
+    world.driver.edit_text(draft["remote_id"], 0, "Ändrad av ekonomiavdelningen")
+    changed = {**month_entries(world)["2026-09"][-1], "revision": 2, "hours": "6"}
+    world.post_ledger([changed])
+    assert world.sync().created == [f"{key}-2"]
+
+    report = resync(world, "2026-09")
+    assert report.done is not None
+    assert report.done.updated == [key] and report.done.cancelled == [f"{key}-2"]
+    assert live(world, f"{key}-2") == []
+    assert_matches_ledger(world, report.done)
+    assert writes_during(world, world.sync)[0] == 0
+
+
+def test_a_resync_of_a_month_that_is_right_sends_nothing_and_asks_nothing(world: World) -> None:
+    world.sync()
+    asked: list[ResyncReport] = []
+
+    def confirm(report: ResyncReport) -> bool:
+        asked.append(report)
+        return True
+
+    writes, report = writes_during(world, lambda: resync(world, "2026-09", confirm=confirm))
+    assert writes == 0 and asked == []
+    assert report.done is None and report.confirmed is None
+    assert report.preview is not None and report.preview.would == []
+    assert report.fetched == len(
+        [e for e in entries_of(world.app) if e["customer_number"] == "1004"
+         and e["performed_on"].startswith("2026-09")]
+    )  # fmt: skip
+
+
+def test_a_refused_confirmation_sends_nothing(world: World) -> None:
+    world.sync()
+    key = "SK-1004-2026-09"
+    (draft,) = live(world, key)
+    world.driver.delete_row(draft["remote_id"], 1)
+    (edited,) = live(world, key)
+    writes, report = writes_during(world, lambda: resync(world, "2026-09", confirm=lambda r: False))
+    assert writes == 0 and report.confirmed is False and report.done is None
+    assert report.preview is not None and report.preview.would == [("restore", key)]
+    assert [i["rows"] for i in live(world, key)] == [edited["rows"]]
+    store = world.store()
+    try:
+        assert store.runs(1)[0].command == "resync"
+        record = store.invoice_record(world.target, report.restores[0].key)
+        assert record is not None and record.status.value == "open"  # unchanged
+    finally:
+        store.close()
+
+
+def test_a_dry_run_shows_the_differences_and_sends_nothing(world: World) -> None:
+    world.sync()
+    key = "SK-1004-2026-09"
+    (draft,) = live(world, key)
+    world.driver.delete_row(draft["remote_id"], 1)
+    writes, report = writes_during(world, lambda: resync(world, "2026-09", dry_run=True))
+    assert writes == 0 and report.done is None and report.confirmed is None
+    (restore,) = report.restores
+    assert restore.was == "open"  # an edit no run had noticed
+    assert [d["draft"] for d in restore.differences] == [None]
+    assert draft["rows"][1]["description"] in restore.differences[0]["plan"]
+
+
+# --- cancelled invoices --------------------------------------------------------------------------
+
+
+def test_reinvoicing_a_cancelled_invoice_only_when_asked_and_only_once(world: World) -> None:
+    world.sync()
+    key = "SK-1004-2026-09"
+    (draft,) = live(world, key)
+    world.driver.withdraw(draft["remote_id"])
+    store = world.store()
+    try:
+        placements = store.invoiced(world.target).placements
+    finally:
+        store.close()
+    on_it = {e for e, chain in placements.items() if any(p.key.text == key for p in chain)}
+    plain = resync(world, "2026-09")
+    assert plain.done is None or not plain.done.created
+    assert [i for i in world.driver.invoices() if i["key"].startswith(f"{key}-")] == []
+
+    report = resync(world, "2026-09", reinvoice_cancelled=True)
+    assert report.done is not None and report.done.created == [f"{key}-2"]
+    on_cancelled = {r["description"] for r in draft["rows"][1:]}
+    (again,) = live(world, f"{key}-2")
+    assert {r["description"] for r in again["rows"][1:]} == on_cancelled
+    assert {e for e, _ in report.reinvoice} == on_it
+    assert report.done.plan is not None
+    for result in report.done.plan.results:
+        if result.ref in on_it:
+            assert result.reason.startswith(f"invoiced again on purpose after its invoice {key}")
+    assert_no_duplicates(world.driver)
+    assert_matches_ledger(world, report.done)
+    # Once: a second re-sync and the nightly sync send nothing.
+    assert writes_during(world, lambda: resync(world, "2026-09", reinvoice_cancelled=True))[0] == 0
+    writes, nightly = writes_during(world, world.sync)
+    assert writes == 0
+    assert live(world, f"{key}-2") == [again]
+    assert_matches_ledger(world, nightly)
+
+
+# --- narrowing ----------------------------------------------------------------------------------
+
+
+def test_entry_narrows_to_the_invoices_holding_it(world: World) -> None:
+    world.sync()
+    # Two months changed in the ledger behind the feed's back; only one entry is re-synced.
+    months = month_entries(world)
+    september = {**months["2026-09"][-1], "revision": 2, "hours": "6"}
+    august = {**months["2026-08"][0], "revision": 2, "hours": "7"}
+    world.post_ledger([september, august])
+    report = resync(world, "2026-09", entry=september["id"])
+    assert report.done is not None and report.done.updated == ["SK-1004-2026-09"]
+    assert report.preview is not None and report.preview.plan is not None
+    assert [i.key.text for i in report.preview.plan.invoices] == ["SK-1004-2026-09"]
+    assert {r.ref for r in report.preview.plan.results} >= {september["id"]}
+    # August was not touched; the nightly sync takes it.
+    assert world.sync().updated == ["SK-1004-2026-08"]
+
+
+def test_an_entry_outside_the_window_is_a_usage_error(world: World) -> None:
+    from connector.errors import ConfigError
+
+    world.sync()
+    august = month_entries(world)["2026-08"][0]
+    writes = world.writes()
+    with pytest.raises(ConfigError, match=f"--entry {august['id']}"):
+        resync(world, "2026-09", entry=august["id"])
+    assert world.writes() == writes
