@@ -290,6 +290,86 @@ def sync(
     _guard(body)
 
 
+@app.command(short_help="Re-read one month from the ledger and bring its invoices in line.")
+def resync(
+    period: Annotated[str, typer.Option(metavar="YYYY-MM", help="The month to re-sync.")],
+    customer: Annotated[
+        str | None,
+        typer.Option(metavar="NUMBER", help="Only this customer (default: every customer)."),
+    ] = None,
+    entry: Annotated[
+        str | None,
+        typer.Option(metavar="ID", help="Only the invoice(s) holding this ledger entry (its id)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; send nothing.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask; needed when not run at a terminal.")
+    ] = False,
+    reinvoice_cancelled: Annotated[
+        bool,
+        typer.Option(
+            "--reinvoice-cancelled",
+            help="Also invoice again, on a new supplementary invoice, the entries of "
+            "invoices a person cancelled (deleted in Visma) in that month.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Read one month again from the ledger (one customer, or all of them) and, after you
+    confirm what will change, bring its invoices in the accounting system in line with it.
+
+    Unlike the nightly sync, it gives drafts that a person edited the planned rows back
+    (rows deleted there come back), shown row by row first. Booked or sent invoices are
+    never changed: differences go on a supplementary invoice. Entries of a cancelled
+    invoice are invoiced again only with --reinvoice-cancelled. A month already right
+    sends nothing.
+    """
+
+    def body() -> int:
+        settings = _settings()
+        if not _PERIOD.match(period):
+            raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+        if not (dry_run or yes or _stdin_is_terminal()):
+            raise ConfigError(
+                "resync changes invoices only once a person confirms, and standard input is "
+                "not a terminal: add --yes to confirm (or --dry-run to only look)"
+            )
+        from connector.render import resync_json, resync_text
+        from connector.resync import ResyncReport, run_resync
+
+        shown: list[bool] = []
+
+        def ask(report: ResyncReport) -> bool:
+            if yes:
+                return True
+            # The plan goes where the prompt goes: standard error when standard output
+            # carries the JSON document.
+            typer.echo(resync_text(resync_json(report), outcome=False), err=as_json)
+            shown.append(True)
+            name = targets.profile(report.target).display_name
+            return typer.confirm(f"Send these changes to {name}?", default=False, err=as_json)
+
+        report = run_resync(
+            settings,
+            period=period,
+            customer=customer,
+            entry=entry,
+            dry_run=dry_run,
+            reinvoice_cancelled=reinvoice_cancelled,
+            confirm=ask,
+        )
+        document = resync_json(report)
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(resync_text(document, preview=not shown))
+        return int(report.exit_code)
+
+    _guard(body)
+
+
 @contextlib.contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
     """A progress bar on standard error when a person watches a terminal; nothing under cron

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector import targets
 from connector.errors import ConfigError
 from connector.planning import InvoiceKey, Outcome, Plan, PlannedInvoice, PlanView, Row, clean
+
+if TYPE_CHECKING:  # types only: render imports no orchestration
+    from connector.resync import ResyncReport
 
 
 def _dec(value: Decimal | None) -> str | None:
@@ -251,4 +254,132 @@ def sync_text(doc: dict[str, Any]) -> str:
     if doc["excluded"]:
         lines.append("Excluded:")
         lines.extend(f"    {n:>4} × {reason}" for reason, n in doc["excluded"].items())
+    return "\n".join(lines)
+
+
+def resync_json(report: ResyncReport) -> dict[str, Any]:
+    """One JSON document for `connector resync`: the window, the plan restricted to it (what
+    was shown), the drafts restored with their row differences, the entries invoiced again,
+    and what was done."""
+    preview = report.preview
+    doc: dict[str, Any] = {
+        "command": "resync",
+        "target": report.target,
+        "target_name": _system(report.target),
+        "window": {
+            "period": report.period,
+            "customers": report.customers,
+            "entry": report.entry,
+        },
+        "dry_run": report.dry_run,
+        "reinvoice_cancelled": report.reinvoice_cancelled,
+        "fetched": report.fetched,
+        "plan": None,
+        "would": [],
+        "restores": [
+            {
+                "key": r.key.text,
+                "remote_id": r.remote_id,
+                "number": r.number,
+                "was": r.was,
+                "differences": [
+                    {
+                        **d,
+                        "draft": d["draft"] and clean(d["draft"]),
+                        "plan": d["plan"] and clean(d["plan"]),
+                    }
+                    for d in r.differences
+                ],
+            }
+            for r in report.restores
+        ],
+        "reinvoice": [
+            {"entry_id": entry_id, "cancelled_invoice": key.text}
+            for entry_id, key in report.reinvoice
+        ],
+        "confirmed": report.confirmed,
+        "done": report.done.to_json() if report.done else None,
+        "notes": [clean(n) for n in report.notes],
+        "exit_code": int(report.exit_code),
+    }
+    if preview is not None and preview.plan is not None:
+        view = PlanView(preview.plan, True, dict(preview.invoice_attention), tuple(preview.notes))
+        plan_doc = plan_json(view)
+        restored = {r.key.text for r in report.restores}
+        for invoice in plan_doc["invoices"]:
+            if invoice["key"] in restored and invoice["action"] == "update":
+                invoice["action"] = "restore"
+        doc["plan"] = plan_doc
+        doc["would"] = [{"action": a, "key": k} for a, k in preview.would]
+    return doc
+
+
+def resync_text(doc: dict[str, Any], *, preview: bool = True, outcome: bool = True) -> str:
+    """Human-readable `connector resync`: what will change (`preview`), then what was done
+    (`outcome`)."""
+    window = doc["window"]
+    whom = f"customer {', '.join(window['customers'])}" if window["customers"] else "no customer"
+    if window["entry"]:
+        whom += f", entry {window['entry']}"
+    lines: list[str] = []
+    if preview:
+        lines.append(
+            f"Re-sync of {window['period']} ({whom}) in {doc['target_name']}: "
+            f"{doc['fetched']} ledger entr{'y' if doc['fetched'] == 1 else 'ies'} read again"
+        )
+        if doc["plan"] is not None:
+            lines.append("")
+            lines.append(plan_text(doc["plan"]))
+        if doc["restores"]:
+            lines.append("")
+            lines.append(
+                f"Drafts a person edited, to be given the planned rows again "
+                f"({len(doc['restores'])}):"
+            )
+            for restore in doc["restores"]:
+                number = f" (#{restore['number']})" if restore["number"] else ""
+                was = (
+                    "flagged by an earlier sync"
+                    if restore["was"] == "locked"
+                    else "an edit no sync had noticed yet"
+                )
+                lines.append(f"    {restore['key']}{number}: {was}")
+                for diff in restore["differences"]:
+                    where = f"row {diff['row']}" if diff["row"] else "extra row"
+                    lines.append(
+                        f"        {where}: the draft has {diff['draft'] or 'nothing'}; "
+                        f"the plan wants {diff['plan'] or 'nothing'}"
+                    )
+                if not restore["differences"]:
+                    lines.append("        (the rows already match: only recorded, nothing sent)")
+        if doc["reinvoice"]:
+            lines.append("")
+            lines.append(
+                f"Entries of cancelled invoices to invoice again ({len(doc['reinvoice'])}):"
+            )
+            lines.extend(
+                f"    {r['entry_id']} (was on {r['cancelled_invoice']})" for r in doc["reinvoice"]
+            )
+        if doc["notes"]:
+            lines.append("")
+            lines.append("Re-sync notes:")
+            lines.extend(f"    {n}" for n in doc["notes"])
+        lines.append("")
+        if doc["would"]:
+            lines.append("To change:")
+            lines.extend(f"    {w['action']:<8} {w['key']}" for w in doc["would"])
+        else:
+            lines.append(
+                f"Nothing to change: {doc['target_name']} already matches the ledger for this "
+                "window."
+            )
+    if outcome:
+        if doc["dry_run"]:
+            lines.append("Dry run: nothing was sent.")
+        elif doc["confirmed"] is False:
+            lines.append("Not confirmed: nothing was sent.")
+        elif doc["done"] is not None:
+            if preview:
+                lines.append("")
+            lines.append(sync_text(doc["done"]))
     return "\n".join(lines)

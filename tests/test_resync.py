@@ -5,22 +5,31 @@ says no."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from connector import cli as cli_module
 from connector import targets
+from connector.cli import app
 from connector.ledger import LedgerClient
 from connector.mappings import Mappings
 from connector.resync import ResyncReport, run_resync
+from connector.sandbox import build_app
+from connector.sandbox.app import SandboxApp
+from connector.sandbox.server import SandboxServer
+from tests.conftest import connector_env
 from tests.harness import (
     NIGHT,
     TARGETS,
     World,
     assert_matches_ledger,
     assert_no_duplicates,
+    driver_for,
     entries_of,
     make_world,
 )
@@ -283,3 +292,136 @@ def test_an_entry_outside_the_window_is_a_usage_error(world: World) -> None:
     with pytest.raises(ConfigError, match=f"--entry {august['id']}"):
         resync(world, "2026-09", entry=august["id"])
     assert world.writes() == writes
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox_app() -> SandboxApp:
+    """The sandbox without the systems' real rate limits: these tests are about resync."""
+    return build_app(rate_limit="100000/1")
+
+
+@pytest.fixture(params=TARGETS)
+def cli(
+    request: pytest.FixtureRequest,
+    sandbox_server: SandboxServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
+    """The CLI set to the sandbox on loopback, writing to one target; returns its name."""
+    for name, value in connector_env(sandbox_server.url, tmp_path / "state").items():
+        monkeypatch.setenv(name, value)
+    target: str = request.param
+    monkeypatch.setenv("CONNECTOR_TARGET", target)
+    monkeypatch.setenv(f"CONNECTOR_{target.upper()}__RATE_LIMIT", "100000/1")
+    if target == "visma":
+        from connector.sandbox.visma import SEED_REFRESH_TOKEN, connector_section
+
+        for name, value in connector_section(sandbox_server.url).items():
+            monkeypatch.setenv(f"CONNECTOR_VISMA__{name.upper()}", value)
+        monkeypatch.setenv("CONNECTOR_VISMA__SEARCH_SETTLE_SECONDS", "0")
+        imported = CliRunner().invoke(app, ["auth", "import", "visma"], input=SEED_REFRESH_TOKEN)
+        assert imported.exit_code == 0, imported.output
+    return target
+
+
+def cli_writes(sandbox_app: SandboxApp, target: str) -> int:
+    prefix = driver_for(sandbox_app, target).api_prefix
+    return sum(
+        n
+        for name, n in sandbox_app.requests.items()
+        if name.split(" ")[0] in ("POST", "PUT", "DELETE") and name.split(" ")[1].startswith(prefix)
+    )
+
+
+def invoke(*args: str, stdin: str | None = None) -> Any:
+    return CliRunner().invoke(app, ["resync", *args], input=stdin)
+
+
+KEY = "SK-1004-2026-09"
+WINDOW = ("--period", "2026-09", "--customer", "1004")
+
+
+def delete_a_row(sandbox_app: SandboxApp, target: str) -> dict[str, Any]:
+    driver = driver_for(sandbox_app, target)
+    (draft,) = [i for i in driver.invoices() if i["key"] == KEY and i["state"] == "open"]
+    driver.delete_row(draft["remote_id"], 1)
+    return draft
+
+
+def test_resync_command_dry_run_json(cli: str, sandbox_app: SandboxApp) -> None:
+    assert CliRunner().invoke(app, ["sync"]).exit_code == 1  # the sample's known problems
+    draft = delete_a_row(sandbox_app, cli)
+    writes = cli_writes(sandbox_app, cli)
+    result = invoke(*WINDOW, "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert cli_writes(sandbox_app, cli) == writes
+    assert doc["command"] == "resync" and doc["target"] == cli and doc["dry_run"] is True
+    assert doc["window"] == {"period": "2026-09", "customers": ["1004"], "entry": None}
+    assert doc["would"] == [{"action": "restore", "key": KEY}]
+    assert [i["action"] for i in doc["plan"]["invoices"]] == ["restore"]
+    (restore,) = doc["restores"]
+    assert restore["key"] == KEY and restore["was"] == "open"
+    (difference,) = restore["differences"]
+    assert difference["draft"] is None and difference["row"] == 2
+    assert draft["rows"][1]["description"] in difference["plan"]
+    assert doc["confirmed"] is None and doc["done"] is None and doc["exit_code"] == 0
+
+
+def test_resync_command_needs_yes_without_a_terminal(cli: str, sandbox_app: SandboxApp) -> None:
+    CliRunner().invoke(app, ["sync"])
+    delete_a_row(sandbox_app, cli)
+    writes = cli_writes(sandbox_app, cli)
+    result = invoke(*WINDOW)
+    assert result.exit_code == 2
+    assert "add --yes" in result.stderr
+    assert cli_writes(sandbox_app, cli) == writes
+
+
+def test_resync_command_answer_no_sends_nothing(
+    cli: str, sandbox_app: SandboxApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    CliRunner().invoke(app, ["sync"])
+    delete_a_row(sandbox_app, cli)
+    writes = cli_writes(sandbox_app, cli)
+    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    result = invoke(*WINDOW, stdin="n\n")
+    assert result.exit_code == 0, result.output
+    assert "Drafts a person edited" in result.stdout
+    assert "row 2: the draft has nothing; the plan wants" in result.stdout
+    assert "Send these changes to" in result.stdout
+    assert "Not confirmed: nothing was sent." in result.stdout
+    assert cli_writes(sandbox_app, cli) == writes
+
+
+def test_resync_command_yes_restores_then_a_second_sends_nothing(
+    cli: str, sandbox_app: SandboxApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    CliRunner().invoke(app, ["sync"])
+    draft = delete_a_row(sandbox_app, cli)
+    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    result = invoke(*WINDOW, "--json", stdin="y\n")
+    assert result.exit_code == 0, result.output
+    # The prompt went to standard error; the test runner echoes the typed answer to stdout.
+    doc = json.loads(result.stdout[result.stdout.index("{") :])
+    assert doc["confirmed"] is True
+    assert doc["done"]["invoices"]["updated"] == [KEY]
+    assert doc["done"]["dry_run"] is False
+    driver = driver_for(sandbox_app, cli)
+    (now,) = [i for i in driver.invoices() if i["key"] == KEY and i["state"] == "open"]
+    assert [r["description"] for r in now["rows"]] == [r["description"] for r in draft["rows"]]
+    writes = cli_writes(sandbox_app, cli)
+    again = invoke(*WINDOW, "--yes")
+    assert again.exit_code == 0, again.output
+    assert "Nothing to change" in again.stdout
+    assert cli_writes(sandbox_app, cli) == writes
+
+
+def test_resync_command_usage_errors(cli: str) -> None:
+    bad = invoke("--period", "2026-9", "--yes")
+    assert bad.exit_code == 2 and "--period must be YYYY-MM" in bad.stderr
+    missing = invoke("--yes")
+    assert missing.exit_code == 2
