@@ -196,6 +196,7 @@ class _Resync(_Sync):
         what the connector wrote (locked, or an edit not yet noticed) is to be restored, and
         a cancelled one's entries are marked for invoicing again when asked."""
         invoiced = self.store.invoiced(self.name)
+        cancelled: list[InvoiceKey] = []
         for key, known in sorted(invoiced.invoices.items()):
             if not self.window.holds_key(key):
                 continue
@@ -205,8 +206,7 @@ class _Resync(_Sync):
             if month in invoiced.holds and not self._liftable(month, invoiced.holds[month]):
                 continue  # held: nothing is planned for it until a person releases it
             if known.status is InvoiceStatus.CANCELLED:
-                if self.reinvoice_cancelled:
-                    self._mark_cancelled(key, invoiced)
+                cancelled.append(key)
                 continue
             if known.status not in (InvoiceStatus.OPEN, InvoiceStatus.LOCKED):
                 continue
@@ -219,8 +219,8 @@ class _Resync(_Sync):
             status = remote_status(remote)
             if status is not None:
                 self._closed(key, known.remote_id, status, remote)
-                if self.reinvoice_cancelled and self._cancelled_now(key):
-                    self._mark_cancelled(key, invoiced)
+                if self._cancelled_now(key):
+                    cancelled.append(key)
                 continue
             rows = tuple(remote.rows or ())
             if known.status is InvoiceStatus.OPEN and (
@@ -237,6 +237,12 @@ class _Resync(_Sync):
                 key, known.remote_id, known.display_number, known.status.value, rows
             )
             log.info("resync.restore", key=key.text, number=known.remote_id, was=known.status)
+        if self.reinvoice_cancelled and cancelled:
+            # Judged as the plan will see the window: restored drafts open again.
+            now = self.store.invoiced(self.name)  # with what this survey recorded
+            seen = replace(now, invoices={**now.invoices, **self.overrides})
+            for key in cancelled:
+                self._mark_cancelled(key, seen)
 
     def _cancelled_now(self, key: InvoiceKey) -> bool:
         """Whether this run has recorded `key` as cancelled (in a dry run, only in memory); an
@@ -264,8 +270,7 @@ class _Resync(_Sync):
         for entry_id, chain in invoiced.placements.items():
             if self.window.entry is not None and entry_id != self.window.entry:
                 continue
-            # `key` is cancelled, whether recorded so before or found so just now.
-            closed = [p for p in chain if p.key == key or invoiced.status(p.key).closed]
+            closed = [p for p in chain if invoiced.status(p.key).closed]
             if closed and closed[-1].key == key:
                 self.marks.add((entry_id, key))
 

@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+import tests.test_planning as planning_tests
 from connector import cli as cli_module
+from connector import sync as sync_module
 from connector import targets
 from connector.cli import app
-from connector.ledger import LedgerClient
+from connector.errors import LockHeldError
+from connector.ledger import Entry, LedgerClient
 from connector.mappings import Mappings
+from connector.planning import Invoiced, InvoiceStatus, Outcome, Plan, plan, with_status
 from connector.resync import ResyncReport, run_resync
 from connector.sandbox import build_app
 from connector.sandbox.app import SandboxApp
@@ -123,6 +131,12 @@ def test_a_resync_restores_rows_a_person_deleted_which_the_sync_left_alone(world
     )
     assert any(d["plan"] and deleted in d["plan"] for d in restore.differences)
     assert report.done.updated == [key]
+    assert any("released" in n for n in report.done.notes)  # the sync's hold on the month
+    store = world.store()
+    try:
+        assert store.holds(world.target) == {}
+    finally:
+        store.close()
     (now,) = live(world, key)
     assert deleted in [r["description"] for r in now["rows"]]
     assert any(r["description"].startswith(changed["performed_on"]) for r in now["rows"])
@@ -191,6 +205,13 @@ def test_a_resync_of_a_month_that_is_right_sends_nothing_and_asks_nothing(world:
     assert report.fetched == len(
         [e for e in entries_of(world.app) if e["customer_number"] == "1004"
          and e["performed_on"].startswith("2026-09")]
+    )  # fmt: skip
+    # Every customer of the month: read again, and still nothing to send.
+    writes, everyone = writes_during(world, lambda: resync(world, "2026-09", customer=None))
+    assert writes == 0 and everyone.done is None and len(everyone.customers) > 10
+    assert everyone.fetched == len(
+        [e for e in entries_of(world.app) if str(e.get("performed_on", "")).startswith("2026-09")
+         and e.get("id")]
     )  # fmt: skip
 
 
@@ -425,3 +446,120 @@ def test_resync_command_usage_errors(cli: str) -> None:
     assert bad.exit_code == 2 and "--period must be YYYY-MM" in bad.stderr
     missing = invoke("--yes")
     assert missing.exit_code == 2
+
+
+# --- the sync's guarantees hold in a re-sync ---------------------------------------------------
+
+
+class Crash(BaseException):
+    """A process death, simulated in-process: nothing after it runs."""
+
+
+def crash_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    def failpoint(point: str) -> None:
+        if point == name:
+            monkeypatch.setattr(sync_module, "failpoint", lambda point: None)
+            raise Crash(point)
+
+    monkeypatch.setattr(sync_module, "failpoint", failpoint)
+
+
+def test_a_restore_killed_after_its_write_is_finished_by_the_next_run(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.sync()
+    (draft,) = live(world, KEY)
+    world.driver.delete_row(draft["remote_id"], 1)
+    crash_at(monkeypatch, "after_put")
+    with pytest.raises(Crash):
+        resync(world, "2026-09")
+    report = world.sync()  # the nightly run finds the pending write and records it
+    assert report.recovered == [KEY] and KEY not in report.invoice_attention
+    assert_matches_ledger(world, report)
+    assert writes_during(world, world.sync)[0] == 0
+
+
+def test_a_reinvoice_killed_before_its_create_is_carried_out_once_by_the_next_run(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.sync()
+    (draft,) = live(world, KEY)
+    world.driver.withdraw(draft["remote_id"])
+    crash_at(monkeypatch, "before_post")
+    with pytest.raises(Crash):
+        resync(world, "2026-09", reinvoice_cancelled=True)
+    assert live(world, f"{KEY}-2") == []
+    # The decision was recorded before writing: the nightly sync carries it out, once.
+    report = world.sync()
+    assert report.created == [f"{KEY}-2"]
+    assert_no_duplicates(world.driver)
+    assert_matches_ledger(world, report)
+    assert writes_during(world, world.sync)[0] == 0
+
+
+def test_a_resync_waits_for_no_one_while_another_run_holds_the_lock(world: World) -> None:
+    world.sync()
+    store = world.store()
+    try:
+        with store.lock(), pytest.raises(LockHeldError):
+            resync(world, "2026-09")
+    finally:
+        store.close()
+
+
+# --- the planner's side, over random histories ------------------------------------------------
+
+
+@planning_tests.PROPERTY
+@given(
+    history=planning_tests.histories(),
+    statuses=st.lists(st.sampled_from(["booked", "locked", "cancelled"]), min_size=1),
+    register=st.sampled_from([None, planning_tests.PROPERTY_REGISTER]),
+)
+def test_restoring_and_reinvoicing_never_bill_twice_nor_lose(
+    history: tuple[list[Entry], list[tuple[list[Entry], list[int]]]],
+    statuses: list[str],
+    register: dict[str, Decimal | None] | None,
+    mappings: Mappings,
+) -> None:
+    """Whatever was booked, locked or cancelled along the way, a re-sync that brings every
+    locked draft back to the plan and re-invoices every cancelled invoice's entries leaves
+    each entry billed exactly what its current revision bills, over all invoices."""
+    first, steps = history
+
+    def planned(state: Invoiced) -> Plan:
+        return plan(current.values(), mappings, planning_tests.FORTNOX, state, register=register)
+
+    current = {e.id: e for e in first}
+    state = planning_tests.write_all(Invoiced(), planned(Invoiced()))
+    for revised, picks in steps:
+        open_keys = sorted(k for k, v in state.invoices.items() if v.status is InvoiceStatus.OPEN)
+        for n, pick in enumerate(picks):
+            if open_keys:
+                status = InvoiceStatus(statuses[n % len(statuses)])
+                state = with_status(state, open_keys[pick % len(open_keys)], status)
+        current.update({e.id: e for e in revised})
+        state = planning_tests.write_all(state, planned(state))
+    # The re-sync: locked drafts are open again (written whole), cancelled entries re-invoiced.
+    invoices = dict(state.invoices)
+    for key, known in state.invoices.items():
+        if known.status is InvoiceStatus.LOCKED:
+            invoices[key] = replace(known, status=InvoiceStatus.OPEN, digest="restore")
+    state = replace(state, invoices=invoices)
+    decided = frozenset(
+        (entry_id, closed[-1].key)
+        for entry_id, chain in state.placements.items()
+        if (closed := [p for p in chain if state.status(p.key).closed])
+        and state.status(closed[-1].key) is InvoiceStatus.CANCELLED
+    )
+    state = replace(state, reinvoiced=decided)
+    state = planning_tests.write_all(state, planned(state))
+    final = planned(state)
+    assert final.changes == []  # and a second re-sync changes nothing
+    net = planning_tests.net_billed(state)
+    for result in final.results:
+        if result.outcome is Outcome.ATTENTION:
+            continue
+        assert "was cancelled" not in result.reason or "again" in result.reason
+        wanted = planning_tests.desired_net(current[result.ref], mappings, register)
+        assert net.get(result.ref, {}) == wanted, result
