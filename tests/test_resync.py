@@ -563,3 +563,47 @@ def test_restoring_and_reinvoicing_never_bill_twice_nor_lose(
         assert "was cancelled" not in result.reason or "again" in result.reason
         wanted = planning_tests.desired_net(current[result.ref], mappings, register)
         assert net.get(result.ref, {}) == wanted, result
+
+
+def test_a_ledger_change_the_feed_missed_is_seen_and_a_booked_invoice_is_corrected(
+    world: World,
+) -> None:
+    world.sync()
+    (draft,) = live(world, KEY)
+    world.driver.close(draft["remote_id"])
+    (booked,) = live(world, KEY)
+    # The ledger changes an entry without listing it again in its change feed.
+    entry = {**month_entries(world)["2026-09"][-1], "revision": 2, "hours": "6"}
+    ledger = world.app.ledger
+    ledger._feed[ledger._by_id[entry["id"]]] = entry
+    assert world.sync().created == []  # the feed did not say
+    store = world.store()
+    try:
+        cursor = store.cursor()
+    finally:
+        store.close()
+    report = resync(world, "2026-09")
+    assert report.done is not None and report.done.created == [f"{KEY}-2"]
+    assert live(world, KEY) == [booked]  # the customer's invoice is never changed
+    (supplement,) = live(world, f"{KEY}-2")
+    assert any(
+        r["description"].startswith(f"Korrigering av faktura {KEY}") for r in supplement["rows"]
+    )
+    assert_matches_ledger(world, report.done)
+    store = world.store()
+    try:
+        assert store.raw_entry(entry["id"])["revision"] == 2
+        assert store.cursor() == cursor  # the feed's place is kept
+    finally:
+        store.close()
+
+
+def test_resync_command_exits_1_when_the_window_needs_attention(cli: str) -> None:
+    CliRunner().invoke(app, ["sync"])
+    # Customer 1042 exists in the ledger but not in either fake.
+    for extra in ("--dry-run", "--yes"):
+        result = invoke("--period", "2026-09", "--customer", "1042", "--json", extra)
+        assert result.exit_code == 1, result.output
+        doc = json.loads(result.stdout)
+        assert doc["exit_code"] == 1 and doc["would"] == [] and doc["done"] is None
+        assert [i["key"] for i in doc["plan"]["invoice_attention"]] == ["SK-1042-2026-09"]
