@@ -345,11 +345,14 @@ def resync_text(doc: dict[str, Any], *, preview: bool = True, outcome: bool = Tr
                 )
                 lines.append(f"    {restore['key']}{number}: {was}")
                 for diff in restore["differences"]:
-                    where = f"row {diff['row']}" if diff["row"] else "extra row"
-                    lines.append(
-                        f"        {where}: the draft has {diff['draft'] or 'nothing'}; "
-                        f"the plan wants {diff['plan'] or 'nothing'}"
-                    )
+                    if diff["plan"] is None:
+                        text = f"not in the plan, goes: {diff['draft']}"
+                    elif diff["draft"] is None:
+                        text = f"missing from the draft, comes back: {diff['plan']}"
+                    else:
+                        text = f"the draft has {diff['draft']}; the plan wants {diff['plan']}"
+                    where = f"row {diff['row']}" if diff["row"] else "draft row"
+                    lines.append(f"        {where}: {text}")
                 if not restore["differences"]:
                     lines.append("        (the rows already match: only recorded, nothing sent)")
         if doc["reinvoice"]:

@@ -146,9 +146,11 @@ def _signature(row: RemoteRow | Row) -> tuple[Any, ...]:
 
 
 def row_diff(remote: Sequence[RemoteRow], planned: Sequence[Row]) -> list[dict[str, Any]]:
-    """Row by row, what the draft holds against what the plan wants: rows only in the draft
-    (a person added or changed them), rows only in the plan (a person deleted or changed
-    them). Rows equal in both are left out."""
+    """Row by row, what the draft holds against what the plan wants; rows equal in both are
+    left out. A row changed in place (same text or same article) is one difference with both
+    sides; a row only the plan has (a person deleted it) has `draft` None; a row only the
+    draft has (a person added it) has `plan` and `row` None. `row` is the row's number in the
+    planned invoice."""
     ours = [_signature(r) for r in planned]
     theirs = [_signature(r) for r in remote]
     found: list[dict[str, Any]] = []
@@ -156,15 +158,22 @@ def row_diff(remote: Sequence[RemoteRow], planned: Sequence[Row]) -> list[dict[s
     for tag, a0, a1, b0, b1 in matcher.get_opcodes():
         if tag == "equal":
             continue
-        for offset in range(max(a1 - a0, b1 - b0)):
-            i, j = a0 + offset, b0 + offset
+        left = list(range(a0, a1))
+        for j in range(b0, b1):
+            # The same row changed: same text, else same article (or both text rows).
+            same = next((i for i in left if theirs[i][3] == ours[j][3]), None)
+            if same is None:
+                same = next((i for i in left if theirs[i][0] == ours[j][0]), None)
+            if same is not None:
+                left.remove(same)
             found.append(
                 {
-                    "row": j + 1 if j < b1 else None,
-                    "draft": _row_text(remote[i]) if i < a1 else None,
-                    "plan": _row_text(planned[j]) if j < b1 else None,
+                    "row": j + 1,
+                    "draft": None if same is None else _row_text(remote[same]),
+                    "plan": _row_text(planned[j]),
                 }
             )
+        found.extend({"row": None, "draft": _row_text(remote[i]), "plan": None} for i in left)
     return found
 
 
@@ -615,7 +624,7 @@ def _resync(
     if not customers:
         report.notes.append(f"no customer has ledger entries or invoices in {report.period}")
 
-    preview = SyncReport(dry_run=True, target=name)
+    preview = SyncReport(dry_run=True, target=name, pulled=report.fetched)
     preview.invoice_attention.update(recovery.invoice_attention)
     looking = worker(preview, window)
     assert isinstance(looking, _Resync)
@@ -642,7 +651,7 @@ def _resync(
         # The decision is kept before anything is written: a crash on the way leaves it to the
         # next run (sync or re-sync) to carry out, the same way.
         store.record_reinvoice(name, report.reinvoice)
-    done = SyncReport(dry_run=False, target=name)
+    done = SyncReport(dry_run=False, target=name, pulled=report.fetched)
     done.recovered.extend(recovery.recovered)
     done.invoice_attention.update(recovery.invoice_attention)
     writing = worker(done, window)

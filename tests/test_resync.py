@@ -412,7 +412,7 @@ def test_resync_command_answer_no_sends_nothing(
     result = invoke(*WINDOW, stdin="n\n")
     assert result.exit_code == 0, result.output
     assert "Drafts a person edited" in result.stdout
-    assert "row 2: the draft has nothing; the plan wants" in result.stdout
+    assert "row 2: missing from the draft, comes back: " in result.stdout
     assert "Send these changes to" in result.stdout
     assert "Not confirmed: nothing was sent." in result.stdout
     assert cli_writes(sandbox_app, cli) == writes
