@@ -127,10 +127,17 @@ def respond(status: int, body: Any, **options: Any) -> httpx.Response:
     return httpx.Response(status, content=content, headers=headers, **options)
 
 
-def page(items: list[dict[str, Any]], number: int = 1, pages: int | None = None) -> httpx.Response:
-    total = (1 if items else 0) if pages is None else pages
-    meta = {"CurrentPage": number, "PageSize": 100, "TotalNumberOfPages": total,
-            "TotalNumberOfResults": len(items), "ServerTimeUtc": "2026-10-10T02:00:00Z"}  # fmt: skip
+def page(
+    items: list[dict[str, Any]],
+    number: int = 1,
+    pages: int | None = None,
+    total: int | None = None,
+) -> httpx.Response:
+    """One page of a list; `total` (Meta.TotalNumberOfResults) defaults to the page's items."""
+    count = (1 if items else 0) if pages is None else pages
+    results = len(items) if total is None else total
+    meta = {"CurrentPage": number, "PageSize": 100, "TotalNumberOfPages": count,
+            "TotalNumberOfResults": results, "ServerTimeUtc": "2026-10-10T02:00:00Z"}  # fmt: skip
     return respond(200, {"Meta": meta, "Data": items})
 
 
@@ -421,8 +428,8 @@ def test_lists_page_in_a_fixed_order_following_meta(
 
     drafts = respx_mock.get(f"{API}/customerinvoicedrafts").mock(
         side_effect=[
-            page([drafted(1, "SK-1004-2026-09"), drafted(2, "SK-1004-2026-10")], 1, 2),
-            page([drafted(3, "SK-1004-2026-09-2"), drafted(4, "Avtal 12")], 2, 2),
+            page([drafted(1, "SK-1004-2026-09"), drafted(2, "SK-1004-2026-10")], 1, 2, 4),
+            page([drafted(3, "SK-1004-2026-09-2"), drafted(4, "Avtal 12")], 2, 2, 4),
         ]
     )
     invoices = respx_mock.get(f"{API}/customerinvoices").mock(return_value=page([]))
@@ -439,6 +446,48 @@ def test_lists_page_in_a_fixed_order_following_meta(
     drafts.mock(side_effect=None, return_value=page([]))
     with pytest.raises(RemoteUnavailableError, match="without Meta"):
         build(settings(), tmp_path).find_all()
+    # Nor without TotalNumberOfResults: what was read could not be counted against it.
+    bare = {"CurrentPage": 1, "PageSize": 100, "TotalNumberOfPages": 1}
+    drafts.mock(return_value=respond(200, {"Meta": bare, "Data": [drafted(1, "x")]}))
+    with pytest.raises(RemoteUnavailableError, match="without Meta"):
+        build(settings(), tmp_path).find_all()
+
+
+@respx.mock
+def test_a_list_that_changes_between_pages_is_read_again_from_page_1(
+    respx_mock: respx.MockRouter, tmp_path: Path
+) -> None:
+    """$page counts positions: a draft made or deleted while the pages are read can hide
+    another. The items read are counted against Meta.TotalNumberOfResults of the first and the
+    last page; on a difference the list is read again from $page 1, with the same order."""
+    token_route(respx_mock)
+
+    def drafted(n: int) -> dict[str, Any]:
+        return {"Id": guid(n), "ContractNumber": f"SK-1004-2026-0{n}", "CustomerNumber": "1004"}
+
+    drafts = respx_mock.get(f"{API}/customerinvoicedrafts").mock(
+        side_effect=[
+            page([drafted(1), drafted(2)], 1, 2, 3),
+            page([drafted(4)], 2, 2, 4),  # one made meanwhile: 3 read, totals 3 and 4
+            page([drafted(1), drafted(2)], 1, 2, 4),
+            page([drafted(3), drafted(4)], 2, 2, 4),
+        ]
+    )
+    respx_mock.get(f"{API}/customerinvoices").mock(return_value=page([]))
+    found = build(settings(), tmp_path).find_all()
+    assert sorted(f.remote_id for f in found) == [guid(n) for n in (1, 2, 3, 4)]
+    assert [c.request.url.params["$page"] for c in drafts.calls] == ["1", "2", "1", "2"]
+    assert {c.request.url.params["$orderby"] for c in drafts.calls} == {"CreatedUtc,Id"}
+    # An Id read twice (a draft made in front of the page being read) is a change as well.
+    drafts.mock(
+        side_effect=[
+            page([drafted(1), drafted(2)], 1, 2, 4),
+            page([drafted(2), drafted(3)], 2, 2, 4),
+            page([drafted(1), drafted(2)], 1, 2, 4),
+            page([drafted(3), drafted(4)], 2, 2, 4),
+        ]
+    )
+    assert len(build(settings(), tmp_path).find_all()) == 4
 
 
 @respx.mock
@@ -943,6 +992,49 @@ def test_a_429_from_the_fake_is_waited_out(
     fake.faults.force_429 = 1
     assert client.find_all() == []
     assert fake.rate_limited == 1 and len(sleeps) == 1 and 1 <= sleeps[0] <= 60
+
+
+def _five_drafts(client: VismaClient) -> list[str]:
+    return [
+        client.create(
+            planned(InvoiceKey("1004", f"2026-0{month}"), charge("SK-INST", "1", "1150")),
+            date(2026, month, 28),
+        ).remote_id
+        for month in range(1, 6)
+    ]
+
+
+def test_a_draft_deleted_between_pages_hides_none_of_the_others(
+    client: VismaClient, fake: VismaFake, app: SandboxApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person deletes a draft of page 1 after the client has read it: $page 2 then starts
+    one draft later, and without a check the draft that moved onto page 1 is never seen (a
+    create whose answer was lost would then be sent a second time). The client reads the list
+    again and finds every draft there is."""
+    monkeypatch.setattr(visma_client, "PAGE_SIZE", 2)
+    _five_drafts(client)
+    fake.delete_between_pages = 1
+    found = client.find_all()
+    assert fake.delete_between_pages == 0 and len(fake.graveyard) == 1
+    assert sorted(r.remote_id for r in found) == sorted(fake.drafts)
+    assert app.requests[f"GET {visma_fake.API}/customerinvoicedrafts"] == 2 + 2
+
+
+def test_a_list_that_never_settles_stops_the_run(
+    client: VismaClient, fake: VismaFake, app: SandboxApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three readings in a row that change between pages: the run stops (exit 4, pending work
+    kept) rather than acting on a list that may miss a draft."""
+    monkeypatch.setattr(visma_client, "PAGE_SIZE", 2)
+    _five_drafts(client)
+    fake.delete_between_pages = 3
+    with pytest.raises(RemoteUnavailableError, match="changed while it was read") as info:
+        client.find_all()
+    assert info.value.exit_code == 4
+    assert "3 times in a row" in str(info.value)
+    assert fake.delete_between_pages == 0
+    assert app.requests[f"GET {visma_fake.API}/customerinvoicedrafts"] == 2 + 2 + 2
+    assert len(client.find_all()) == 2  # settled: the next reading is whole
 
 
 def test_a_lost_create_is_found_by_its_key(client: VismaClient, fake: VismaFake) -> None:

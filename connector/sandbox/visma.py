@@ -613,6 +613,11 @@ class VismaFake:
         self.codes: dict[str, _Code] = {}
         self.rate_limited = 0
         self.token_grants: dict[str, int] = {}
+        # A person at work while a client pages: the next N listings of drafts that span more
+        # than one page lose a draft between two page requests (after a page is answered, the
+        # first draft on it is deleted). $page counts positions, so the next page starts one
+        # draft later and a draft nobody deleted is never shown in that listing.
+        self.delete_between_pages = 0
         for method in ("GET", "POST", "PUT", "DELETE"):
             app.add_route(method, f"{API}/*", self._api)
         app.add_route("GET", f"{IDENTITY}/authorize", self._authorize)
@@ -655,6 +660,7 @@ class VismaFake:
         self._seed_registers()
         self.accounting_locked_to = None
         self.rate_limited = 0
+        self.delete_between_pages = 0
         self.windows.clear()
         self.token_grants.clear()
 
@@ -667,6 +673,7 @@ class VismaFake:
             "rate_limited": self.rate_limited,
             "token_grants": dict(self.token_grants),
             "faults": self.faults.public(),
+            "delete_between_pages": self.delete_between_pages,
         }
 
     @staticmethod
@@ -773,17 +780,21 @@ class VismaFake:
         return self.articles[row["ArticleId"]].coding.vat_percent
 
     def _control(self, request: Request) -> Response:
-        """POST /_sandbox/visma: {"convert": [draft ids], "delete": [draft ids]}, both optional.
-        Checked whole before anything changes; anything else is 400."""
+        """POST /_sandbox/visma: {"convert": [draft ids], "delete": [draft ids],
+        "delete_between_pages": N}, each optional. Checked whole before anything changes;
+        anything else is 400."""
         try:
             body = request.json()
         except ValueError:
             return json_response(400, {"error": "body must be a JSON object"})
         if not isinstance(body, dict):
             return json_response(400, {"error": "body must be a JSON object"})
-        unknown = sorted(set(body) - {"convert", "delete"})
+        unknown = sorted(set(body) - {"convert", "delete", "delete_between_pages"})
         if unknown:
             return json_response(400, {"error": f"unknown key: {', '.join(unknown)}"})
+        between = body.get("delete_between_pages", self.delete_between_pages)
+        if isinstance(between, bool) or not isinstance(between, int) or between < 0:
+            return json_response(400, {"error": "delete_between_pages must be a whole number >= 0"})
         lists: dict[str, list[str]] = {}
         for key in ("convert", "delete"):
             ids = body.get(key, [])
@@ -807,6 +818,7 @@ class VismaFake:
             self.convert(draft_id)
         for draft_id in lists["delete"]:
             self.delete(draft_id)
+        self.delete_between_pages = between
         return json_response(200, self.state())
 
     # --- errors ----------------------------------------------------------------------------------
@@ -1084,9 +1096,16 @@ class VismaFake:
             return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         return raw
 
-    def _list(self, request: Request, spec: _ListSpec, items: list[dict[str, Any]]) -> Response:
+    def _list(
+        self,
+        request: Request,
+        spec: _ListSpec,
+        items: list[dict[str, Any]],
+        answered: Callable[[list[dict[str, Any]], int, int], None] | None = None,
+    ) -> Response:
         """A list answer: {"Meta": CommonPaginationMetadata, "Data": [...]} (OpenAPI
-        PaginatedResponseOf...), with $filter, $orderby, $select, $page and $pagesize."""
+        PaginatedResponseOf...), with $filter, $orderby, $select, $page and $pagesize.
+        `answered(data, page, pages)` runs once the page is made, before it is sent."""
         params = {k: v for k, v in request.query.items() if k not in _PAGING}
         for name, given in request.query.items():
             if name.startswith("$") and name not in _PAGING:
@@ -1112,20 +1131,22 @@ class VismaFake:
         if select is not None:
             items = self._selected(items, select)
         start = (page - 1) * size
-        return json_response(
-            200,
-            {
-                "Meta": {
-                    "CurrentPage": page,
-                    "PageSize": size,
-                    # 0 pages when nothing matches: a client must not ask for page 1 of 0.
-                    "TotalNumberOfPages": math.ceil(len(items) / size),
-                    "TotalNumberOfResults": len(items),
-                    "ServerTimeUtc": _utc_text(self.utcnow()),
-                },
-                "Data": items[start : start + size],
+        data = items[start : start + size]
+        # 0 pages when nothing matches: a client must not ask for page 1 of 0.
+        pages = math.ceil(len(items) / size)
+        answer = {
+            "Meta": {
+                "CurrentPage": page,
+                "PageSize": size,
+                "TotalNumberOfPages": pages,
+                "TotalNumberOfResults": len(items),
+                "ServerTimeUtc": _utc_text(self.utcnow()),
             },
-        )
+            "Data": data,
+        }
+        if answered is not None:
+            answered(data, page, pages)
+        return json_response(200, answer)
 
     def _int_arg(self, request: Request, name: str, default: int) -> int:
         raw = request.arg(name)
@@ -1323,7 +1344,9 @@ class VismaFake:
         method = request.method
         if not rest:
             if method == "GET":
-                return self._list(request, _DRAFT_LIST, self._listed_drafts())
+                return self._list(
+                    request, _DRAFT_LIST, self._listed_drafts(), answered=self._between_pages
+                )
             if method == "POST":
                 self._only_params(request, {"overrideCustomerIsPrivatePerson": "bool"})
                 return self._create(request)
@@ -1349,6 +1372,16 @@ class VismaFake:
             # Both OpenAPI documents answer 200 ("Customer invoice draft deleted"), no body.
             return Response(200, b"")
         raise self._no_route(request)
+
+    def _between_pages(self, shown: list[dict[str, Any]], page: int, pages: int) -> None:
+        """delete_between_pages: a page of a listing with more to come has been answered; a
+        person deletes the first draft on it before the client asks for the next page."""
+        if self.delete_between_pages <= 0 or page >= pages or not shown:
+            return
+        draft = self.drafts.get(str(shown[0].get("Id")))
+        if draft is not None:
+            self.delete_between_pages -= 1
+            self._delete(draft)
 
     def _listed_drafts(self) -> list[dict[str, Any]]:
         # search_lag_seconds: a draft created less than that ago is not listed yet (found by

@@ -6,7 +6,9 @@ The connector writes customer invoice drafts. A draft carries the invoice key in
 e-invoice routing (ElectronicReference, BuyersOrderReference and YourReference are). Which
 fields `$filter` takes is undocumented, so none is trusted: `find` and `find_all` list every
 draft and every invoice, page by page in a fixed order (an unordered list may repeat or miss
-items across pages), and compare the key exactly.
+items across pages), and compare the key exactly. A list that changes while it is paged (the
+count read disagrees with Meta.TotalNumberOfResults) is read again, and stops the run if it
+never settles.
 
 Ids: a draft is addressed by its GUID and has no number. When a person converts it, it leaves
 /customerinvoicedrafts and becomes an invoice in /customerinvoices with an InvoiceNumber and
@@ -61,6 +63,7 @@ from connector.targets.visma.payloads import (
     Customer,
     date_or_none,
     draft_payload,
+    guid,
     is_guid,
     kept_fields,
     lowered,
@@ -77,6 +80,8 @@ log = get_logger(__name__)
 
 SETTING = "CONNECTOR_VISMA__"
 PAGE_SIZE = 100  # the largest $pagesize taken for certain (NOTES section 2: the maximum is unknown)
+# Readings of a list that changed while it was paged, before the run stops (see _pages).
+LISTING_ATTEMPTS = 3
 DRAFTS = "/customerinvoicedrafts"
 INVOICES = "/customerinvoices"
 # Sort orders for paging: new items land at the end, and a unique key breaks ties, so pages
@@ -87,6 +92,11 @@ CUSTOMER_ORDER = "CustomerNumber"
 ARTICLE_ORDER = "Number"
 # Before this year an AccountingLockedTo is .NET's empty date (0001-01-01): nothing is locked.
 _NO_LOCK_BEFORE = 1900
+
+
+def _whole(value: object) -> int | None:
+    """A JSON whole number (a bool is not one), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def section(settings: Settings) -> VismaSettings:
@@ -150,22 +160,63 @@ class VismaClient:
     ) -> Any:
         return self.api.call(method, path, params=params, body=body, idempotent=idempotent)
 
-    def _pages(self, path: str, orderby: str) -> Iterator[dict[str, Any]]:
+    def _pages(self, path: str, orderby: str) -> list[dict[str, Any]]:
         """Every item of a list endpoint ({"Meta": ..., "Data": [...]}), page after page from
-        $page 1, as many pages as Meta.TotalNumberOfPages says (0 when there is nothing)."""
+        $page 1, as many pages as Meta.TotalNumberOfPages says (0 when there is nothing).
+
+        $page counts positions, so a list that changes while it is read can hide an item: a
+        draft deleted from a page already read moves the next one onto that page, and it is
+        never shown. So the items read are counted against Meta.TotalNumberOfResults of the
+        first and of the last page (and no Id may come twice); when they disagree, the list
+        is read again from page 1, up to LISTING_ATTEMPTS times in all. A list that never
+        settles stops the run (RemoteUnavailableError, exit 4): acting on an incomplete list
+        could write a draft a second time."""
+        for attempt in range(1, LISTING_ATTEMPTS + 1):
+            items, count, first, last = self._read_pages(path, orderby)
+            ids = [guid(lowered(i).get("id")) for i in items]
+            ids = [i for i in ids if i]
+            if count == first == last and len(set(ids)) == len(ids):
+                return items
+            log.warning(
+                "visma.listing_changed",
+                path=path,
+                attempt=attempt,
+                read=count,
+                first_total=first,
+                last_total=last,
+            )
+        raise RemoteUnavailableError(
+            f"{errors.SYSTEM}'s list {path} changed while it was read page by page, "
+            f"{LISTING_ATTEMPTS} times in a row (someone is adding or deleting there right "
+            "now): the connector stops rather than act on an incomplete list; the next run "
+            "reads it again"
+        )
+
+    def _read_pages(self, path: str, orderby: str) -> tuple[list[dict[str, Any]], int, int, int]:
+        """One reading of a list, page by page: the items, how many Data held in all, and
+        Meta.TotalNumberOfResults of the first and of the last page read."""
+        found: list[dict[str, Any]] = []
+        count = 0
+        totals: list[int] = []
         page = 1
         while True:
             params = {"$orderby": orderby, "$page": str(page), "$pagesize": str(PAGE_SIZE)}
             answer = lowered(self._call("GET", path, params=params))
             items, meta = answer.get("data"), lowered(answer.get("meta"))
-            pages = meta.get("totalnumberofpages")
-            if not isinstance(items, list) or isinstance(pages, bool) or not isinstance(pages, int):
+            pages = _whole(meta.get("totalnumberofpages"))
+            total = _whole(meta.get("totalnumberofresults"))
+            if not isinstance(items, list) or pages is None or total is None:
                 # Without Data and Meta a page count cannot be trusted: a missed draft would
                 # be written a second time.
-                raise RemoteUnavailableError(f"Visma eAccounting answered {path} without Meta/Data")
-            yield from (i for i in items if isinstance(i, dict))
+                raise RemoteUnavailableError(
+                    f"{errors.SYSTEM} answered {path} without Meta (TotalNumberOfPages, "
+                    "TotalNumberOfResults) or Data"
+                )
+            totals.append(total)
+            count += len(items)
+            found.extend(i for i in items if isinstance(i, dict))
             if page >= pages or not items:
-                return
+                return found, count, totals[0], totals[-1]
             page += 1
 
     @staticmethod
