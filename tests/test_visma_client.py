@@ -10,6 +10,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -72,7 +73,8 @@ def guid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 
 
-CUSTOMERS = {"1004": guid(1004), "1005": guid(1005), "1007": guid(1007), "1008": guid(1008)}
+CUSTOMERS = {"1004": guid(1004), "1005": guid(1005), "1007": guid(1007), "1008": guid(1008),
+             "1009": guid(1009)}  # fmt: skip
 ARTICLES = {"SK-RAD": guid(1), "SK-DATA": guid(2), "SK-INST": guid(3), "SK-GAMMAL": guid(4)}
 DRAFT_ID = guid(9001)
 
@@ -156,6 +158,7 @@ def registers(router: respx.MockRouter) -> tuple[respx.Route, respx.Route]:
         return_value=page([
             customer("1004"), customer("1005", IsPrivatePerson=True),
             customer("1007", IsActive=False), customer("1008", CurrencyCode="EUR"),
+            customer("1009", CurrencyCode=None),
         ])
     )  # fmt: skip
     articles = router.get(f"{API}/articles").mock(
@@ -549,6 +552,62 @@ def test_refused_before_anything_is_sent(
     assert client.explain(info.value, invoice) == info.value.message
     assert client.still_refused(code, invoice) == info.value.message
     assert client.still_refused("2000", invoice) is None  # Visma's own: cannot be checked
+
+
+@pytest.mark.parametrize(
+    ("status", "company", "currency", "words"),
+    [
+        (200, {"Name": "Bolaget AB", "CurrencyCode": "SEK"}, "SEK", None),
+        (200, {"name": "Bolaget AB", "currencyCode": "sek"}, "SEK", None),
+        (200, {"Name": "Bolaget AB", "CurrencyCode": "SEK"}, "EUR",
+         "customer 1009 has no currency of its own in Visma eAccounting, so its drafts take the "
+         "company's currency, SEK, but these hours are in EUR"),
+        (200, {"Name": "Bolaget AB", "CurrencyCode": "EUR"}, "SEK", "currency, EUR, but"),
+        (200, {"Name": "Bolaget AB", "CurrencyCode": None}, "SEK", "could not read which"),
+        (200, {"Name": "Bolaget AB"}, "SEK", "could not read which that is"),
+        (403, {"ErrorCode": 4006, "DeveloperErrorMessage": "NoAccessToScopes",
+               "ErrorId": ERROR_ID}, "SEK", "set the customer's currency to SEK there"),
+    ],
+)  # fmt: skip
+@respx.mock
+def test_a_customer_without_a_currency_is_invoiced_in_the_companys(
+    respx_mock: respx.MockRouter,
+    tmp_path: Path,
+    status: int,
+    company: dict[str, Any],
+    currency: str,
+    words: str | None,
+) -> None:
+    """CustomerApi.CurrencyCode may be null: such a customer's drafts take the company's
+    currency, CompanySettingsApi.CurrencyCode, read once per run (and only when such a
+    customer is met). Another currency than the hours', or one that cannot be known, is
+    refused before anything is sent."""
+    token_route(respx_mock)
+    registers(respx_mock)
+    read = respx_mock.get(f"{API}/companysettings").mock(return_value=respond(status, company))
+    post = respx_mock.post(f"{API}/customerinvoicedrafts").mock(
+        side_effect=lambda request: respond(201, draft_answer(decode_json(request.content)))
+    )
+    invoice = PlannedInvoice(
+        InvoiceKey("1009", "2026-09"), currency, (Row("", RowRole.HEADER, HEADER),),
+        Action.CREATE, {},
+    )  # fmt: skip
+    client = build(settings(), tmp_path)
+    client.create(INVOICE, date(2026, 9, 30))  # 1004 has a currency: no company read
+    assert read.call_count == 0
+    if words is None:
+        client.create(invoice, date(2026, 9, 30))
+        assert client.precheck(invoice) is None
+        assert post.call_count == 2
+    else:
+        with pytest.raises(TargetRefusal) as info:
+            client.create(invoice, date(2026, 9, 30))
+        assert info.value.code == "customer-currency" and words in info.value.message
+        assert client.precheck(invoice) == info.value.message
+        assert client.explain(info.value, invoice) == info.value.message
+        assert client.still_refused("customer-currency", invoice) == info.value.message
+        assert post.call_count == 1
+    assert read.call_count == 1  # once per run, however often asked
 
 
 @respx.mock
@@ -958,6 +1017,24 @@ def test_private_person_and_missing_customer_are_refused_before_any_write(
             client.create(invoice, date(2026, 9, 30))
         assert info.value.code == code
     assert writes(app) == 0 and fake.drafts == {}
+
+
+def test_a_customer_without_a_currency_against_the_fake(
+    client: VismaClient, app: SandboxApp, fake: VismaFake
+) -> None:
+    """The fake holds a customer whose CurrencyCode is null and gives its drafts the company's
+    currency (SEK): hours in SEK go through, hours in EUR are refused before any write."""
+    fake.customer_by_number("1004").currency = None
+    sek = planned(InvoiceKey("1004", "2026-09"), charge("SK-INST", "1", "1150"))
+    created = client.create(sek, date(2026, 9, 30))
+    assert created.currency == "SEK"
+    eur = replace(planned(InvoiceKey("1004", "2026-10"), charge("SK-INST", "1", "1150")),
+                  currency="EUR")  # fmt: skip
+    before = writes(app)
+    with pytest.raises(TargetRefusal) as info:
+        client.create(eur, date(2026, 10, 31))
+    assert info.value.code == "customer-currency" and "currency, SEK, but" in str(info.value)
+    assert writes(app) == before and len(fake.drafts) == 1
 
 
 def test_a_credit_draft_is_taken_by_the_strict_fake(client: VismaClient, fake: VismaFake) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from connector.sandbox.visma import seed_id
 from tests.test_visma_fake import INST, Vx, make
 
 
@@ -54,3 +55,16 @@ def test_delete_between_pages_through_the_control_endpoint(vx: Vx) -> None:
     assert vx.fake.delete_between_pages == 2
     vx.fake.reset()
     assert vx.fake.delete_between_pages == 0
+
+
+# --- a customer without a currency of its own ----------------------------------------------------
+
+
+def test_a_customer_without_a_currency_gets_drafts_in_the_companys(vx: Vx) -> None:
+    """CustomerApi.CurrencyCode may be null (OpenAPI: string or null); such a customer is
+    invoiced in the company's currency, CompanySettingsApi.CurrencyCode."""
+    vx.fake.customer_by_number("1003").currency = None
+    listed = vx.get(f"/customers/{seed_id('customer', '1003')}")
+    assert listed["CurrencyCode"] is None
+    created = vx.create(INST)
+    assert created["InvoiceCurrencyCode"] == vx.get("/companysettings")["CurrencyCode"] == "SEK"

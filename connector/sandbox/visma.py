@@ -159,7 +159,9 @@ class VismaCustomer:
     number: str
     name: str
     terms: VismaTerms
-    currency: str = COMPANY_CURRENCY
+    # CustomerApi.CurrencyCode may be null: such a customer is invoiced in the company's
+    # currency (CompanySettingsApi.CurrencyCode).
+    currency: str | None = COMPANY_CURRENCY
     country: str = COMPANY_COUNTRY
     private_person: bool = False
     active: bool = True
@@ -169,7 +171,12 @@ class VismaCustomer:
 
     @property
     def domestic(self) -> bool:
-        return self.currency == COMPANY_CURRENCY and self.country == COMPANY_COUNTRY
+        return self.invoice_currency == COMPANY_CURRENCY and self.country == COMPANY_COUNTRY
+
+    @property
+    def invoice_currency(self) -> str:
+        """The currency of the customer's drafts: its own, else the company's."""
+        return self.currency or COMPANY_CURRENCY
 
 
 _UNIT_ENGLISH = {"h": "h", "st": "pcs"}
@@ -1576,8 +1583,9 @@ class VismaFake:
             "InvoicePostalCode": customer.postal_code,
             "InvoiceCity": customer.city,
             "InvoiceCountryCode": customer.country,
-            # No currency field on a draft: the customer's currency is the invoice currency.
-            "InvoiceCurrencyCode": customer.currency,
+            # No currency field on a draft: the customer's currency is the invoice currency,
+            # the company's for a customer without one.
+            "InvoiceCurrencyCode": customer.invoice_currency,
             # Delivery fields: optional overrides of the customer's (who has none here).
             **{name: sent[name] for name in DELIVERY_FIELDS},
             "TermsOfPaymentId": terms.id,

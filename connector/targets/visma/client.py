@@ -20,11 +20,12 @@ taking the invoice as deleted, which would stop billing its hours.
 Customers and articles are GUIDs on the wire: both registers are read once per client (one
 run), page by page, never one request per entry. Before anything is sent, a draft is refused
 (TargetRefusal with a code of the connector's own) when its customer is missing or inactive,
-is invoiced in another currency than the hours (a draft takes the customer's currency), or is a
-private person, or when an article is missing or inactive. Private persons, because Visma marks
-a private person's draft `IncludesVat` (read-only, from the company setting
-"ShowPricesExclVatPC") and would take the connector's prices, which exclude VAT, as including
-it: the safe choice is not to invoice them here at all.
+is invoiced in another currency than the hours (a draft takes the customer's currency; a
+customer without one, the company's from /companysettings, and when that cannot be read the
+draft is refused too), or is a private person, or when an article is missing or inactive.
+Private persons, because Visma marks a private person's draft `IncludesVat` (read-only, from
+the company setting "ShowPricesExclVatPC") and would take the connector's prices, which exclude
+VAT, as including it: the safe choice is not to invoice them here at all.
 
 Visma's PUT replaces the whole draft, so an update is a read-modify-write from the draft as last
 read: the header fields a person may have set are kept, the rows replaced. The company's
@@ -143,6 +144,7 @@ class VismaClient:
         self._customers: dict[str, Customer] | None = None
         self._articles: dict[str, Article] | None = None
         self._company: dict[str, Any] | None = None
+        self._company_currency: tuple[str | None] | None = None
         # Draft id -> the invoice it became: a converted invoice never turns back into a draft.
         self._converted: dict[str, RemoteInvoice] = {}
 
@@ -285,7 +287,25 @@ class VismaClient:
                 "the customer as a company if it is one",
                 code=errors.CUSTOMER_PRIVATE,
             )
-        if customer.currency and customer.currency != invoice.currency:
+        if customer.currency is None:
+            # No currency of its own: its drafts take the company's currency.
+            company = self.company_currency()
+            if company is None:
+                return TargetRefusal(
+                    f"customer {number} has no currency of its own in {where}, so its drafts "
+                    "take the company's currency, and the connector could not read which that "
+                    f"is: set the customer's currency to {invoice.currency} there",
+                    code=errors.CUSTOMER_CURRENCY,
+                )
+            if company != invoice.currency:
+                return TargetRefusal(
+                    f"customer {number} has no currency of its own in {where}, so its drafts "
+                    f"take the company's currency, {company}, but these hours are in "
+                    f"{invoice.currency}: set the customer's currency there, or the entries' "
+                    "currency in the ledger",
+                    code=errors.CUSTOMER_CURRENCY,
+                )
+        elif customer.currency != invoice.currency:
             return TargetRefusal(
                 f"customer {number} is invoiced in {customer.currency} in {where}, but these "
                 f"hours are in {invoice.currency}; a draft always takes the customer's currency: "
@@ -456,6 +476,20 @@ class VismaClient:
                 raise RemoteUnavailableError("Visma eAccounting answered without company settings")
             self._company = lowered(body)
         return self._company
+
+    def company_currency(self) -> str | None:
+        """CompanySettings.CurrencyCode ("Currency code used by the company"), the currency of
+        a customer without one of its own; read once per client, and only when such a customer
+        is met. None when it cannot be known (no scope to read it, or empty): such customers
+        are then refused rather than guessed."""
+        if self._company_currency is None:
+            try:
+                value = self.company_settings().get("currencycode")
+            except ScopeDeniedError as exc:
+                log.warning("visma.company_currency_unknown", reason=str(exc))
+                value = None
+            self._company_currency = (text(value).upper() or None,)
+        return self._company_currency[0]
 
     def locked_through(self) -> date | None:
         """CompanySettings.AccountingLockedTo, "Date until which accounting is locked", read as
