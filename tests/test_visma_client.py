@@ -653,6 +653,105 @@ def test_update_keeps_what_a_person_set_on_the_draft(
     assert decode_json(put.calls.last.request.content)["Rows"] == ROWS
 
 
+def _as_read(body: dict[str, Any], **row_fields: dict[str, Any]) -> dict[str, Any]:
+    """A draft as Visma answers it for `body`, with fields of rows set as a person would (by
+    row index, "r1" for the second row)."""
+    answer = draft_answer(body)
+    for name, values in row_fields.items():
+        answer["Rows"][int(name[1:])].update(values)
+    return answer
+
+
+@respx.mock
+def test_update_carries_a_persons_project_and_cost_centres_onto_the_same_row(
+    respx_mock: respx.MockRouter, tmp_path: Path
+) -> None:
+    """A PUT replaces every row, and a row property not sent returns to null: a project or
+    cost centre a person put on a row goes back onto the row with the same article and text
+    (its quantity may change), and onto no other row."""
+    token_route(respx_mock)
+    registers(respx_mock)
+    put = respx_mock.put(f"{API}/customerinvoicedrafts/{DRAFT_ID}").mock(
+        side_effect=lambda request: respond(200, draft_answer(decode_json(request.content)))
+    )
+    written = payloads.draft_payload(INVOICE, CUSTOMERS["1004"], ARTICLES,
+                                     invoice_date=date(2026, 9, 30))  # fmt: skip
+    tags = {"ProjectId": guid(501).upper(), "CostCenterItemId1": guid(502),
+            "CostCenterItemId2": None, "WorkHours": None, "DiscountPercentage": 0,
+            "UnitName": "timmar", "LineNumber": 2}  # fmt: skip
+    current = payloads.parse_draft(_as_read(written, r2=tags))
+    more = replace(INVOICE, rows=(
+        *INVOICE.rows[:2],
+        replace(INVOICE.rows[2], quantity=Decimal("3.00")),
+        *INVOICE.rows[3:],
+    ))  # fmt: skip
+    build(settings(), tmp_path).update(DRAFT_ID, more, current)
+    sent = decode_json(put.calls.last.request.content)["Rows"]
+    assert sent[2] == {**ROWS[2], "Quantity": Decimal("3.00"), "ProjectId": guid(501),
+                       "CostCenterItemId1": guid(502)}  # fmt: skip
+    assert [r for i, r in enumerate(sent) if i != 2] == [r for i, r in enumerate(ROWS) if i != 2]
+
+
+@pytest.mark.parametrize(
+    ("row_fields", "rows", "words"),
+    [
+        # The tagged row leaves the plan (its entry was withdrawn, or its text changed).
+        ({"r2": {"ProjectId": guid(501)}}, INVOICE.rows[:2] + INVOICE.rows[3:],
+         "row 3 (SK-RAD, '2026-09-15: Rådgivning') has a project (ProjectId), but the new rows "
+         "have none with its article and text to keep it on"),
+        # Two rows alike: which one the project belongs to is unclear.
+        ({"r2": {"CostCenterItemId3": guid(503)}}, INVOICE.rows + INVOICE.rows[2:3],
+         "has a cost centre (CostCenterItemId3), but more than one row has its article and text"),
+        # What a row bills, changed by a person: never carried over.
+        ({"r3": {"DiscountPercentage": Decimal("0.1")}}, INVOICE.rows,
+         "row 4 (SK-DATA, '2026-09-16: Data') has a discount (DiscountPercentage)"),
+        ({"r1": {"WorkCostType": 1, "WorkHours": Decimal(2)}}, INVOICE.rows,
+         "has ROT/RUT work (WorkCostType, WorkHours)"),
+        ({"r1": {"ReversedConstructionServicesVatFree": True}}, INVOICE.rows,
+         "has reverse charge VAT (ReversedConstructionServicesVatFree)"),
+        ({"r1": {"IsDiscountInFixedAmount": True, "DiscountFixedAmount": Decimal(50)}},
+         INVOICE.rows, "has a discount (DiscountFixedAmount)"),
+    ],
+)  # fmt: skip
+@respx.mock
+def test_a_draft_whose_row_settings_cannot_be_kept_is_left_alone(
+    respx_mock: respx.MockRouter,
+    tmp_path: Path,
+    row_fields: dict[str, dict[str, Any]],
+    rows: tuple[Row, ...],
+    words: str,
+) -> None:
+    """When what a person set on a row cannot go back onto one row of the new draft for
+    certain, or changes what the row bills, nothing is sent: the client refuses (a code of its
+    own, in plain words) and the draft stays as the person left it. Each later run reads the
+    draft again (still_refused) and writes once the settings are gone."""
+    token_route(respx_mock)
+    registers(respx_mock)
+    put = respx_mock.put(f"{API}/customerinvoicedrafts/{DRAFT_ID}")
+    written = payloads.draft_payload(INVOICE, CUSTOMERS["1004"], ARTICLES,
+                                     invoice_date=date(2026, 9, 30))  # fmt: skip
+    as_read = _as_read(written, **row_fields)
+    read = respx_mock.get(f"{API}/customerinvoicedrafts/{DRAFT_ID}").mock(
+        side_effect=[respond(200, as_read), respond(200, draft_answer(written))]
+    )
+    plan = replace(INVOICE, rows=tuple(rows), remote_id=DRAFT_ID)
+    client = build(settings(), tmp_path)
+    with pytest.raises(TargetRefusal) as info:
+        client.update(DRAFT_ID, plan, payloads.parse_draft(as_read))
+    refusal = info.value
+    assert refusal.code == "draft-row-settings" and put.call_count == 0
+    assert words in refusal.message
+    assert refusal.message.startswith(
+        f"the draft of invoice SK-1004-2026-09 ({DRAFT_ID}) in Visma eAccounting has row "
+        "settings a person made that the connector cannot keep"
+    )
+    assert "remove those settings from the draft" in refusal.message
+    assert client.explain(refusal, plan) == refusal.message
+    assert client.still_refused(refusal.code, plan) == refusal.message  # read again: still there
+    assert client.still_refused(refusal.code, plan) is None  # a person removed them
+    assert read.call_count == 2
+
+
 @respx.mock
 def test_update_without_a_source_reads_the_draft_first(
     respx_mock: respx.MockRouter, tmp_path: Path
@@ -1037,6 +1136,28 @@ def test_a_customer_without_a_currency_against_the_fake(
     assert writes(app) == before and len(fake.drafts) == 1
 
 
+def test_a_project_a_person_set_survives_an_update_against_the_fake(
+    client: VismaClient, fake: VismaFake
+) -> None:
+    """The fake drops row fields a full-replace PUT leaves out, as Visma does; the client sends
+    a person's project and cost centre back onto their row."""
+    first = planned(InvoiceKey("1004", "2026-09"), charge("SK-INST", "2", "1150"),
+                    charge("SK-RAD", "1", "1350", "E2"))  # fmt: skip
+    draft_id = client.create(first, date(2026, 9, 30)).remote_id
+    fake.edit_row(draft_id, 2, ProjectId=visma_fake.project_id("P100"),
+                  CostCenterItemId1=visma_fake.cost_center_item_id("STH"))  # fmt: skip
+    second = planned(first.key, charge("SK-INST", "3", "1150"), charge("SK-RAD", "1", "1350", "E2"))
+    updated = client.update(draft_id, second, client.get(draft_id))
+    assert not _differences(updated, second)
+    rows = fake.drafts[draft_id]["Rows"]
+    assert [(r["ArticleNumber"], r["Quantity"], r["ProjectId"], r["CostCenterItemId1"])
+            for r in rows] == [
+        (None, 0, None, None),
+        ("SK-INST", 3, None, None),
+        ("SK-RAD", 1, visma_fake.project_id("P100"), visma_fake.cost_center_item_id("STH")),
+    ]  # fmt: skip
+
+
 def test_a_credit_draft_is_taken_by_the_strict_fake(client: VismaClient, fake: VismaFake) -> None:
     """The fake refuses a negative total without IsCreditInvoice and a credit without
     negative quantities (NOTES 2, harsher reading): the payload gets both right."""
@@ -1253,3 +1374,16 @@ def test_the_fakes_company_settings_conform(spec: dict[str, Any], client: VismaC
     names = {n.lower() for n in settings_schema["properties"]}
     assert set(answer) <= names
     assert {n.lower() for n in settings_schema["required"]} <= set(answer)
+
+
+def test_every_writable_row_property_is_sent_derived_carried_or_stops_a_write(
+    spec: dict[str, Any],
+) -> None:
+    """A PUT replaces every row: each writable property of CustomerInvoiceDraftRowApi has a
+    place in the read-modify-write, so none a person sets is dropped without a decision."""
+    schema = _schema(spec, "CustomerInvoiceDraftRowApi")
+    writable = {n for n, p in schema["properties"].items() if not p.get("readOnly")}
+    groups = (payloads.ROW_SENT, payloads.ROW_DERIVED, payloads.ROW_CARRIED, payloads.ROW_BILLING)
+    placed = [name for group in groups for name in group]
+    assert len(placed) == len(set(placed))
+    assert set(placed) == writable

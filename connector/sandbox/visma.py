@@ -250,6 +250,25 @@ def _visma_customer(card: FakeCustomer, index: int) -> VismaCustomer:
     )
 
 
+# Projects (GET /projects) and cost centre items (GET /costcenters, the items of each of the
+# company's up to three cost centres) a person may put on a draft row: ProjectId and
+# CostCenterItemId1..3 (CustomerInvoiceDraftRowApi). The fake serves neither list; it knows
+# their ids, so a row may carry them. Each item belongs to one cost centre, 1 to 3, and only
+# fits that slot (harsher reading: the schema does not say).
+SEED_PROJECTS = {"P100": "Intern utveckling", "P200": "Fjällbyggen, ombyggnad"}
+SEED_COST_CENTER_ITEMS = {"STH": (1, "Stockholm"), "GBG": (1, "Göteborg"), "KONS": (2, "Konsult")}
+
+
+def project_id(number: str) -> str:
+    """The GUID of a seeded project, e.g. project_id("P100")."""
+    return seed_id("project", number)
+
+
+def cost_center_item_id(code: str) -> str:
+    """The GUID of a seeded cost centre item, e.g. cost_center_item_id("STH") (cost centre 1)."""
+    return seed_id("costcenteritem", code)
+
+
 def seed_visma_customers() -> dict[str, VismaCustomer]:
     """Customers by Id: the fake Fortnox's seed_customers(), so 1042 does not exist here either."""
     return {
@@ -433,7 +452,7 @@ DELIVERY_FIELDS = (
     "DeliveryCity", "DeliveryCountryCode", "DeliveryMethodName", "DeliveryTermName",
     "DeliveryMethodCode", "DeliveryTermCode",
 )  # fmt: skip
-# Row ids of registers the fake does not have: any id of one is unknown (3000).
+# Row ids of the project and cost centre registers: an id the fake does not know is 3000.
 ROW_REFERENCES = ("ProjectId", "CostCenterItemId1", "CostCenterItemId2", "CostCenterItemId3")
 # CustomerInvoiceDraftValidationApi, the optional body of convert, and its rows.
 VALIDATION_FIELDS = frozenset({
@@ -600,6 +619,9 @@ class VismaFake:
         self.terms: dict[str, VismaTerms] = {}
         self.articles: dict[str, VismaArticle] = {}
         self.customers: dict[str, VismaCustomer] = {}
+        # Project ids -> number; cost centre item ids -> (cost centre 1-3, code).
+        self.projects: dict[str, str] = {}
+        self.cost_center_items: dict[str, tuple[int, str]] = {}
         # CompanySettingsApi.AccountingLockedTo, "Date until which accounting is locked": the
         # last locked day, or None when nothing is locked.
         self.accounting_locked_to: date | None = None
@@ -638,6 +660,11 @@ class VismaFake:
         self.terms = seed_terms()
         self.articles = seed_articles()
         self.customers = seed_visma_customers()
+        self.projects = {project_id(n): n for n in SEED_PROJECTS}
+        self.cost_center_items = {
+            cost_center_item_id(code): (center, code)
+            for code, (center, _) in SEED_COST_CENTER_ITEMS.items()
+        }
 
     def article_by_number(self, number: str) -> VismaArticle:
         for article in self.articles.values():
@@ -713,11 +740,12 @@ class VismaFake:
     def edit_row(self, draft_id: str, index: int, **values: Any) -> None:
         """A person edits row `index` (from 0) of a draft in eAccounting's UI and saves: sets
         the given fields (ArticleId, or ArticleNumber to pick an article by number; Text,
-        Quantity, UnitPrice, DiscountPercentage). Picking another article fills its name and
+        Quantity, UnitPrice, DiscountPercentage; ProjectId, CostCenterItemId1..3, None to
+        clear one). Picking another article fills its name and
         price unless they are given too. Saving is a change, so every row gets a new Id."""
         draft = self.drafts[draft_id]
         allowed = {"ArticleId", "ArticleNumber", "Text", "Quantity", "UnitPrice",
-                   "DiscountPercentage"}  # fmt: skip
+                   "DiscountPercentage", *ROW_REFERENCES}  # fmt: skip
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise ValueError(f"not an editable row field: {', '.join(unknown)}")
@@ -1635,11 +1663,17 @@ class VismaFake:
             if article_id and article_id.lower() not in self.articles:
                 problems.append(_Problem(f"Rows[{i}].ArticleId", "NotFound", "No such article."))
             for name in ROW_REFERENCES:
-                if row[name]:
+                if row[name] and not self._known_reference(name, row[name]):
                     problems.append(_Problem(f"Rows[{i}].{name}", "NotFound", f"No such {name}."))
         if problems or customer is None:
             raise self._refuse(400, E_NOT_FOUND, "ResourceNotFound: see Errors.", problems)
         return customer, terms or customer.terms
+
+    def _known_reference(self, name: str, value: str) -> bool:
+        if name == "ProjectId":
+            return value.lower() in self.projects
+        item = self.cost_center_items.get(value.lower())
+        return item is not None and name == f"CostCenterItemId{item[0]}"
 
     def _check_rules(
         self, sent: dict[str, Any], rows: list[dict[str, Any]], customer: VismaCustomer
@@ -1696,6 +1730,10 @@ class VismaFake:
                 if row["ArticleId"] or row["Quantity"] != 0 or row["UnitPrice"] != 0:
                     # Harsher reading: a text row carries no article, quantity or price.
                     bad(path + "IsTextRow", "NotAllowed", "A text row has no article or amount.")
+                for name in ROW_REFERENCES:
+                    if row[name]:
+                        # Harsher reading: nor a project or cost centre (it books nothing).
+                        bad(path + name, "NotAllowed", "A text row has no project or cost centre.")
                 continue
             article_id = row["ArticleId"]
             if not article_id:
@@ -1794,9 +1832,9 @@ class VismaFake:
             "WorkHours": None,
             "MaterialCosts": None,
             "ReversedConstructionServicesVatFree": False,
-            "CostCenterItemId1": None,
-            "CostCenterItemId2": None,
-            "CostCenterItemId3": None,
+            # A person's bookkeeping on the row, kept as sent: a PUT without them (a full
+            # replace) leaves them null.
+            **{name: _lower_or_none(row[name]) for name in _ROW_COST_CENTERS},
             "UnitAbbreviation": article.unit.abbreviation,
             "UnitAbbreviationEnglish": article.unit.abbreviation_english,
             # VAT comes from the article's coding and cannot be set per row (NOTES 2, 7.4).
@@ -1805,7 +1843,7 @@ class VismaFake:
             # DiscountPercentage is one; a client must accept either.
             "VatRate": _num(article.coding.vat_percent / 100),
             "UnitName": article.unit.name,
-            "ProjectId": None,
+            "ProjectId": _lower_or_none(row["ProjectId"]),
             "GreenTechnologyType": 0,
             "PurchasePrice": Decimal(0),
             "Amount": _num(amount),
@@ -2063,6 +2101,7 @@ class VismaFake:
             "Quantity": row["Quantity"],
             "IsVatFree": False,
             "UnitId": row["UnitId"],
+            **{name: row[name] for name in ROW_REFERENCES},
             "Amount": row["Amount"],
         }
 
@@ -2079,6 +2118,13 @@ class VismaFake:
                 if datetime.fromisoformat(i["ModifiedUtc"].replace("Z", "+00:00")) >= moment
             ]
         return items
+
+
+_ROW_COST_CENTERS = ("CostCenterItemId1", "CostCenterItemId2", "CostCenterItemId3")
+
+
+def _lower_or_none(value: str | None) -> str | None:
+    return value.lower() if value else None
 
 
 def _sort_key(name: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
@@ -2102,6 +2148,8 @@ __all__ = [
     "VismaArticle",
     "VismaCustomer",
     "VismaFake",
+    "cost_center_item_id",
+    "project_id",
     "seed_articles",
     "seed_id",
     "seed_visma_customers",

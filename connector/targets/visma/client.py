@@ -28,7 +28,10 @@ the company setting "ShowPricesExclVatPC") and would take the connector's prices
 VAT, as including it: the safe choice is not to invoice them here at all.
 
 Visma's PUT replaces the whole draft, so an update is a read-modify-write from the draft as last
-read: the header fields a person may have set are kept, the rows replaced. The company's
+read: the header fields a person may have set are kept, the rows replaced; a project or cost
+centre a person put on a row goes onto the same row (same article and text) when that row is
+unambiguous, and otherwise the draft is left alone (a refusal of the connector's own) rather
+than have them dropped. The company's
 identity and its accounting lock date come from /companysettings (scope ea:sales).
 """
 
@@ -62,6 +65,7 @@ from connector.targets.visma.oauth import APP
 from connector.targets.visma.payloads import (
     Article,
     Customer,
+    carry_row_fields,
     date_or_none,
     draft_payload,
     guid,
@@ -430,7 +434,13 @@ class VismaClient:
         """Replace the draft's rows with the plan's, keeping the header a person may have set
         (read-modify-write from `current.source`). `header_only` needs no step of its own here:
         the sync passes the rows to keep with the header in front, and a full replace writes
-        exactly those. A lost answer is settled by reading, never sent again."""
+        exactly those. A lost answer is settled by reading, never sent again.
+
+        What a person set on a row that the connector does not send (a project, cost centres)
+        is carried over onto the same row, same article and text, when that is unambiguous.
+        When it is not, or a row carries a setting that changes what it bills (a discount,
+        ROT/RUT), nothing is sent: a TargetRefusal (ROW_SETTINGS) leaves the draft alone
+        until a person removes those settings (still_refused reads the draft again)."""
         draft_id = self._id(remote_id)
         customer_id, article_ids = self._ids(invoice)
         source = current.source
@@ -441,6 +451,12 @@ class VismaClient:
         payload = draft_payload(
             invoice, customer_id, article_ids, invoice_date=invoice_date, kept=kept
         )
+        payload["Rows"], unkept = carry_row_fields(source, payload["Rows"], self._article_numbers())
+        if unkept:
+            # The PUT would drop what a person set on a row: the draft is left alone.
+            raise TargetRefusal(
+                errors.row_settings_kept(invoice, draft_id, unkept), code=errors.ROW_SETTINGS
+            )
         path = f"{DRAFTS}/{draft_id}"
         body = self._call("PUT", path, body=payload, idempotent=False)
         return self._draft(body, "PUT", path)
@@ -528,7 +544,19 @@ class VismaClient:
         if code not in errors.OWN_CODES:
             return None
         refusal = self._refusal(invoice)
-        return None if refusal is None else refusal.message
+        if refusal is not None:
+            return refusal.message
+        if code == errors.ROW_SETTINGS and invoice.remote_id is not None:
+            # Whether the draft still carries the settings: read it again.
+            current = self.get(invoice.remote_id)
+            if current.state is not RemoteState.OPEN:
+                return None  # converted or deleted: the sync takes it from there
+            customer_id, article_ids = self._ids(invoice)
+            rows = draft_payload(invoice, customer_id, article_ids, invoice_date=None)["Rows"]
+            _, unkept = carry_row_fields(current.source, rows, self._article_numbers())
+            if unkept:
+                return errors.row_settings_kept(invoice, current.remote_id, unkept)
+        return None
 
     def explain(self, refusal: TargetRefusal, invoice: PlannedInvoice) -> str:
         customer_missing = False
