@@ -816,6 +816,50 @@ def test_a_draft_visma_does_not_have_reads_as_gone_after_looking_at_invoices(
     assert invoices.call_count == 2
 
 
+def _undrafted(n: int, key: str = "SK-1004-2026-09", number: str = "1004") -> dict[str, Any]:
+    return {"Id": guid(n), "InvoiceNumber": n, "CreatedFromDraftId": None,
+            "ContractNumber": key, "CustomerNumber": number}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("invoices", "paired"),
+    [
+        ([_undrafted(77)], guid(77)),
+        ([_undrafted(77, number="1008")], None),  # another customer
+        ([_undrafted(77, key="SK-1004-2026-09-2")], None),  # another key
+        ([_undrafted(77), _undrafted(78)], None),  # two alike: which one is unclear
+        # One made from the draft says so; a person's copy of the key is not taken for it.
+        ([_undrafted(77), {**_undrafted(78), "CreatedFromDraftId": DRAFT_ID}], guid(78)),
+    ],
+)
+@respx.mock
+def test_an_invoice_without_created_from_draft_id_pairs_only_by_exact_key_and_customer(
+    respx_mock: respx.MockRouter,
+    tmp_path: Path,
+    invoices: list[dict[str, Any]],
+    paired: str | None,
+) -> None:
+    token_route(respx_mock)
+    respx_mock.get(f"{API}/customerinvoicedrafts").mock(
+        return_value=page([{"Id": DRAFT_ID, "ContractNumber": "SK-1004-2026-09",
+                            "CustomerNumber": "1004"}])
+    )  # fmt: skip
+    missing = {"ErrorCode": 3000, "DeveloperErrorMessage": "ResourceNotFound", "ErrorId": ERROR_ID}
+    respx_mock.get(f"{API}/customerinvoicedrafts/{DRAFT_ID}").mock(
+        return_value=respond(404, missing)
+    )
+    respx_mock.get(f"{API}/customerinvoices").mock(return_value=page(invoices))
+    client = build(settings(), tmp_path)
+    assert DRAFT_ID in {r.remote_id for r in client.find_all()}  # the draft, seen in a list
+    now = client.get(DRAFT_ID)
+    if paired is None:
+        assert (now.state, now.vanished) == (RemoteState.GONE, True)
+    else:
+        assert (now.remote_id, now.state, now.number) == (
+            DRAFT_ID, RemoteState.CLOSED, str(int(paired[-12:])),
+        )  # fmt: skip
+
+
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -1083,6 +1127,31 @@ def test_a_converted_draft_reads_as_booked_under_the_draft_id(
     assert not _differences(converted, invoice)
     (found,) = client.find([invoice.key.text])
     assert (found.remote_id, found.number, found.state) == (draft_id, number, RemoteState.CLOSED)
+
+
+def test_a_converted_invoice_without_its_draft_id_is_paired_by_key_and_customer(
+    client: VismaClient, fake: VismaFake, app: SandboxApp, tmp_path: Path
+) -> None:
+    """Whether a convert fills in CreatedFromDraftId is unverified. Without it, the invoice is
+    paired with the draft it came from by exact key and customer, when this client has seen
+    that draft and then found it gone. A client (a run) that never saw the draft cannot tell
+    which draft it was: the draft reads as gone, the invoice keeps its own id."""
+    invoice = planned(InvoiceKey("1004", "2026-09"), charge("SK-INST", "2", "1150"))
+    draft_id = client.create(invoice, date(2026, 9, 30)).remote_id
+    invoice_id = fake.convert(draft_id, with_draft_id=False)
+    assert fake.invoices[invoice_id]["CreatedFromDraftId"] is None
+    number = str(fake.invoices[invoice_id]["InvoiceNumber"])
+    converted = client.get(draft_id)
+    assert (converted.remote_id, converted.number, converted.state) == (
+        draft_id, number, RemoteState.CLOSED,
+    )  # fmt: skip
+    (found,) = client.find([invoice.key.text])
+    assert (found.remote_id, found.number) == (draft_id, number)
+    later = fake_client(app, tmp_path)
+    gone = later.get(draft_id)
+    assert (gone.state, gone.vanished) == (RemoteState.GONE, True)
+    (listed,) = later.find([invoice.key.text])
+    assert (listed.remote_id, listed.state) == (invoice_id, RemoteState.CLOSED)
 
 
 def test_find_matches_keys_exactly(client: VismaClient, fake: VismaFake) -> None:

@@ -19,7 +19,7 @@ Where this fake's behaviour comes from, in three kinds:
   show, shuffle rather than sort. Every such place says so in a comment. Error codes are those
   of NOTES section 6; where the real code is not stated, the comment says "code unverified".
 
-tests/test_visma_fake.py pins each behaviour.
+tests/test_visma_fake.py and tests/test_visma_fake_more.py pin each behaviour.
 """
 
 from __future__ import annotations
@@ -724,11 +724,17 @@ class VismaFake:
     def expire_tokens(self) -> None:
         self.access_tokens.clear()
 
-    def convert(self, draft_id: str) -> str:
+    def convert(self, draft_id: str, *, with_draft_id: bool = True) -> str:
         """A person converts a draft to an invoice in eAccounting. The draft's own invoice date
-        is kept (as keepOriginalDraftDate=true would). Returns the new invoice's Id."""
+        is kept (as keepOriginalDraftDate=true would). Returns the new invoice's Id.
+
+        Whether Visma fills in the invoice's CreatedFromDraftId on a convert is unverified (the
+        OpenAPI document describes it as an input of POST /customerinvoices only): the fake
+        does by default, and `with_draft_id=False` leaves it null, the harsher reading."""
         try:
-            invoice = self._convert(self.drafts[draft_id], keep_date=True, validation=None)
+            invoice = self._convert(
+                self.drafts[draft_id], keep_date=True, validation=None, with_draft_id=with_draft_id
+            )
         except _Refused as refused:
             raise ValueError(refused.response.body.decode()) from None
         return str(invoice["Id"])
@@ -2013,7 +2019,12 @@ class VismaFake:
         return invoice_date
 
     def _convert(
-        self, draft: dict[str, Any], *, keep_date: bool, validation: dict[str, Any] | None
+        self,
+        draft: dict[str, Any],
+        *,
+        keep_date: bool,
+        validation: dict[str, Any] | None,
+        with_draft_id: bool = True,
     ) -> dict[str, Any]:
         """The draft becomes a CustomerInvoiceApi with an InvoiceNumber and CreatedFromDraftId,
         and leaves /customerinvoicedrafts (NOTES section 2)."""
@@ -2064,7 +2075,7 @@ class VismaFake:
             "RemainingAmount": _num(total + vat),
             "RemainingAmountInvoiceCurrency": _num(total + vat),
             "ReferringInvoiceId": None,
-            "CreatedFromDraftId": draft["Id"],
+            "CreatedFromDraftId": draft["Id"] if with_draft_id else None,
             "VoucherNumber": f"A{number}",
             "VoucherId": self._new_id(),
             "CreatedUtc": stamp,

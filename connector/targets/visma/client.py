@@ -12,10 +12,12 @@ never settles.
 
 Ids: a draft is addressed by its GUID and has no number. When a person converts it, it leaves
 /customerinvoicedrafts and becomes an invoice in /customerinvoices with an InvoiceNumber and
-`CreatedFromDraftId`; the connector reports that invoice with the draft's GUID as its remote id
-(the id the state recorded), booked. A deleted draft is simply gone. An id that is not a GUID
-was never made here: reading or writing it stops the run (StateMismatchError) rather than
-taking the invoice as deleted, which would stop billing its hours.
+(unverified) `CreatedFromDraftId`; the connector reports that invoice with the draft's GUID as
+its remote id (the id the state recorded), booked. Without CreatedFromDraftId it is paired with
+a draft this client has seen go, by exact key and customer, or else keeps its own id. A
+deleted draft is simply gone. An id that is not a GUID was never made here: reading or writing
+it stops the run (StateMismatchError) rather than taking the invoice as deleted, which would
+stop billing its hours.
 
 Customers and articles are GUIDs on the wire: both registers are read once per client (one
 run), page by page, never one request per entry. Before anything is sent, a draft is refused
@@ -38,7 +40,8 @@ identity and its accounting lock date come from /companysettings (scope ea:sales
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -151,6 +154,11 @@ class VismaClient:
         self._company_currency: tuple[str | None] | None = None
         # Draft id -> the invoice it became: a converted invoice never turns back into a draft.
         self._converted: dict[str, RemoteInvoice] = {}
+        # Draft id -> (key, customer number) of each draft this client has read or written, and
+        # the drafts a read by id found gone: what a converted invoice without
+        # CreatedFromDraftId is paired with (_paired).
+        self._drafts_seen: dict[str, tuple[str, str]] = {}
+        self._drafts_gone: set[str] = set()
 
     def close(self) -> None:
         self.api.close()
@@ -343,17 +351,48 @@ class VismaClient:
         self._converted[invoice.remote_id] = invoice
         return invoice
 
-    def _invoices(self) -> Iterator[RemoteInvoice]:
+    def _seen(self, draft: RemoteInvoice) -> RemoteInvoice:
+        if draft.key:
+            self._drafts_seen[draft.remote_id] = (draft.key, draft.customer_number)
+        return draft
+
+    def _invoices(self) -> list[RemoteInvoice]:
         numbers = self._article_numbers()
-        for item in self._pages(INVOICES, INVOICE_ORDER):
-            yield self._remember(parse_invoice(item, numbers))
+        found = [parse_invoice(item, numbers) for item in self._pages(INVOICES, INVOICE_ORDER)]
+        return [self._remember(invoice) for invoice in self._paired(found)]
+
+    def _paired(self, invoices: list[RemoteInvoice]) -> list[RemoteInvoice]:
+        """An invoice converted from a draft is reported under the draft's id, its
+        CreatedFromDraftId. Whether Visma fills that in on a convert is unverified: one without
+        it is paired with its draft by exact key (ContractNumber) and customer number, when
+        exactly one draft this client has seen, and has since found gone by reading it, has
+        that key and customer, and exactly one such invoice does. Otherwise it keeps its own id:
+        an invoice of the connector's key that the state does not know, so the sync stops
+        rather than guess (a draft this client never saw cannot be paired: the state, which
+        knows it, is the sync's)."""
+        drafted = [guid(lowered(i.source).get("createdfromdraftid")) for i in invoices]
+        waiting: dict[tuple[str, str], list[str]] = {}
+        for draft_id in sorted(self._drafts_gone - set(drafted)):
+            seen = self._drafts_seen.get(draft_id)
+            if seen is not None:
+                waiting.setdefault(seen, []).append(draft_id)
+        undrafted: dict[tuple[str, str], list[int]] = {}
+        for index, (invoice, draft_id) in enumerate(zip(invoices, drafted, strict=True)):
+            if invoice.key and not draft_id:
+                undrafted.setdefault((invoice.key, invoice.customer_number), []).append(index)
+        paired = list(invoices)
+        for identity, indexes in undrafted.items():
+            drafts = waiting.get(identity, [])
+            if len(indexes) == 1 and len(drafts) == 1:
+                paired[indexes[0]] = replace(invoices[indexes[0]], remote_id=drafts[0])
+        return paired
 
     def _everything(self) -> list[RemoteInvoice]:
         """Every draft and every invoice. A draft converted while the lists were read shows
         twice under one id: the invoice (read last) wins."""
         numbers = self._article_numbers()
         found = {
-            d.remote_id: d
+            d.remote_id: self._seen(d)
             for d in (parse_draft(i, numbers) for i in self._pages(DRAFTS, DRAFT_ORDER))
         }
         found.update((i.remote_id, i) for i in self._invoices())
@@ -377,8 +416,9 @@ class VismaClient:
         return found
 
     def get(self, remote_id: str) -> RemoteInvoice:
-        """The draft; once converted, the invoice it became; else GONE (vanished). The invoice
-        list is read whole (no filter is trusted), fresh each time: only a found conversion is
+        """The draft; once converted, the invoice it became (by CreatedFromDraftId, else paired
+        by exact key and customer: _paired); else GONE (vanished). The invoice list is read
+        whole (no filter is trusted), fresh each time: only a found conversion is
         remembered."""
         draft_id = self._id(remote_id)
         try:
@@ -388,6 +428,7 @@ class VismaClient:
                 raise
         else:
             return self._draft(body, "GET", f"{DRAFTS}/{draft_id}")
+        self._drafts_gone.add(draft_id)
         if draft_id in self._converted:
             return self._converted[draft_id]
         for invoice in self._invoices():
@@ -408,7 +449,7 @@ class VismaClient:
             # A 2xx without the draft: what it holds is unknown, so the sync settles it by
             # reading (never by sending again).
             raise OutcomeUnknownError(method, path, "the answer holds no draft")
-        return parse_draft(body, self._article_numbers())
+        return self._seen(parse_draft(body, self._article_numbers()))
 
     # --- writing --------------------------------------------------------------------------
 
