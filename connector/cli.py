@@ -270,7 +270,8 @@ def sync(
     """The nightly job: finish unfinished work, pull the ledger, bring the invoice drafts in line.
 
     Safe to kill at any moment and to run again; a second run with no ledger change sends no
-    write request.
+    write request. With CONNECTOR_NOTIFY__* set, a run that needs a person sends an alert
+    (webhook or e-mail).
     """
 
     def body() -> int:

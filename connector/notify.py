@@ -74,29 +74,29 @@ class Alert:
 
 
 @dataclass
-class Outcome:
+class RunOutcome:
     """How a sync ended, as `after_sync` needs it."""
 
     exit_code: ExitCode
     error: str | None = None
-    # Every item needing attention now (ref, reason), and how many there are in all.
+    # Every item needing attention after a finished run: (ref, reason).
     attention: list[tuple[str, str]] = field(default_factory=list)
 
 
-def outcome_of(report: SyncReport | None, error: BaseException | None) -> Outcome | None:
+def outcome_of(report: SyncReport | None, error: BaseException | None) -> RunOutcome | None:
     """The run's exit code and what it found; None for an outcome that is never reported (an
     interruption)."""
     if error is None:
         if report is None:
             return None
-        items = [(k, r) for k, r in sorted(report.invoice_attention.items())]
+        items = sorted(report.invoice_attention.items())
         items += [(r.ref, r.reason) for r in report.entry_attention()]
-        return Outcome(report.exit_code, attention=items)
+        return RunOutcome(report.exit_code, attention=items)
     if isinstance(error, ConnectorError):
-        return Outcome(error.exit_code, error=str(error))
+        return RunOutcome(error.exit_code, error=str(error))
     if isinstance(error, Exception):
         kind = type(error).__qualname__
-        return Outcome(ExitCode.BUG, error=f"{kind}: {error}")
+        return RunOutcome(ExitCode.BUG, error=f"{kind}: {error}")
     return None  # KeyboardInterrupt, SystemExit: a person stopped it
 
 
@@ -150,7 +150,7 @@ def after_sync(
         log.error("notify.failed", channel=None, error_type=type(exc).__name__, error=str(exc))
 
 
-def _alert(settings: Settings, outcome: Outcome, now: datetime) -> None:
+def _alert(settings: Settings, outcome: RunOutcome, now: datetime) -> None:
     reported = outcome.exit_code is ExitCode.ATTENTION or outcome.exit_code in FAILURES
     if not reported and outcome.exit_code is not ExitCode.OK:
         return
@@ -264,7 +264,7 @@ def _short(text: str, limit: int = REASON_CHARS) -> str:
 
 def _compose(
     settings: Settings,
-    outcome: Outcome,
+    outcome: RunOutcome,
     channel: str,
     store: StateStore | None,
     now: datetime,
