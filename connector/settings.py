@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from dotenv import dotenv_values
@@ -216,6 +217,11 @@ class CommonSettings(BaseSettings):
             section = getattr(self, name)
             if isinstance(section, BaseModel):
                 values.extend(getattr(section, field) for field in type(section).model_fields)
+        if self.notify.webhook_url is not None:
+            # A webhook's token is in its path (Slack) or query: redacted on their own too, in
+            # case a message quotes the address in another form.
+            parts = urlsplit(self.notify.webhook_url.get_secret_value())
+            values += [SecretStr(parts.path.rstrip("/")), SecretStr(parts.query)]
         return [
             v.get_secret_value()
             for v in values

@@ -203,6 +203,12 @@ def test_the_notify_settings_are_read_and_their_secrets_redacted(
     assert settings.notify.recipients() == ["a@example.se", "b@example.se"]
     assert settings.notify.smtp_port == 587 and settings.notify.smtp_starttls is False
     assert url in settings.secrets() and SMTP_PASSWORD in settings.secrets()
+    assert f"/services/{HOOK_TOKEN}" in settings.secrets()  # the token, however quoted
+    logs.configure("json", stream=(stream := io.StringIO()), secrets=settings.secrets())
+    logs.get_logger("test").warning(
+        "quoted", error=f"POST https://HOOKS.example.test/services/{HOOK_TOKEN} failed"
+    )
+    assert HOOK_TOKEN not in stream.getvalue() and "[redacted]" in stream.getvalue()
     assert url not in repr(settings)
     assert unknown_variables() == []  # every CONNECTOR_NOTIFY__* name above is known
 
