@@ -270,16 +270,20 @@ def sync(
     """The nightly job: finish unfinished work, pull the ledger, bring the invoice drafts in line.
 
     Safe to kill at any moment and to run again; a second run with no ledger change sends no
-    write request.
+    write request. With CONNECTOR_NOTIFY__* set, a run that needs a person sends an alert
+    (webhook or e-mail).
     """
 
     def body() -> int:
+        from connector.notify import watch_sync
         from connector.render import sync_text
         from connector.sync import run_sync
 
         settings = _settings()
-        with _progress("Writing invoices") as progress:
-            report = run_sync(settings, dry_run=dry_run, progress=progress)
+        # Alerts (CONNECTOR_NOTIFY__*) for however the run ends; never change its exit code.
+        with watch_sync(settings, dry_run=dry_run) as watch, _progress("Writing invoices") as bar:
+            report = run_sync(settings, dry_run=dry_run, progress=bar)
+            watch.done(report)
         document = report.to_json()
         if as_json:
             _print_json(document)
