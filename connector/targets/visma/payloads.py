@@ -122,6 +122,8 @@ class Article:
     name: str
     active: bool
     net_price: Decimal | None
+    # UnitAbbreviation: the unit every row of this article carries.
+    unit: str | None = None
 
 
 def parse_customer(data: object) -> Customer:
@@ -144,6 +146,7 @@ def parse_article(data: object) -> Article:
         name=text(f.get("name")),
         active=truthy(f.get("isactive")),
         net_price=decimal_or_none(f.get("netprice")),
+        unit=text(f.get("unitabbreviation")) or None,
     )
 
 
