@@ -122,10 +122,10 @@ def _check_request(change: Change) -> tuple[Decimal | None, date | None]:
             f"category {change.category!r} must be the ledger's category: lower-case letters, "
             "digits and _"
         )
-    if change.article is None and change.price is None:
-        raise _usage("nothing to set: give --article, --price, or both")
     if change.since is not None and change.price is None:
         raise _usage("--from needs --price: it says from which day the new price applies")
+    if change.article is None and change.price is None:
+        raise _usage("nothing to set: give --article, --price, or both")
     if change.target is not None and change.target not in targets.TARGETS:
         raise _usage(f"--target must be one of {', '.join(targets.TARGETS)}")
     price = _price(change.price) if change.price is not None else None
