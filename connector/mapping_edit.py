@@ -390,6 +390,9 @@ def set_mapping(folder: Path, change: Change, *, today: date, dry_run: bool = Fa
     chosen, created_category, created_file = _choose(files, change, folder)
     old_text = chosen.text
     new_text = _apply(chosen, change, price, since)
+    if "\r\n" in old_text and old_text.count("\r\n") == old_text.count("\n"):
+        # A file saved on Windows stays CRLF throughout: tomlkit writes new lines with LF.
+        new_text = re.sub(r"(?<!\r)\n", "\r\n", new_text)
     try:
         mappings = validate_with(folder, chosen.path, new_text)
     except MappingError as exc:

@@ -374,7 +374,8 @@ def test_check_needing_login_exits_5(
 
 
 def comments(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.lstrip().startswith("#") or " # " in line]
+    """Every comment, as written (no '#' sits inside a string in these files)."""
+    return [line[line.index("#") :] for line in text.splitlines() if "#" in line]
 
 
 def changed_old_lines(old: str, new: str) -> set[int]:
@@ -679,3 +680,95 @@ def test_set_round_trip_property(
         }
 
     assert meaning(load_mappings(folder)) == meaning(load_mappings(MAPPINGS_DIR))
+
+
+TRICKY = """\
+# Header comment: keep me.
+[defaults]
+unit = "h"   # hours
+
+[categories]
+inline_one = { name = "Inline", article = "IN-1" }   # an inline category
+
+[categories.listed]
+name = "Listed"     # name comment
+article = "L-1"     # article comment
+prices = [
+  # history, oldest first
+  { from = "2026-01-01", price = "100.00" },   # first
+  { from = 2027-01-01, price = "110.00" },     # second (a TOML date)
+]
+# trailing comment of listed
+
+[categories.last]
+billable = false
+"""
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize(
+    ("change", "check"),
+    [
+        (Change("listed", price="105", since="2026-06-01"), "prices"),
+        (Change("listed", price="120", since="2028-01-01"), "prices"),
+        (Change("listed", price="111", since="2027-01-01"), "prices"),
+        (Change("listed", article="L-2"), "article"),
+        (Change("listed", article="L-V", target="visma"), "override"),
+        (Change("inline_one", article="IN-2"), "article"),
+        (Change("inline_one", price="50"), "price"),
+        (Change("inline_one", price="55", since="2027-02-01"), "prices"),
+        (Change("inline_one", article="IN-F", target="fortnox"), "override"),
+    ],
+)
+def test_set_on_other_layouts_keeps_the_rest(
+    change: Change, check: str, newline: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    path = folder / "m.toml"
+    path.write_bytes(TRICKY.replace("\n", newline).encode())
+    old = path.read_bytes().decode()
+    outcome = set_mapping(folder, change, today=TODAY)
+    assert outcome.written
+    new = path.read_bytes().decode()
+    assert comments(old) == comments(new)
+    old_lines, new_lines = old.splitlines(), new.splitlines()
+    # Lines outside the edited category are kept byte for byte, line endings included.
+    touched = changed_old_lines(old, new)
+    start = next(i for i, line in enumerate(old_lines, 1) if change.category in line)
+    # (an insertion at the end counts the next table's header line as touched)
+    assert all(start <= n <= start + 10 for n in touched), touched
+    assert old_lines[: start - 1] == new_lines[: start - 1]
+    if newline == "\r\n":
+        untouched = [line for n, line in enumerate(old.split("\n"), 1) if n not in touched]
+        assert all(line.endswith("\r") for line in untouched[:-1])
+        assert new.count("\n") == new.count("\r\n")  # the new lines too
+    category = load_mappings(folder).categories[change.category]
+    if check == "prices":
+        assert change.since is not None and change.price is not None
+        assert (date.fromisoformat(change.since), Decimal(change.price)) in category.prices
+        assert list(category.prices) == sorted(category.prices)
+    elif check == "price":
+        assert category.price == Decimal(change.price or "x")
+    elif check == "article":
+        assert category.article == change.article
+    else:
+        assert change.target is not None
+        assert category.overrides == {change.target: change.article}
+
+
+def test_set_reports_what_the_next_sync_would_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a ledger mirror, `set` says what the changed files would do, as validate does."""
+    monkeypatch.setenv("CONNECTOR_STATE_DIR", str(tmp_path / "state"))
+    mirror(tmp_path / "state", _raw(id="E1", category="onsite_visit"))
+    folder = copy_mappings(tmp_path)
+    result = run(
+        "mappings", "set", "onsite_visit", "--article", "SK-INST", "--dir", str(folder), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert any(
+        "the next sync would create or change 1 invoice(s): SK-1001-2026-09" in n for n in notes
+    )
