@@ -600,6 +600,12 @@ def mappings_validate(
     _guard(body)
 
 
+class Slug(str):
+    """A category as the ledger writes it; named so that --help shows what to type, not `str`."""
+
+    __slots__ = ()
+
+
 _DIR_OPTION = typer.Option(
     "--dir", metavar="PATH", help="Mappings folder (default: CONNECTOR_MAPPINGS_DIR)."
 )
@@ -674,7 +680,10 @@ def mappings_check(
 @mappings_app.command("set", short_help="Set a category's article or price in the files.")
 def mappings_set(
     category: Annotated[
-        str, typer.Argument(metavar="CATEGORY", help="The ledger's category, e.g. installation.")
+        Slug,
+        typer.Argument(
+            metavar="CATEGORY", parser=Slug, help="The ledger's category, e.g. installation."
+        ),
     ],
     article: Annotated[
         str | None, typer.Option(metavar="NUMBER", help="The article number to invoice with.")
@@ -711,7 +720,7 @@ def mappings_set(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option(metavar="TEXT", help="Readable name (Swedish: it shows on invoices)."),
+        typer.Option(metavar="NAME", help="Readable name (Swedish: it shows on invoices)."),
     ] = None,
     directory: Annotated[Path | None, _DIR_OPTION] = None,
     dry_run: Annotated[
@@ -736,7 +745,7 @@ def mappings_set(
         settings = _settings()
         folder = directory if directory is not None else settings.mappings_dir
         change = Change(
-            category=category,
+            category=str(category),
             article=article,
             price=price,
             since=since,

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from connector import targets
+from connector.errors import RemoteSetupError, ScopeDeniedError
 from connector.mappings import Category, Mappings
 from connector.planning import PREPAID_CATEGORY, clean
 from connector.settings import Settings
@@ -287,12 +288,21 @@ def run_check(settings: Settings, mappings: Mappings) -> dict[str, Any]:
     unmapped = unmapped_categories(settings, mappings)
     spec = targets.spec(settings.target)
     target = spec.open(settings)
+    units: set[str] | None = None
+    unknown: list[str] = []
     try:
         register = target.article_register()
-        units = target.unit_codes() if spec.profile.row_units else None
+        if spec.profile.row_units:
+            try:
+                units = target.unit_codes()
+            except (ScopeDeniedError, RemoteSetupError) as exc:
+                # The rest of the check stands; the unit is then checked by the first invoice.
+                unknown.append(f"units not checked: {exc}")
     finally:
         target.close()
-    return check_document(mappings, spec.profile, register, units, unmapped)
+    document = check_document(mappings, spec.profile, register, units, unmapped)
+    document["notes"] = unknown + document["notes"]
+    return document
 
 
 def price_text(history: list[dict[str, str | None]], free: bool, category: str = "") -> str:

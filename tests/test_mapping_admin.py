@@ -772,3 +772,23 @@ def test_set_reports_what_the_next_sync_would_do(
     assert any(
         "the next sync would create or change 1 invoice(s): SK-1001-2026-09" in n for n in notes
     )
+
+
+def test_check_without_the_units_scope_checks_the_rest(
+    target_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.errors import ScopeDeniedError
+    from connector.targets.fortnox.client import FortnoxClient
+
+    def denied(self: FortnoxClient) -> set[str]:
+        raise ScopeDeniedError("Fortnox: the authorisation lacks the scope settings")
+
+    monkeypatch.setattr(FortnoxClient, "unit_codes", denied)
+    folder = copy_mappings(tmp_path)
+    edit(folder, 'article = "SK-PL"', 'article = "SK-PL"\nprice = "1100.00"')
+    result = run("mappings", "check", "--json", "--dir", str(folder))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["units_checked"] is False
+    if target_env == "fortnox":
+        assert doc["notes"][0].startswith("units not checked: Fortnox: the authorisation lacks")
