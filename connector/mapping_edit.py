@@ -249,11 +249,11 @@ def _apply(file: _File, change: Change, price: Decimal | None, since: date | Non
         raise _usage(f"[categories.{slug}] in {file.path} is not a table; fix it by hand")
     if change.name is not None and not created:
         table["name"] = change.name
-    if change.article is not None and table.get("billable", True) is False:
+    if table.get("billable", True) is False:
         raise _usage(
             f"category '{slug}' is not billable (included in the monthly fee, {file.path}): "
-            "an article would invoice nothing. Set billable = true in the file first if its "
-            "hours are to be invoiced"
+            "an article or price would invoice nothing. Set billable = true in the file first "
+            "if its hours are to be invoiced"
         )
     if change.article is not None:
         if change.target is None:
@@ -345,12 +345,17 @@ def write_atomically(path: Path, text: str, expected: bytes | None) -> None:
     read as a mapping), flushed to disk, given the file's mode, then renamed over it.
     `expected` is the content read before the edit (None: a new file): a file changed by
     someone else meanwhile is not overwritten."""
+    if path.is_symlink():
+        path = path.resolve()  # replace the file the link points to, not the link
     folder = path.parent
     mode = 0o644
+    owner: tuple[int, int] | None = None
     if expected is not None:
         try:
             current = path.read_bytes()
-            mode = stat.S_IMODE(path.stat().st_mode)
+            status = path.stat()
+            mode = stat.S_IMODE(status.st_mode)
+            owner = (status.st_uid, status.st_gid)
         except OSError as exc:
             raise ConfigError(f"{path}: cannot be read again ({exc.strerror or exc})") from None
         if current != expected:
@@ -367,6 +372,9 @@ def write_atomically(path: Path, text: str, expected: bytes | None) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temporary, mode)
+        if owner is not None and hasattr(os, "chown"):
+            with contextlib.suppress(OSError):  # only root may give a file away
+                os.chown(temporary, *owner)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -484,6 +484,7 @@ def test_set_past_from_says_what_it_affects(tmp_path: Path) -> None:
         (["installation"], "nothing to set"),
         (["Installation", "--article", "A"], "lower-case letters"),
         (["guidance", "--article", "SK-VAG"], "is not billable"),
+        (["guidance", "--price", "100"], "is not billable"),
         (["data_maintenance", "--price", "1000"], "already has a price"),
         (["onsite_visit", "--article", "SK-X", "--target", "visma"], "has no article for Fortnox"),
     ],
@@ -792,3 +793,17 @@ def test_check_without_the_units_scope_checks_the_rest(
     assert doc["units_checked"] is False
     if target_env == "fortnox":
         assert doc["notes"][0].startswith("units not checked: Fortnox: the authorisation lacks")
+
+
+def test_set_through_a_symlink_edits_the_file_it_points_to(tmp_path: Path) -> None:
+    real = tmp_path / "repo" / "service-categories.toml"
+    real.parent.mkdir()
+    shutil.copy(SHIPPED, real)
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / SHIPPED.name).symlink_to(real)
+    outcome = set_mapping(folder, Change("training", price="999"), today=TODAY)
+    assert outcome.written
+    assert (folder / SHIPPED.name).is_symlink()
+    assert 'price = "999.00"' in real.read_text(encoding="utf-8")
+    assert sorted(p.name for p in real.parent.iterdir()) == [SHIPPED.name]
