@@ -24,7 +24,8 @@ def table_text(title: str, headers: list[str], rows: list[list[str]]) -> str:
     for row in rows:
         # Text, not markup: a category or file name with [brackets] is shown as it is.
         table.add_row(*(Text(cell) for cell in row))
-    width = shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 240
+    # Not a terminal (a file, grep, a mail): one line per row, however long.
+    width = shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 1000
     out = io.StringIO()
     Console(file=out, width=width, color_system=None, markup=False, highlight=False).print(table)
     return "\n".join(line.rstrip() for line in out.getvalue().rstrip().splitlines())
