@@ -62,7 +62,7 @@ from connector.logs import get_logger
 from connector.planning import InvoiceKey, InvoiceStatus, PlannedInvoice
 from connector.settings import Settings
 from connector.targets.api import ApiClient
-from connector.targets.base import RemoteInvoice, RemoteState
+from connector.targets.base import RegisterArticle, RemoteInvoice, RemoteState
 from connector.targets.visma import SPEC, errors
 from connector.targets.visma.oauth import APP
 from connector.targets.visma.payloads import (
@@ -524,6 +524,22 @@ class VismaClient:
             for number, article in self.articles().items()
             if article.active
         }
+
+    def article_register(self) -> dict[str, RegisterArticle]:
+        """Every article, active or not, with its NetPrice (0 reads as none) and its unit."""
+        return {
+            number: RegisterArticle(
+                number=number,
+                active=article.active,
+                price=article.net_price or None,
+                unit=article.unit,
+            )
+            for number, article in self.articles().items()
+        }
+
+    def unit_codes(self) -> set[str] | None:
+        """None: a draft row takes its article's unit (UnitId is read-only)."""
+        return None
 
     def company_settings(self) -> dict[str, Any]:
         """GET /companysettings (ea:sales), once per client."""

@@ -159,6 +159,8 @@ class Article:
     name: str
     active: bool
     net_price: Decimal | None
+    # UnitAbbreviation: the unit every row of this article carries.
+    unit: str | None = None
 
 
 def parse_customer(data: object) -> Customer:
@@ -181,6 +183,7 @@ def parse_article(data: object) -> Article:
         name=text(f.get("name")),
         active=truthy(f.get("isactive")),
         net_price=decimal_or_none(f.get("netprice")),
+        unit=text(f.get("unitabbreviation")) or None,
     )
 
 
