@@ -260,6 +260,64 @@ def plan(
     _guard(body)
 
 
+@app.command(short_help="Prove a month's invoices against the ledger; sends nothing.")
+def audit(
+    period: Annotated[
+        str, typer.Option(metavar="YYYY-MM", help="The month to prove (required).")
+    ] = "",
+    customer: Annotated[
+        str | None, typer.Option(metavar="NUMBER", help="Only this customer number.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Check, before closing a month, that the invoices in the accounting system bill exactly
+    what the ledger says.
+
+    Reads the month's invoices from the accounting system itself (drafts, booked, sent;
+    cancelled or deleted ones bill nothing), nets them per customer, article and price, and
+    compares them with what the ledger's entries should bill, with the mapping files and the
+    article register. Lists every difference, every key on two live invoices, every entry not
+    invoiced; entries excluded on purpose (included in the monthly fee, prepaid, withdrawn by a
+    person) and entries needing attention are listed apart. Pulls new ledger changes; sends no
+    write request to the accounting system.
+
+    Exit codes: 0 the books and the ledger agree; 1 they do not (a difference, a duplicate, an
+    entry not invoiced); 2 bad options or settings; 3 another run holds the lock; 4 the ledger
+    or the accounting system is unreachable; 5 re-authorisation needed. See docs/finance.md.
+    """
+
+    def body() -> int:
+        settings = _settings()
+        _check_period(period)
+        from connector.audit import audit_text, run_audit
+
+        report = run_audit(settings, period, customer)
+        document = report.to_json()
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(audit_text(document, width=_width()))
+        return int(report.exit_code)
+
+    _guard(body)
+
+
+def _check_period(period: str) -> None:
+    if not period:
+        raise ConfigError("--period YYYY-MM is required: the month to look at")
+    if not _PERIOD.match(period):
+        raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+
+
+def _width() -> int:
+    """Tables as wide as the terminal; 120 columns when standard output is not one."""
+    import shutil
+
+    if sys.stdout.isatty():
+        return max(80, shutil.get_terminal_size((120, 24)).columns)
+    return 120
+
+
 @app.command(short_help="Nightly job: bring the invoice drafts in line with the ledger.")
 def sync(
     dry_run: Annotated[

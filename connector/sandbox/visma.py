@@ -2127,6 +2127,9 @@ class Driver(FakeDriver):
     def edit_text(self, remote_id: str, index: int, text: str) -> None:
         self.fake.edit_row(remote_id, index, Text=text)
 
+    def edit_quantity(self, remote_id: str, index: int, quantity: Decimal) -> None:
+        self.fake.edit_row(remote_id, index, Quantity=quantity)
+
     def modified_after_closing(self) -> list[Any]:
         return list(self.fake.modified_after_convert)
 
