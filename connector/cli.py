@@ -302,6 +302,63 @@ def audit(
     _guard(body)
 
 
+class ReportFormat(enum.StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command(short_help="What was invoiced for a month, per customer (table, CSV, JSON).")
+def report(
+    period: Annotated[
+        str, typer.Option(metavar="YYYY-MM", help="The month to report (required).")
+    ] = "",
+    fmt: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--format",
+            help="table (for reading), csv (opens in a Swedish Excel by double-click: "
+            "semicolons, decimal comma, UTF-8) or json.",
+        ),
+    ] = ReportFormat.table,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            metavar="FILE",
+            help="Write to this file (replaced whole, never half-written) instead of "
+            "standard output.",
+        ),
+    ] = None,
+) -> None:
+    """What was invoiced for a month, per customer: each invoice's number, state, hours per
+    category and amounts excluding VAT; and the month's hours not invoiced, by reason
+    (included in the monthly fee, drawn from prepaid hours, needing attention, ...), so
+    finance can reconcile against the ledger.
+
+    Reads the state directory only, as the last sync recorded it, and the plan made from the
+    ledger as last pulled: no network. `connector audit` checks the accounting system itself.
+    Exit codes: 0 the report was written; 2 bad options, settings or no state directory.
+    """
+
+    def body() -> int:
+        settings = _settings()
+        _check_period(period)
+        from connector.report import render, run_report, write_atomically
+
+        month = run_report(settings, period)
+        text = render(month, fmt.value, width=_width())
+        if output is not None:
+            write_atomically(output, text)
+            typer.echo(f"Wrote {output}")
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
 def _check_period(period: str) -> None:
     if not period:
         raise ConfigError("--period YYYY-MM is required: the month to look at")
