@@ -281,9 +281,15 @@ def audit(
     person) and entries needing attention are listed apart. Pulls new ledger changes; sends no
     write request to the accounting system.
 
-    Exit codes: 0 the books and the ledger agree; 1 they do not (a difference, a duplicate, an
-    entry not invoiced); 2 bad options or settings; 3 another run holds the lock; 4 the ledger
-    or the accounting system is unreachable; 5 re-authorisation needed. See docs/finance.md.
+    \b
+    Exit codes:
+      0  the books and the ledger agree (entries needing attention may be listed)
+      1  they do not: a difference, a key on two live invoices, an entry not invoiced
+      2  bad options or settings
+      3  another run holds the lock
+      4  the ledger or the accounting system is unreachable
+      5  the accounting system needs re-authorisation
+    What each finding means: docs/finance.md.
     """
 
     def body() -> int:
@@ -338,7 +344,11 @@ def report(
 
     Reads the state directory only, as the last sync recorded it, and the plan made from the
     ledger as last pulled: no network. `connector audit` checks the accounting system itself.
-    Exit codes: 0 the report was written; 2 bad options, settings or no state directory.
+
+    \b
+    Exit codes:
+      0  the report was written
+      2  bad options or settings, or no state directory yet
     """
 
     def body() -> int:

@@ -280,3 +280,64 @@ def test_cli_audit_unreachable_exits_4(
     monkeypatch.setenv("CONNECTOR_LEDGER__URL", "http://127.0.0.1:9/ledger/v1")
     result = run("audit", "--period", "2026-09")
     assert result.exit_code == 4
+
+
+def test_a_new_register_price_is_no_difference_for_work_already_invoiced(world: World) -> None:
+    """Rows keep the price they were written with until their entry changes (planning.md):
+    the audit expects that price, not the register's new one. A revised entry takes the new."""
+    world.sync()
+    register = world.driver.register()
+    categories = world.mappings.categories
+
+    def by_register(e: dict[str, Any]) -> bool:
+        category = categories.get(e["category"])
+        if category is None or not category.billable or category.price is not None:
+            return False
+        article = category.article_for(world.target)
+        return (
+            not e["unit_price"]
+            and e["status"] == "active"
+            and e["kind"] == "debit"
+            and Decimal(e["hours"]) > Decimal(e["prepaid_hours"]) + 1
+            and e["customer_number"] in world.driver.customers()
+            and register.get(article or "") is not None
+        )
+
+    raw = next(e for e in entries_of(world.app) if by_register(e))
+    customer, period = raw["customer_number"], raw["performed_on"][:7]
+    article = categories[raw["category"]].article_for(world.target)
+    assert article is not None
+    old = register[article]
+    assert old is not None
+    world.driver.set_sales_price(article, old + 100)
+    assert audit(world, period, customer).exit_code is ExitCode.OK
+    world.post_ledger([{**raw, "revision": raw["revision"] + 1, "hours": "5"}])
+    assert audit(world, period, customer).exit_code is ExitCode.ATTENTION  # not sent yet
+    world.sync()
+    result = audit(world, period, customer)
+    assert result.exit_code is ExitCode.OK, audit_text(result.to_json())
+    prices = {line.price for line in result.lines if line.article == article and line.invoiced}
+    assert old + 100 in prices
+
+
+def test_an_invoiced_entry_whose_date_moved_stays_on_its_month(world: World) -> None:
+    """The sync does not credit and re-charge an entry whose date moved to another month when
+    it bills the same: the audit expects it where it was invoiced, and both months agree."""
+    world.sync()
+    key = "SK-1004-2026-09"
+    (draft,) = [i for i in world.driver.invoices() if i["key"] == key and i["state"] == "open"]
+    world.driver.close(draft["remote_id"])
+    raw = next(
+        e
+        for e in entries_of(world.app)
+        if e["customer_number"] == "1004"
+        and e["performed_on"].startswith("2026-09")
+        and e["category"] == "project"
+    )
+    world.post_ledger([{**raw, "revision": raw["revision"] + 1, "performed_on": "2026-10-05"}])
+    assert_matches_ledger(world, world.sync())
+    september = audit(world, "2026-09", "1004")
+    assert september.exit_code is ExitCode.OK, audit_text(september.to_json())
+    (moved,) = [e for e in september.listed("invoiced") if e.ref == raw["id"]]
+    assert moved.period == "2026-09"
+    assert audit(world, "2026-10", "1004").exit_code is ExitCode.OK
