@@ -23,6 +23,7 @@ import io
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -67,6 +68,12 @@ def _dec(value: Decimal) -> str:
     return str(value)
 
 
+def _money(value: Decimal) -> str:
+    """An amount with 2 decimals when nothing is lost (1.5 x 1150.00 is "1725.00", not
+    "1725.000"); exact otherwise."""
+    return str(_price_key(value))
+
+
 # --- the findings ----------------------------------------------------------------------------
 
 
@@ -89,7 +96,7 @@ class BookRow:
             "description": self.description,
             "quantity": _dec(self.quantity),
             "price": _dec(self.price),
-            "amount": _dec(self.quantity * self.price),
+            "amount": _money(self.quantity * self.price),
         }
 
 
@@ -146,9 +153,9 @@ class Line:
             "hours_invoiced": _dec(self.invoiced),
             "hours_expected": _dec(self.expected),
             "hours_difference": _dec(self.hours_difference),
-            "amount_invoiced": _dec(self.invoiced * self.price),
-            "amount_expected": _dec(self.expected * self.price),
-            "amount_difference": _dec(self.amount_difference),
+            "amount_invoiced": _money(self.invoiced * self.price),
+            "amount_expected": _money(self.expected * self.price),
+            "amount_difference": _money(self.amount_difference),
             "invoice_rows": [r.to_json() for r in self.rows],
             "ledger_entries": [e.to_json() for e in self.entries],
         }
@@ -182,7 +189,7 @@ class AuditedInvoice:
             "status": self.status,
             "live": self.live,
             "currency": self.currency,
-            "total_excl_vat": _dec(self.total),
+            "total_excl_vat": _money(self.total),
             "known_to_connector": self.known,
         }
 
@@ -223,6 +230,8 @@ class AuditReport:
     entries: list[EntryFinding] = field(default_factory=list)
     invoice_attention: dict[str, str] = field(default_factory=dict)
     requests: int = 0
+    # When the accounting system was read (UTC, ISO 8601), for the auditor's file.
+    checked_at: str | None = None
 
     @property
     def differences(self) -> list[Line]:
@@ -249,9 +258,9 @@ class AuditReport:
             expected[line.currency] += line.expected * line.price
         return {
             currency: {
-                "invoiced": _dec(invoiced[currency]),
-                "expected": _dec(expected[currency]),
-                "difference": _dec(invoiced[currency] - expected[currency]),
+                "invoiced": _money(invoiced[currency]),
+                "expected": _money(expected[currency]),
+                "difference": _money(invoiced[currency] - expected[currency]),
             }
             for currency in sorted(set(invoiced) | set(expected))
         }
@@ -272,9 +281,9 @@ class AuditReport:
                 "customer_number": customer,
                 "currency": currency,
                 "invoices": labels.get(customer, []),
-                "invoiced": _dec(invoiced),
-                "expected": _dec(expected),
-                "difference": _dec(invoiced - expected),
+                "invoiced": _money(invoiced),
+                "expected": _money(expected),
+                "difference": _money(invoiced - expected),
             }
             for (customer, currency), (invoiced, expected) in sorted(sums.items())
         ]
@@ -286,6 +295,7 @@ class AuditReport:
             "target_name": targets.profile(self.target).display_name,
             "period": self.period,
             "filter": {"customer": self.customer},
+            "checked_at": self.checked_at,
             "agrees": self.agrees,
             "exit_code": int(self.exit_code),
             "totals": self.totals(),
@@ -712,6 +722,7 @@ def run_audit(
                 limits=limits,
             )
             report.requests = target.stats.requests
+            report.checked_at = datetime.now(UTC).isoformat(timespec="seconds")
         except ConnectorError as exc:
             store.finish_run(run_id, exc.exit_code, {"period": period, "error": str(exc)})
             raise
@@ -801,6 +812,8 @@ def audit_text(doc: dict[str, Any], width: int = 120) -> str:
         else "DOES NOT AGREE with the ledger: see below"
     )
     console.print(f"Audit of {doc['period']},{where} {doc['target_name']}: {verdict}", markup=False)
+    if doc.get("checked_at"):
+        console.print(f"Invoices read at {doc['checked_at']}.", markup=False)
     console.print(
         f"{c['live_invoices']} live invoice(s) of {c['invoices']} found; {c['entries']} ledger "
         f"entries: {c['invoiced']} invoiced, {c['excluded']} excluded, {c['attention']} need "

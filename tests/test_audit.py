@@ -22,6 +22,7 @@ from connector.mappings import Mappings
 from connector.sandbox import build_app, fake_module
 from connector.sandbox.app import SandboxApp
 from connector.sandbox.server import SandboxServer
+from connector.state import StateStore
 from tests.conftest import connector_env
 from tests.harness import (
     TARGETS,
@@ -250,6 +251,10 @@ def test_cli_audit_exit_codes_and_json(cli_env: str, sandbox_app: Any) -> None:
         set(line) >= {"customer_number", "article", "price", "hours_invoiced", "hours_expected"}
         for line in doc["lines"]
     )
+    # Amounts are exact, written with 2 decimals (never "1725.000").
+    amounts = [line["amount_invoiced"] for line in doc["lines"]]
+    assert all(len(a.split(".")[1]) == 2 for a in amounts), amounts
+    assert doc["checked_at"] and doc["requests"] > 0
     text = run("audit", "--period", "2026-09", "--customer", "1004")
     assert text.exit_code == 0
     assert "AGREES" in text.stdout and "Per customer" in text.stdout
@@ -341,3 +346,11 @@ def test_an_invoiced_entry_whose_date_moved_stays_on_its_month(world: World) -> 
     (moved,) = [e for e in september.listed("invoiced") if e.ref == raw["id"]]
     assert moved.period == "2026-09"
     assert audit(world, "2026-10", "1004").exit_code is ExitCode.OK
+
+
+def test_cli_audit_waits_for_no_running_sync(cli_env: str, tmp_path: Path) -> None:
+    assert run("sync").exit_code == 1
+    with StateStore(tmp_path / "state").lock():
+        result = run("audit", "--period", "2026-09")
+    assert result.exit_code == 3
+    assert "another run holds the lock" in result.stderr
