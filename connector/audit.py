@@ -611,6 +611,14 @@ def audit_month(
                 invoices,
             )
         )
+    for invoice in report.invoices:
+        if invoice.live and not invoice.known and invoice.key not in report.duplicates:
+            report.invoice_attention.setdefault(
+                invoice.key,
+                f"invoice {invoice.number or invoice.remote_id} is not known to the state "
+                "directory (a lost or another state directory, or a copy): its rows are "
+                "compared like any other, but a sync stops until `connector state rebuild`",
+            )
     report.lines = sorted(
         audit.lines.values(),
         key=lambda line: (line.customer, line.currency, line.article, line.price),
@@ -634,7 +642,10 @@ def _not_written(
             if invoice is not None and invoice.action is Action.CREATE:
                 return f"not invoiced yet: the next sync creates invoice {key}"
             return f"its invoice {key} is not a live invoice in {where}"
-        if invoice is None or invoice.action is Action.UNCHANGED:
+        known = invoiced.invoices.get(key)
+        if invoice is None or invoice.action is Action.UNCHANGED or not known:
+            # Unchanged, or an invoice the state does not know (a lost state directory):
+            # whether it bills the entry is for the money comparison to say.
             continue
         mine = tuple(r for r in invoice.rows if r.entry_id == entry.id)
         written = next((p.rows for p in invoiced.placements.get(entry.id, ()) if p.key == key), ())

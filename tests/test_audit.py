@@ -4,6 +4,7 @@ for every target, in-process against the sandbox fakes and through the CLI."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
@@ -354,3 +355,19 @@ def test_cli_audit_waits_for_no_running_sync(cli_env: str, tmp_path: Path) -> No
         result = run("audit", "--period", "2026-09")
     assert result.exit_code == 3
     assert "another run holds the lock" in result.stderr
+
+
+def test_a_lost_state_directory_does_not_change_the_books(world: World, tmp_path: Path) -> None:
+    """The audit's books come from the accounting system: with a fresh state directory the
+    same month still agrees, and the invoices the state does not know are pointed out."""
+    world.sync()
+    fresh = tmp_path / "another-state"
+    fresh.mkdir(mode=0o700)
+    token = world.settings.state_dir / targets.spec(world.target).oauth.token_file
+    if token.exists():  # authorisation is kept beside the state (Visma's refresh token)
+        shutil.copy2(token, fresh / token.name)
+    world.settings.state_dir = fresh
+    result = audit(world, "2026-09", "1004")
+    assert result.exit_code is ExitCode.OK, audit_text(result.to_json())
+    assert "state rebuild" in result.invoice_attention["SK-1004-2026-09"]
+    assert result.listed("invoiced")
