@@ -87,11 +87,13 @@ class BookRow:
     description: str
     quantity: Decimal
     price: Decimal
+    remote_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "invoice": self.invoice,
+            "remote_id": self.remote_id,
             "state": self.state,
             "description": self.description,
             "quantity": _dec(self.quantity),
@@ -410,8 +412,17 @@ class _Audit:
                     price = _price_key(row.price or Decimal(0))
                     line = self.line((customer, currency, row.article, price))
                     line.invoiced += quantity
+                    # A draft without a number (Visma) is named by its key, not its GUID.
                     line.rows.append(
-                        BookRow(key.text, remote.label, state, row.description, quantity, price)
+                        BookRow(
+                            key.text,
+                            remote.number or key.text,
+                            state,
+                            row.description,
+                            quantity,
+                            price,
+                            remote.remote_id,
+                        )
                     )
                     total += quantity * price
             self.report.invoices.append(
@@ -838,8 +849,16 @@ def audit_text(doc: dict[str, Any], width: int = 120) -> str:
         console.print("")
         console.print(title, markup=False)
         t = Table(box=box.SIMPLE_HEAD, show_edge=False)
-        for header, justify in columns:
-            t.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for number, (header, justify) in enumerate(columns, start=1):
+            # Figures, keys and numbers never wrap; the last column (a reason, a list) folds.
+            last = number == len(columns)
+            t.add_column(
+                header,
+                justify=justify,  # type: ignore[arg-type]
+                no_wrap=not last,
+                min_width=None if last else len(header),
+                overflow="fold",
+            )
         return t
 
     totals = table(
@@ -876,10 +895,10 @@ def audit_text(doc: dict[str, Any], width: int = 120) -> str:
         diffs = table(
             f"Differences ({len(doc['differences'])}): invoiced minus what the ledger says",
             ("customer", "left"), ("article", "left"), ("price", "right"),
-            ("hours invoiced", "right"), ("hours expected", "right"),
-            ("hours diff.", "right"), ("amount diff.", "right"), ("currency", "left"),
-            ("invoices", "left"), ("entries", "left"),
+            ("h invoiced", "right"), ("h expected", "right"), ("h diff.", "right"),
+            ("amount diff.", "right"), ("currency", "left"),
         )  # fmt: skip
+        located: list[str] = []
         for d in doc["differences"]:
             diffs.add_row(
                 d["customer_number"],
@@ -890,10 +909,16 @@ def audit_text(doc: dict[str, Any], width: int = 120) -> str:
                 _hours(Decimal(d["hours_difference"])),
                 _num(Decimal(d["amount_difference"])),
                 d["currency"],
-                ", ".join(sorted({r["invoice"] for r in d["invoice_rows"]})) or "-",
-                ", ".join(sorted({e["entry_id"] for e in d["ledger_entries"]})) or "-",
+            )
+            invoices = ", ".join(sorted({r["invoice"] for r in d["invoice_rows"]})) or "none"
+            entries = ", ".join(sorted({e["entry_id"] for e in d["ledger_entries"]})) or "none"
+            located.append(
+                f"  {d['customer_number']} {d['article']} at {_num(Decimal(d['price']))}: "
+                f"invoices {invoices}; ledger entries {entries}"
             )
         console.print(diffs)
+        for line in located:
+            console.print(line, markup=False)
     if doc["duplicates"]:
         dups = table(
             "Keys on more than one live invoice (withdraw all but one)",

@@ -398,6 +398,18 @@ def _hours(value: Decimal) -> str:
     return format(value.normalize(), "f") if value else "0"
 
 
+def _column(table: Any, header: str, justify: str) -> None:
+    # Keys, numbers and figures never wrap; a long reason folds.
+    wraps = header == "reason"
+    table.add_column(
+        header,
+        justify=justify,
+        no_wrap=not wraps,
+        min_width=None if wraps else len(header),
+        overflow="fold",
+    )
+
+
 def report_text(doc: dict[str, Any], width: int = 120) -> str:
     """The report for a person: invoices per customer, then the hours not invoiced."""
     from rich import box
@@ -417,7 +429,7 @@ def report_text(doc: dict[str, Any], width: int = 120) -> str:
         ("category", "left"), ("hours", "right"), ("amount excl. VAT", "right"),
         ("currency", "left"),
     ):  # fmt: skip
-        invoices.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        _column(invoices, header, justify)
     for customer in doc["customers"]:
         for invoice in customer["invoices"]:
             first = True
@@ -449,7 +461,7 @@ def report_text(doc: dict[str, Any], width: int = 120) -> str:
             ("customer", "left"), ("reason", "left"), ("category", "left"), ("hours", "right"),
             ("entries", "right"),
         ):  # fmt: skip
-            table.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
+            _column(table, header, justify)
         for customer, item in rows:
             table.add_row(
                 customer,

@@ -238,10 +238,24 @@ def run(*args: str) -> Any:
     return CliRunner().invoke(app, list(args))
 
 
-def test_cli_audit_exit_codes_and_json(cli_env: str, sandbox_app: Any) -> None:
+def writes_to(app: SandboxApp, target: str) -> int:
+    """Write requests the target's fake has received (its request counter)."""
+    prefix = fake_module(target).Driver(app).api_prefix
+    return sum(
+        n
+        for name, n in app.requests.items()
+        if name.split(" ")[0] in ("POST", "PUT", "PATCH", "DELETE")
+        and name.split(" ")[1].startswith(prefix)
+    )
+
+
+def test_cli_audit_exit_codes_and_json(cli_env: str, sandbox_app: SandboxApp) -> None:
     assert run("sync").exit_code == 1  # the sample has entries needing attention
+    writes = writes_to(sandbox_app, cli_env)
+    assert writes > 0
     result = run("audit", "--period", "2026-09", "--json")
     assert result.exit_code == 0, result.stdout
+    assert writes_to(sandbox_app, cli_env) == writes  # reads only
     doc = json.loads(result.stdout)
     assert doc["target"] == cli_env and doc["period"] == "2026-09" and doc["agrees"] is True
     assert set(doc) >= {

@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector import targets
@@ -103,6 +103,7 @@ def test_books_equal_to_the_plan_agree(target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+@settings(deadline=None)  # the first example plans the whole sample ledger (then cached)
 @given(data=st.data())
 def test_a_changed_quantity_is_exactly_the_difference(target: str, data: Any) -> None:
     books = _books(_world(target)[4])
@@ -131,6 +132,7 @@ def test_a_changed_quantity_is_exactly_the_difference(target: str, data: Any) ->
 
 
 @pytest.mark.parametrize("target", TARGETS)
+@settings(deadline=None)  # the first example plans the whole sample ledger (then cached)
 @given(data=st.data())
 def test_a_missing_invoice_lists_its_entries_as_not_invoiced(target: str, data: Any) -> None:
     books = _books(_world(target)[4])
