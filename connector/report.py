@@ -266,11 +266,25 @@ def build_report(
     report.invoices.sort(key=lambda i: i.key)
 
     results = {r.ref: r for r in the_plan.results}
-    changing = {
-        i.key: {r.entry_id for r in i.rows}
-        for i in the_plan.invoices
-        if i.action is not Action.UNCHANGED
-    }
+    # Per invoice the next sync would write: each entry's rows as planned, to compare with
+    # what is recorded (another entry's change does not make this one pending).
+    changing: dict[InvoiceKey, dict[str, tuple[Any, ...]]] = {}
+    for invoice in the_plan.invoices:
+        if invoice.action is Action.UNCHANGED:
+            continue
+        mine: dict[str, list[Any]] = defaultdict(list)
+        for row in invoice.rows:
+            if row.role is not RowRole.HEADER:
+                mine[row.entry_id].append(row)
+        changing[invoice.key] = {e: tuple(rows) for e, rows in mine.items()}
+
+    def pending_on(entry_id: str, key: InvoiceKey) -> bool:
+        planned = changing.get(key, {}).get(entry_id)
+        if planned is None:
+            return False
+        written = next((p.rows for p in placements.get(entry_id, ()) if p.key == key), ())
+        return planned != tuple(written)
+
     for entry in entries:
         if entry.period != period:
             continue
@@ -289,7 +303,7 @@ def build_report(
                 reason=f"its invoice {blocked[0]} needs attention: {reason}",
             )
         pending = result.outcome is Outcome.INVOICED and any(
-            entry.id in changing.get(k, set()) for k in result.keys
+            pending_on(entry.id, k) for k in result.keys
         )
         if result.outcome is Outcome.ATTENTION:
             report.attention[entry.id] = result.reason

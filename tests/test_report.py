@@ -124,6 +124,33 @@ def test_the_report_counts_supplements_and_leaves_withdrawn_invoices_out(world: 
     assert total == books_of_month(world, PERIOD)["1004"]
 
 
+def test_hours_waiting_for_the_next_sync_are_shown_apart(world: World) -> None:
+    world.sync()
+    raw = next(
+        e
+        for e in world.app.ledger.entries()
+        if isinstance(e, dict)
+        and e["customer_number"] == "1004"
+        and e["category"] == "project"
+        and e["unit_price"]
+    )
+    new = {**raw, "id": "E777002", "revision": 1, "hours": "2", "performed_on": "2026-09-21"}
+    world.post_ledger([new])
+    world.sync(dry_run=True)  # pulls the ledger into the mirror, writes nothing
+    doc = run_report(world.settings, PERIOD).to_json()
+    (customer,) = [c for c in doc["customers"] if c["customer_number"] == "1004"]
+    (waiting,) = [
+        item for item in customer["not_invoiced"] if item["reason"].startswith("not yet sent")
+    ]
+    assert waiting["entries"] == ["E777002"] and Decimal(waiting["hours"]) == 2
+    before = Decimal(customer["hours_invoiced"]["project"])
+    world.sync()
+    doc = run_report(world.settings, PERIOD).to_json()
+    (customer,) = [c for c in doc["customers"] if c["customer_number"] == "1004"]
+    assert not [i for i in customer["not_invoiced"] if i["reason"].startswith("not yet sent")]
+    assert Decimal(customer["hours_invoiced"]["project"]) == before + 2
+
+
 # --- the command ---------------------------------------------------------------------------
 
 
