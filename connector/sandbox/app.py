@@ -287,6 +287,14 @@ class FakeDriver:
         """A person deletes row `index` (from 0) of an open draft and saves it."""
         raise NotImplementedError
 
+    def edit_quantity(self, remote_id: str, index: int, quantity: Decimal) -> None:
+        """A person changes the quantity of row `index` (from 0) of a draft and saves."""
+        raise NotImplementedError
+
+    def set_sales_price(self, article: str, price: Decimal) -> None:
+        """A person changes an article's sales price in the register."""
+        raise NotImplementedError
+
     def modified_after_closing(self) -> list[Any]:
         """Invoices changed after the customer had them: must stay empty."""
         raise NotImplementedError

@@ -1545,6 +1545,12 @@ class Driver(FakeDriver):
     def delete_row(self, remote_id: str, index: int) -> None:
         self.fake.delete_row(int(remote_id), index)
 
+    def edit_quantity(self, remote_id: str, index: int, quantity: Decimal) -> None:
+        self.fake.edit_row(int(remote_id), index, DeliveredQuantity=quantity)
+
+    def set_sales_price(self, article: str, price: Decimal) -> None:
+        self.fake.articles[article].sales_price = price
+
     def modified_after_closing(self) -> list[Any]:
         return list(self.fake.modified_while_sent)
 
