@@ -22,7 +22,7 @@ import contextlib
 import io
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -774,7 +774,8 @@ def _with_remote_statuses(
                 key, status, known.currency, known.remote_id, known.digest,
                 remote.number or known.display_number,
             )  # fmt: skip
-    return Invoiced(invoices=invoices, placements=invoiced.placements, holds=invoiced.holds)
+    # Everything else as the state has it (holds, re-invoicing decisions).
+    return replace(invoiced, invoices=invoices)
 
 
 def _invoice_attention(

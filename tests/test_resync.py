@@ -651,3 +651,25 @@ def test_resync_command_reinvoice_cancelled_and_entry(cli: str, sandbox_app: San
     writes = cli_writes(sandbox_app, cli)
     last = invoke(*WINDOW, "--reinvoice-cancelled", "--yes", "--json")
     assert json.loads(last.stdout)["would"] == [] and cli_writes(sandbox_app, cli) == writes
+
+
+def test_the_month_end_audit_agrees_after_a_restore_and_a_reinvoice(world: World) -> None:
+    from connector.audit import run_audit
+
+    def audit() -> bool:
+        token = world.settings.ledger.token
+        assert world.settings.ledger.url is not None and token is not None
+        ledger = LedgerClient(world.settings.ledger.url, token, client=world.client())
+        target = targets.spec(world.target).open(world.settings, http=world.client())
+        return run_audit(world.settings, "2026-09", "1004", ledger=ledger, target=target).agrees
+
+    world.sync()
+    (draft,) = live(world, KEY)
+    world.driver.withdraw(draft["remote_id"])
+    resync(world, "2026-09", reinvoice_cancelled=True)
+    assert audit()
+    (again,) = live(world, f"{KEY}-2")
+    world.driver.delete_row(again["remote_id"], 1)
+    assert not audit()  # a row a person deleted: hours not billed
+    resync(world, "2026-09")
+    assert audit()
