@@ -439,6 +439,9 @@ class _Resync(_Sync):
                 continue  # still not the connector's: the hold stays
             if self.dry_run:
                 note = f"customer {customer} {period} is held ({reason}): this re-sync releases it"
+                # A change of its own: even with every draft already right (a run cut off
+                # between the restore and the release), confirming it releases the month.
+                self.report.would.append(("release", f"SK-{customer}-{period}"))
             else:
                 self.store.release(self.name, customer, period)
                 note = f"customer {customer} {period} released: its draft is the connector's again"

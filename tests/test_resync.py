@@ -30,6 +30,7 @@ from connector.resync import ResyncReport, run_resync
 from connector.sandbox import build_app, visma_of
 from connector.sandbox.app import SandboxApp
 from connector.sandbox.server import SandboxServer
+from connector.state import StateStore
 from tests.conftest import connector_env
 from tests.harness import (
     NIGHT,
@@ -673,3 +674,26 @@ def test_the_month_end_audit_agrees_after_a_restore_and_a_reinvoice(world: World
     assert not audit()  # a row a person deleted: hours not billed
     resync(world, "2026-09")
     assert audit()
+
+
+def test_a_run_cut_off_between_the_restore_and_the_release_releases_the_month_next_time(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.sync()
+    (draft,) = live(world, KEY)
+    world.driver.delete_row(draft["remote_id"], 1)
+    world.post_ledger([{**month_entries(world)["2026-09"][-1], "revision": 2, "hours": "6"}])
+    world.sync()  # flags the draft and holds the month
+    monkeypatch.setattr(StateStore, "release", lambda *args: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        resync(world, "2026-09")
+    monkeypatch.undo()
+    report = resync(world, "2026-09")
+    assert report.preview is not None and report.preview.would == [("release", KEY)]
+    assert report.done is not None and report.done.updated == []
+    store = world.store()
+    try:
+        assert store.holds(world.target) == {}
+    finally:
+        store.close()
+    assert_matches_ledger(world, world.sync())
