@@ -120,6 +120,24 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE invoices SET display_number = remote_id WHERE target = 'fortnox';
     ALTER TABLE invoices ADD COLUMN vanished_since TEXT;
     """,
+    # 4: attention kept per invoice as well as per entry (scope), items that stay listed until a
+    # person acts (standing: an invoice the state does not know), since when an item has had its
+    # present reason, and acknowledgements (connector attention ack): who, when, why.
+    """
+    ALTER TABLE attention ADD COLUMN scope TEXT NOT NULL DEFAULT 'entry';
+    ALTER TABLE attention ADD COLUMN standing INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attention ADD COLUMN reason_since TEXT;
+    CREATE TABLE acks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        target TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        who TEXT NOT NULL,
+        at TEXT NOT NULL,
+        why TEXT NOT NULL
+    );
+    CREATE INDEX acks_by_ref ON acks (target, ref);
+    """,
 )
 
 # What a state directory is bound to (meta keys): the ledger it mirrors, and per target the
@@ -128,6 +146,9 @@ BOUND_LEDGER = "bound_ledger"
 BOUND_TARGET = "bound_target:"
 # The accounting system a state directory writes to: one only, or hours could be invoiced in two.
 BOUND_SYSTEM = "bound_system"
+# When the feed cursor last moved, and when the feed was last read to its end (meta keys).
+FEED_ADVANCED_AT = "feed_cursor_advanced_at"
+FEED_READ_AT = "feed_read_at"
 
 
 def _now() -> str:
@@ -230,6 +251,35 @@ class InvoiceRecord:
     # When a read first found it missing from the target (it may be converted or booked and
     # not listed yet): only after the target's settle time does it count as withdrawn.
     vanished_since: str | None = None
+
+
+@dataclass(frozen=True)
+class AttentionItem:
+    """An entry (ledger id, or feed position) or an invoice (its key) needing attention."""
+
+    ref: str
+    reason: str
+    scope: str = "entry"  # "entry" or "invoice"
+    customer_number: str | None = None
+    period: str | None = None
+    # Stays listed from run to run until a person acts (not only in the run that found it).
+    standing: bool = False
+
+
+@dataclass(frozen=True)
+class Ack:
+    who: str
+    at: str
+    why: str
+
+
+@dataclass(frozen=True)
+class StoredAttention:
+    item: AttentionItem
+    first_seen: str
+    last_seen: str
+    reason_since: str
+    ack: Ack | None
 
 
 @dataclass(frozen=True)
@@ -445,10 +495,16 @@ class StateStore:
                     (item.entry_id, item.revision, _dumps(item.raw), seq, now),
                 )
             if next_cursor is not None:
+                before = db.execute("SELECT value FROM meta WHERE key = 'feed_cursor'").fetchone()
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('feed_cursor', ?)",
                     (next_cursor,),
                 )
+                if before is None or before[0] != next_cursor:
+                    db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        (FEED_ADVANCED_AT, now),
+                    )
 
     def raw_entries(self) -> Iterator[tuple[str, Any]]:
         """(id, raw) of the latest revision of every mirrored entry."""
@@ -801,23 +857,48 @@ class StateStore:
     # --- attention and runs ---------------------------------------------------------------
 
     def replace_attention(self, target: str, results: Iterable[EntryResult]) -> None:
-        """Make the stored attention list equal `results`, keeping when each was first seen."""
+        """Make the stored attention list equal `results` (entries), keeping when each was
+        first seen."""
+        self.replace_attention_items(
+            target,
+            [AttentionItem(r.ref, r.reason, "entry", r.customer_number, r.period) for r in results],
+        )
+
+    _UPSERT_ATTENTION = """
+        INSERT INTO attention (target, ref, reason, customer_number, period, first_seen,
+            last_seen, scope, standing, reason_since)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (target, ref) DO UPDATE SET
+            reason = excluded.reason, customer_number = excluded.customer_number,
+            period = excluded.period, last_seen = excluded.last_seen, scope = excluded.scope,
+            standing = excluded.standing,
+            reason_since = CASE WHEN attention.reason = excluded.reason
+                THEN COALESCE(attention.reason_since, attention.first_seen)
+                ELSE excluded.last_seen END
+    """
+
+    def _upsert_attention(
+        self, db: sqlite3.Connection, target: str, items: Iterable[AttentionItem], now: str
+    ) -> list[str]:
+        refs = []
+        for item in items:
+            refs.append(item.ref)
+            db.execute(
+                self._UPSERT_ATTENTION,
+                (
+                    target, item.ref, item.reason, item.customer_number, item.period, now, now,
+                    item.scope, int(item.standing), now,
+                ),
+            )  # fmt: skip
+        return refs
+
+    def replace_attention_items(self, target: str, items: Iterable[AttentionItem]) -> None:
+        """Make the stored attention list equal `items` (entries and invoices), keeping when
+        each was first seen and since when it has had its present reason (an acknowledgement
+        holds for that reason only)."""
         now = _now()
         with self.transaction() as db:
-            refs = []
-            for r in results:
-                refs.append(r.ref)
-                db.execute(
-                    """
-                    INSERT INTO attention
-                        (target, ref, reason, customer_number, period, first_seen, last_seen)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (target, ref) DO UPDATE SET
-                        reason = excluded.reason, customer_number = excluded.customer_number,
-                        period = excluded.period, last_seen = excluded.last_seen
-                    """,
-                    (target, r.ref, r.reason, r.customer_number, r.period, now, now),
-                )
+            refs = self._upsert_attention(db, target, items, now)
             db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (ref TEXT PRIMARY KEY)")
             db.execute("DELETE FROM keep")
             db.executemany("INSERT OR IGNORE INTO keep VALUES (?)", ((r,) for r in refs))
@@ -825,6 +906,11 @@ class StateStore:
                 "DELETE FROM attention WHERE target = ? AND ref NOT IN (SELECT ref FROM keep)",
                 (target,),
             )
+
+    def add_attention(self, target: str, items: Iterable[AttentionItem]) -> None:
+        """Record items without touching the others: what a run found before it stopped."""
+        with self.transaction() as db:
+            self._upsert_attention(db, target, items, _now())
 
     def attention(self, target: str) -> list[dict[str, Any]]:
         cursor = self.db.execute(
@@ -834,6 +920,53 @@ class StateStore:
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def attention_items(self, target: str) -> list[StoredAttention]:
+        """The stored attention list, with each item's acknowledgement if one holds: an
+        acknowledgement given for the item's present reason, since it has had that reason."""
+        rows = self.db.execute(
+            """
+            SELECT a.ref, a.reason, a.scope, a.customer_number, a.period, a.standing,
+                a.first_seen, a.last_seen, COALESCE(a.reason_since, a.first_seen),
+                k.who, k.at, k.why
+            FROM attention a
+            LEFT JOIN acks k ON k.id = (
+                SELECT MAX(id) FROM acks
+                WHERE target = a.target AND ref = a.ref AND reason = a.reason
+                    AND at >= COALESCE(a.reason_since, a.first_seen)
+            )
+            WHERE a.target = ?
+            ORDER BY a.scope DESC, a.ref
+            """,
+            (target,),
+        )
+        found = []
+        for ref, reason, scope, customer, period, standing, first, last, since, *ack in rows:
+            who, at, why = ack
+            found.append(
+                StoredAttention(
+                    AttentionItem(ref, reason, scope, customer, period, bool(standing)),
+                    first,
+                    last,
+                    since,
+                    None if who is None else Ack(who, at, why),
+                )
+            )
+        return found
+
+    def acknowledge(self, target: str, ref: str, reason: str, who: str, why: str) -> Ack:
+        """Record that a person has seen an item with this reason and accepts it as it is."""
+        ack = Ack(who, _now(), why)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO acks (target, ref, reason, who, at, why) VALUES (?, ?, ?, ?, ?, ?)",
+                (target, ref, reason, ack.who, ack.at, ack.why),
+            )
+        return ack
+
+    def acknowledged(self, target: str) -> dict[str, str]:
+        """ref -> reason of the items whose present reason is acknowledged."""
+        return {s.item.ref: s.item.reason for s in self.attention_items(target) if s.ack}
 
     def start_run(self, command: str, target: str) -> int:
         with self.transaction() as db:
