@@ -245,6 +245,11 @@ def sync_text(doc: dict[str, Any]) -> str:
         lines.append("Needs attention:")
         lines.extend(f"    {a['key']}: {a['reason']}" for a in attention["invoices"])
         lines.extend(f"    {a['ref']}: {a['reason']}" for a in attention["entries"])
+    if attention.get("acknowledged"):
+        lines.append(
+            f"{len(attention['acknowledged'])} acknowledged item(s) not listed "
+            "(connector attention --all)"
+        )
     if doc.get("notes"):
         lines.append("Notes:")
         lines.extend(f"    {n}" for n in doc["notes"])

@@ -318,6 +318,18 @@ class StateStore:
             with contextlib.suppress(OSError):
                 os.chmod(state_dir / name, 0o600)
 
+    @classmethod
+    def open_existing(cls, state_dir: Path) -> StateStore:
+        """The state of a directory that holds one, for the commands that only read it: never a
+        new, empty one, so a wrong CONNECTOR_STATE_DIR is reported rather than shown empty."""
+        if not (state_dir / DB_NAME).is_file():
+            where = "does not exist" if not state_dir.exists() else f"holds no {DB_NAME}"
+            raise StateError(
+                f"the state directory {state_dir} {where}: check CONNECTOR_STATE_DIR (a first "
+                "connector sync creates it)"
+            )
+        return cls(state_dir)
+
     def close(self) -> None:
         self.db.close()
 

@@ -328,6 +328,8 @@ class OAuthApp:
     # a new one; a rotating-only system treats a missing one as an error.
     refresh_may_be_reused: bool = False
     token_file: str = ""
+    # How long a stored refresh token lasts, when the system says (for `connector auth status`).
+    refresh_token_days: int | None = None
 
     @property
     def login_hint(self) -> str:
