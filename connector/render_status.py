@@ -28,7 +28,9 @@ def _render(parts: list[RenderableType]) -> str:
         emoji=False,
         highlight=False,
     )
-    for part in parts:
+    for index, part in enumerate(parts):
+        if index:
+            console.print()
         console.print(part)
     return buffer.getvalue().rstrip("\n")
 
@@ -86,7 +88,7 @@ def status_text(doc: dict[str, Any]) -> str:
         f"State directory {doc['state_dir']} (schema v{doc['schema_version']})",
         f"  invoices to: {doc['target_name']}"
         + ("" if bound["system"] else " (not recorded yet: no sync has written)")
-        + (f"; company {bound['company']}" if bound["company"] else ""),
+        + (f" ({bound['company']})" if bound["company"] else ""),
         f"  ledger: {bound['ledger'] or '(not recorded yet)'}",
     ]
     if doc["running_pid"]:
