@@ -410,3 +410,30 @@ def test_auth_status_command(
         (tmp_path / "state").mkdir()
         refused = run("auth", "status")
         assert refused.exit_code == 5 and "connector auth login fortnox" in refused.stdout
+
+
+def test_a_ledger_item_without_a_usable_id_can_be_acknowledged(world: World) -> None:
+    """The case ack is for: an item the ledger cannot correct, known by its feed position."""
+    world.sync()
+    world.post_ledger([{"kind": "debit", "hours": "2", "customer_number": "1004"}])
+    world.sync()
+    (position,) = [ref for ref in _items(world) if ref.startswith("feed ")]
+    assert "connector attention ack '" in _items(world)[position]["what_to_do"]  # quoted
+    acknowledge(world.settings, position, "ledger ticket 812: cannot be corrected", who="kim")
+    report = world.sync()
+    assert position not in {e["ref"] for e in report.to_json()["attention"]["entries"]}
+    assert status_document(world.settings)["ledger"]["without_id"] == 1
+
+
+def test_status_reads_the_system_the_state_belongs_to(world: World) -> None:
+    """CONNECTOR_TARGET set to the other system: status still shows this state's records, and
+    says that a sync set so would be refused."""
+    world.sync()
+    bound = world.target
+    other = next(t for t in TARGETS if t != bound)
+    world.settings.target = other
+    doc = status_document(world.settings)
+    assert doc["target"] == bound and doc["configured_target"] == other
+    assert doc["attention"]["open"] > 0
+    assert any(f"CONNECTOR_TARGET is {other}" in p for p in doc["needs_attention"])
+    assert attention_document(world.settings)["target"] == bound
