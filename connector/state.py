@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -149,6 +150,17 @@ BOUND_SYSTEM = "bound_system"
 # When the feed cursor last moved, and when the feed was last read to its end (meta keys).
 FEED_ADVANCED_AT = "feed_cursor_advanced_at"
 FEED_READ_AT = "feed_read_at"
+
+
+# Parts of a reason that change from one attempt to the next though the problem does not: the
+# id a support desk asks for (Visma's ErrorId, a request id).
+_VOLATILE = re.compile(r"\s*\((?:Visma ErrorId|HTTP \d+, request id|request id) [^)]*\)")
+
+
+def stable_reason(reason: str | None) -> str | None:
+    """A reason without its per-attempt ids: an acknowledgement, and since when an item has
+    had its reason, must not be undone by a new support id on the same refusal."""
+    return None if reason is None else _VOLATILE.sub("", reason)
 
 
 def _now() -> str:
@@ -310,6 +322,7 @@ class StateStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.create_function("stable_reason", 1, stable_reason, deterministic=True)
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state store {state_dir / DB_NAME} is unusable: {exc}") from None
@@ -884,7 +897,8 @@ class StateStore:
             reason = excluded.reason, customer_number = excluded.customer_number,
             period = excluded.period, last_seen = excluded.last_seen, scope = excluded.scope,
             standing = excluded.standing,
-            reason_since = CASE WHEN attention.reason = excluded.reason
+            reason_since = CASE
+                WHEN stable_reason(attention.reason) = stable_reason(excluded.reason)
                 THEN COALESCE(attention.reason_since, attention.first_seen)
                 ELSE excluded.last_seen END
     """
@@ -944,7 +958,8 @@ class StateStore:
             FROM attention a
             LEFT JOIN acks k ON k.id = (
                 SELECT MAX(id) FROM acks
-                WHERE target = a.target AND ref = a.ref AND reason = a.reason
+                WHERE target = a.target AND ref = a.ref
+                    AND stable_reason(reason) = stable_reason(a.reason)
                     AND at >= COALESCE(a.reason_since, a.first_seen)
             )
             WHERE a.target = ?

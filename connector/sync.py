@@ -60,6 +60,7 @@ from connector.state import (
     AttentionItem,
     InvoiceRecord,
     StateStore,
+    stable_reason,
 )
 from connector.targets.base import (
     RemoteInvoice,
@@ -364,7 +365,8 @@ class SyncReport:
         return self.plan.by_outcome(Outcome.ATTENTION) if self.plan else []
 
     def _acked(self, ref: str, reason: str) -> bool:
-        return self.acknowledged.get(ref) == reason
+        acked = self.acknowledged.get(ref)
+        return acked is not None and stable_reason(acked) == stable_reason(reason)
 
     def open_invoice_attention(self) -> dict[str, str]:
         """This run's invoice findings and the standing ones, without the acknowledged."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from connector.attention import OTHER, RULES, advise
 from connector.mappings import Mappings
+from connector.state import AttentionItem, StateStore
 from tests.conftest import REPO
 from tests.harness import TARGETS, make_world
 
@@ -116,15 +118,30 @@ def test_an_unknown_reason_gets_the_general_advice_with_the_ack_command() -> Non
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_reason_a_sample_sync_gives_is_read(
-    target: str, tmp_path: object, mappings: Mappings, sleeps: list[float]
+    target: str, tmp_path: Path, mappings: Mappings, sleeps: list[float]
 ) -> None:
     """What the sample's sync really says (both systems): every item has its own advice."""
-    from pathlib import Path
-
-    assert isinstance(tmp_path, Path)
     world = make_world(tmp_path, mappings, target=target)
     report = world.sync()
     reasons = [*report.invoice_attention.values(), *(r.reason for r in report.entry_attention())]
     assert reasons
     display = world.profile.display_name
     assert {r: advise(r, display).kind for r in reasons if advise(r, display).kind == "other"} == {}
+
+
+def test_an_ack_survives_a_new_support_id_on_the_same_refusal(tmp_path: Path) -> None:
+    """Visma names each refusal with a new ErrorId: the same refusal, retried the next night,
+    keeps its acknowledgement; another refusal does not."""
+    store = StateStore(tmp_path)
+    first = "Visma eAccounting refuses row 2 (SK-RAD): unit (Visma ErrorId 1a2b)"
+    store.replace_attention_items("visma", [AttentionItem("SK-1004-2026-09", first, "invoice")])
+    store.acknowledge("visma", "SK-1004-2026-09", first, "kim", "known, fixed by hand")
+    again = first.replace("1a2b", "9f8e")
+    store.replace_attention_items("visma", [AttentionItem("SK-1004-2026-09", again, "invoice")])
+    (item,) = store.attention_items("visma")
+    assert item.ack is not None and item.item.reason == again
+    other = "Visma eAccounting refuses row 3 (SK-X): account (Visma ErrorId 77)"
+    store.replace_attention_items("visma", [AttentionItem("SK-1004-2026-09", other, "invoice")])
+    (item,) = store.attention_items("visma")
+    assert item.ack is None
+    store.close()
