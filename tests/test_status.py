@@ -437,3 +437,14 @@ def test_status_reads_the_system_the_state_belongs_to(world: World) -> None:
     assert doc["attention"]["open"] > 0
     assert any(f"CONNECTOR_TARGET is {other}" in p for p in doc["needs_attention"])
     assert attention_document(world.settings)["target"] == bound
+
+
+def test_alerts_leave_out_acknowledged_items_and_keep_standing_ones(world: World) -> None:
+    from connector.notify import outcome_of
+
+    world.sync()
+    acknowledge(world.settings, "E900002", "a test entry", who="kim")
+    outcome = outcome_of(world.sync(), None)
+    assert outcome is not None
+    refs = {ref for ref, _ in outcome.attention}
+    assert "E900002" not in refs and "SK-1042-2026-08" in refs
