@@ -266,6 +266,131 @@ def plan(
     _guard(body)
 
 
+@app.command(short_help="Prove a month's invoices against the ledger; sends nothing.")
+def audit(
+    period: Annotated[
+        str, typer.Option(metavar="YYYY-MM", help="The month to prove (required).")
+    ] = "",
+    customer: Annotated[
+        str | None, typer.Option(metavar="NUMBER", help="Only this customer number.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Check, before closing a month, that the invoices in the accounting system bill exactly
+    what the ledger says.
+
+    Reads the month's invoices from the accounting system itself (drafts, booked, sent;
+    cancelled or deleted ones bill nothing), nets them per customer, article and price, and
+    compares them with what the ledger's entries should bill, with the mapping files and the
+    article register. Lists every difference, every key on two live invoices, every entry not
+    invoiced; entries excluded on purpose (included in the monthly fee, prepaid, withdrawn by a
+    person) and entries needing attention are listed apart. Pulls new ledger changes; sends no
+    write request to the accounting system.
+
+    \b
+    Exit codes:
+      0  the books and the ledger agree (entries needing attention may be listed)
+      1  they do not: a difference, a key on two live invoices, an entry not invoiced
+      2  bad options or settings
+      3  another run holds the lock
+      4  the ledger or the accounting system is unreachable
+      5  the accounting system needs re-authorisation
+    What each finding means: docs/finance.md.
+    """
+
+    def body() -> int:
+        settings = _settings()
+        _check_period(period)
+        from connector.audit import audit_text, run_audit
+
+        report = run_audit(settings, period, customer)
+        document = report.to_json()
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(audit_text(document, width=_width()))
+        return int(report.exit_code)
+
+    _guard(body)
+
+
+class ReportFormat(enum.StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command(short_help="What was invoiced for a month, per customer (table, CSV, JSON).")
+def report(
+    period: Annotated[
+        str, typer.Option(metavar="YYYY-MM", help="The month to report (required).")
+    ] = "",
+    fmt: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--format",
+            help="table (for reading), csv (opens in a Swedish Excel by double-click: "
+            "semicolons, decimal comma, UTF-8) or json.",
+        ),
+    ] = ReportFormat.table,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            metavar="FILE",
+            help="Write to this file (replaced whole, never half-written) instead of "
+            "standard output.",
+        ),
+    ] = None,
+) -> None:
+    """What was invoiced for a month, per customer: each invoice's number, state, hours per
+    category and amounts excluding VAT; and the month's hours not invoiced, by reason
+    (included in the monthly fee, drawn from prepaid hours, needing attention, ...), so
+    finance can reconcile against the ledger.
+
+    Reads the state directory only, as the last sync recorded it, and the plan made from the
+    ledger as last pulled: no network. `connector audit` checks the accounting system itself.
+
+    \b
+    Exit codes:
+      0  the report was written
+      2  bad options or settings, or no state directory yet
+    """
+
+    def body() -> int:
+        settings = _settings()
+        _check_period(period)
+        from connector.report import render, run_report, write_atomically
+
+        month = run_report(settings, period)
+        text = render(month, fmt.value, width=_width())
+        if output is not None:
+            write_atomically(output, text)
+            typer.echo(f"Wrote {output}")
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
+def _check_period(period: str) -> None:
+    if not period:
+        raise ConfigError("--period YYYY-MM is required: the month to look at")
+    if not _PERIOD.match(period):
+        raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+
+
+def _width() -> int:
+    """Tables as wide as the terminal; 120 columns when standard output is not one."""
+    import shutil
+
+    if sys.stdout.isatty():
+        return max(80, shutil.get_terminal_size((120, 24)).columns)
+    return 120
+
+
 @app.command(short_help="Nightly job: bring the invoice drafts in line with the ledger.")
 def sync(
     dry_run: Annotated[

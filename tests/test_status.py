@@ -170,6 +170,24 @@ def test_a_person_edited_invoice_is_listed_on_every_run(world: World) -> None:
     assert doc["invoices"]["locked"][0]["key"] == key
     listed = {i["ref"]: i for i in doc["attention"]["invoices"]}[key]
     assert listed["kind"] == "locked_by_person" and "attention ack" in listed["what_to_do"]
+    # What the locked invoice bills is invoiced: the month's report and audit do not hold its
+    # entries back though it stays on the attention list.
+    from connector.audit import run_audit
+    from connector.ledger import LedgerClient
+    from connector.report import run_report
+
+    month = run_report(world.settings, "2026-09")
+    assert raw["id"] not in month.attention
+    token = world.settings.ledger.token
+    assert world.settings.ledger.url is not None and token is not None
+    audit = run_audit(
+        world.settings,
+        "2026-09",
+        "1004",
+        ledger=LedgerClient(world.settings.ledger.url, token, client=world.client()),
+        target=targets.spec(world.target).open(world.settings, http=world.client()),
+    )
+    assert raw["id"] not in {e.ref for e in audit.entries if e.outcome == "attention"}
     acknowledge(world.settings, key, "checked with the customer", who="kim")
     assert key not in {i["key"] for i in world.sync().to_json()["attention"]["invoices"]}
     assert key in {

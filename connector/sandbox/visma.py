@@ -2227,6 +2227,12 @@ class Driver(FakeDriver):
     def edit_text(self, remote_id: str, index: int, text: str) -> None:
         self.fake.edit_row(remote_id, index, Text=text)
 
+    def edit_quantity(self, remote_id: str, index: int, quantity: Decimal) -> None:
+        self.fake.edit_row(remote_id, index, Quantity=quantity)
+
+    def set_sales_price(self, article: str, price: Decimal) -> None:
+        self.fake.article_by_number(article).net_price = price
+
     def modified_after_closing(self) -> list[Any]:
         return list(self.fake.modified_after_convert)
 
