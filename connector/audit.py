@@ -791,9 +791,7 @@ def _invoice_attention(
     found: dict[str, str] = {}
     # A locked invoice (a person changed it) stays on the attention list, but what it bills is
     # invoiced: its entries are not held back.
-    locked = {
-        r.key.text for r in store.invoice_records(name) if r.status is InvoiceStatus.LOCKED
-    }
+    locked = {r.key.text for r in store.invoice_records(name) if r.status is InvoiceStatus.LOCKED}
     for item in store.attention(name):
         with contextlib.suppress(ValueError):
             InvoiceKey.parse(item["ref"])
