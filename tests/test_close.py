@@ -13,17 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
-from connector import targets
+from connector import logs, targets
+from connector.cli import app
 from connector.close import CloseReport, CloseRequest, run_close
 from connector.errors import ConfigError, ExitCode, RemoteUnavailableError
 from connector.mappings import Mappings
-from connector.sandbox.app import Ledger
+from connector.sandbox import fortnox_of
+from connector.sandbox.app import Ledger, SandboxApp
 from connector.sandbox.fortnox import FortnoxFake
+from connector.sandbox.server import SandboxServer
 from connector.sandbox.visma import VismaFake
+from tests.conftest import connector_env
 from tests.harness import (
     NIGHT,
     TARGETS,
@@ -447,3 +453,82 @@ def test_json_shape(world: World) -> None:
     assert invoice["invoice_date"] == "2026-09-30" and invoice["currency"] == "SEK"
     json.dumps(document)  # plain JSON
     assert datetime(2026, 10, 10, tzinfo=UTC) <= NIGHT()
+
+
+@pytest.fixture
+def cli_env(
+    request: pytest.FixtureRequest,
+    sandbox_server: SandboxServer,
+    sandbox_app: SandboxApp,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
+    """The CLI pointed at the loopback sandbox, for the target in `request.param`, synced."""
+    target = str(request.param)
+    for name, value in connector_env(sandbox_server.url, tmp_path / "state").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CONNECTOR_FORTNOX__RATE_LIMIT", "100000/1")
+    fortnox_of(sandbox_app).window.limit = 100000
+    sandbox_app.ledger = Ledger(
+        [e for e in entries_of(sandbox_app) if e.get("customer_number") in CUSTOMERS]
+    )
+    if target == "visma":
+        from connector.sandbox.visma import SEED_REFRESH_TOKEN, connector_section
+
+        monkeypatch.setenv("CONNECTOR_TARGET", "visma")
+        for name, value in connector_section(sandbox_server.url).items():
+            monkeypatch.setenv(f"CONNECTOR_VISMA__{name.upper()}", value)
+        monkeypatch.setenv("CONNECTOR_VISMA__SEARCH_SETTLE_SECONDS", "0")
+        imported = CliRunner().invoke(
+            app, ["auth", "import", "visma"], input=SEED_REFRESH_TOKEN + "\n"
+        )
+        assert imported.exit_code == 0, imported.output
+    assert CliRunner().invoke(app, ["sync"]).exit_code in (0, 1)
+    return target
+
+
+def cli(*args: str, stdin: str | None = None) -> Any:
+    # Each invocation configures logging to its own captured stream: start afresh.
+    logs.active_format = None
+    structlog.reset_defaults()
+    return CliRunner().invoke(app, ["close", *args], input=stdin)
+
+
+@pytest.mark.parametrize("cli_env", TARGETS, indirect=True)
+def test_cli_close_json_exit_codes_and_confirmation(cli_env: str, sandbox_app: SandboxApp) -> None:
+    # No terminal and no --yes: a usage error, nothing done.
+    refused = cli("--period", PERIOD, "--customer", "1004")
+    assert refused.exit_code == 2
+    assert "pass --yes" in refused.stderr
+    assert cli("--period", "2026-9", "--yes").exit_code == 2
+    assert cli("--period", PERIOD, "--invoice-date", "1 Oct", "--yes").exit_code == 2
+    assert cli("--period", PERIOD, "--force", "--yes").exit_code == 2  # --force needs --why
+    done = cli("--period", PERIOD, "--customer", "1004", "--send", "--yes", "--json")
+    assert done.exit_code == 0, done.output
+    document = json.loads(done.stdout)
+    assert document["target"] == cli_env and document["refused"] is False
+    (invoice,) = document["invoices"]
+    assert invoice["key"] == "SK-1004-2026-09" and invoice["booked"] is True
+    assert invoice["outcome"] == "booked and sent" and invoice["sent"] == "e-mail"
+    # Text, the rest of the month: listed with what was done; a rerun has nothing left.
+    text = cli("--period", PERIOD, "--yes")
+    assert text.exit_code == 0, text.output
+    assert "invoice(s) booked" in text.stdout and "SK-1004-2026-09" not in text.stdout
+    again = cli("--period", PERIOD, "--yes")
+    assert again.exit_code == 0
+    assert "no open draft of the connector to close" in again.stdout
+
+
+@pytest.mark.parametrize("cli_env", TARGETS, indirect=True)
+def test_cli_close_on_a_terminal_asks_first(cli_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    result = cli("--period", PERIOD, "--customer", "1004", stdin="n\n")
+    assert result.exit_code == 0, result.output
+    assert "about to book 1 invoice(s) of 2026-09" in result.stderr
+    assert "SK-1004-2026-09" in result.stderr
+    assert "nothing was closed" in result.stdout
+    yes = CliRunner().invoke(app, ["close", "--period", PERIOD, "--customer", "1004"], input="y\n")
+    assert yes.exit_code == 0, yes.output
+    assert "1 invoice(s) booked" in yes.stdout
