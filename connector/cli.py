@@ -323,7 +323,7 @@ def close(
     ] = False,
     why: Annotated[
         str | None,
-        typer.Option(metavar="TEXT", help="Why --force: recorded with your name and the time."),
+        typer.Option(metavar="REASON", help="Why --force: recorded with your name and the time."),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,

@@ -356,6 +356,12 @@ class _Close:
                 f"{self.where}; it is not closed"
             )
             return False
+        if closing.held is not None:
+            self.report.attention[key.text] = (
+                f"{closing.held}; the connector does not book it: correct it and book it in "
+                f"{self.where} by hand (the next close records it booked)"
+            )
+            return False
         moved = False
         for _ in range(BOOK_ATTEMPTS + 1):
             if not self.set_date(line, remote):
@@ -418,7 +424,12 @@ class _Close:
                 return False
         problem = self.date_problem(remote, answer, line.invoice_date)
         if problem is not None:
-            self.report.attention[key.text] = f"{key} ({answer.label}): {problem}; it is not closed"
+            reason = f"{key} ({answer.label}): {problem}"
+            if answer.state is RemoteState.OPEN and answer.invoice_date == line.invoice_date:
+                # Dated, but not as it must be: kept, or the next close would see the date
+                # right and miss the due date that did not follow it.
+                self.store.hold_closing(self.name, key, reason)
+            self.report.attention[key.text] = f"{reason}; it is not closed"
             return False
         line.due_date = answer.due_date
         self.store.mark_dated(self.name, key, line.invoice_date.isoformat())

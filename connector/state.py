@@ -142,6 +142,7 @@ MIGRATIONS: tuple[str, ...] = (
         sent TEXT,
         sent_at TEXT,
         sent_detail TEXT,
+        held TEXT,
         updated_at TEXT NOT NULL,
         PRIMARY KEY (target, key)
     );
@@ -288,6 +289,9 @@ class Closing:
     sent: str | None  # a Delivery value, "already", "unknown"; None: not sent
     sent_at: str | None
     sent_detail: str | None
+    # Why the connector will not book it (a due date that did not follow the terms): a person
+    # corrects and books it; the connector then records it booked.
+    held: str | None = None
 
     @property
     def booked(self) -> bool:
@@ -928,7 +932,7 @@ class StateStore:
 
     _CLOSING = (
         "SELECT key, remote_id, send_wanted, invoice_date, dated_at, booking_since, booked_at,"
-        " booked_by, booked_id, booked_number, sending_since, sent, sent_at, sent_detail"
+        " booked_by, booked_id, booked_number, sending_since, sent, sent_at, sent_detail, held"
         " FROM closings WHERE target = ?"
     )
 
@@ -1018,6 +1022,9 @@ class StateStore:
 
     def mark_sending(self, target: str, key: InvoiceKey) -> None:
         self._close_step(target, key, "sending_since = ?", _now())
+
+    def hold_closing(self, target: str, key: InvoiceKey, reason: str) -> None:
+        self._close_step(target, key, "held = ?", reason)
 
     def clear_sending(self, target: str, key: InvoiceKey) -> None:
         """A sending that did not happen (refused, or read back as not sent)."""

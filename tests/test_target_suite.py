@@ -4,7 +4,9 @@ neutral view of the oracle. A new target in the registry is picked up here witho
 
 Nothing twice (crash between create and record, lost answers, overlapping runs), nothing lost
 (the oracle against the ledger), an idempotent rerun writes nothing, closed invoices are never
-touched, a person's changes are respected, tokens survive runs. Target-specific behaviour is
+touched, a person's changes are respected, tokens survive runs; and the month end's operations
+(re-date with the due date from the terms, book once, send once, lost answers settled by
+reading). Target-specific behaviour is
 tested in test_<target>_client.py and test_sync.py."""
 
 from __future__ import annotations

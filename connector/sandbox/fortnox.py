@@ -569,6 +569,10 @@ class FortnoxFake:
         self._seed_registers()
         self.invoices: dict[int, dict[str, Any]] = {}
         self.locked_through: date | None = None
+        # Whether a PUT with a new InvoiceDate and no DueDate moves the due date by the terms
+        # of payment, as Fortnox's invoice form does. UNCERTAIN for the API: False is the
+        # harsher reading (the old due date stays), for tests that the connector catches it.
+        self.redate_moves_due_date = True
         # Every PUT or cancel accepted on an invoice whose Sent was true (the real API accepts
         # both): tests use it to prove the connector never does that.
         self.modified_while_sent: list[int] = []
@@ -1498,7 +1502,11 @@ class FortnoxFake:
         # new InvoiceDate without a DueDate moves the due date by the invoice's terms of
         # payment, as Fortnox's own invoice form does (UNCERTAIN for the API: undocumented).
         self._apply_header(updated, payload)
-        if updated["InvoiceDate"] != invoice["InvoiceDate"] and payload.get("DueDate") is None:
+        if (
+            self.redate_moves_due_date
+            and updated["InvoiceDate"] != invoice["InvoiceDate"]
+            and payload.get("DueDate") is None
+        ):
             days = self.terms_of_payment.get(updated["TermsOfPayment"], 0)
             moved = date.fromisoformat(updated["InvoiceDate"]) + timedelta(days=days)
             updated["DueDate"] = moved.isoformat()

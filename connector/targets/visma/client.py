@@ -512,7 +512,6 @@ class VismaClient:
         """CompanySettings.AccountingLockedTo, "Date until which accounting is locked", read as
         the last locked day (the later reading of "until": invoices are then dated after it).
         Without the scope to read it, unknown: None, and Visma's own refusal names it."""
-        self._company = None  # read fresh: a period may be locked while the connector runs
         try:
             value = self.company_settings().get("accountinglockedto")
         except (ScopeDeniedError, RemoteSetupError) as exc:
