@@ -238,10 +238,12 @@ class _Close:
             if key.period != period or (customer is not None and key.customer_number != customer):
                 continue
             closing = self.store.closing(self.name, key)
-            if closing is not None:
+            if closing is not None and (closing.booked or closing.booking_since is not None):
+                # Booked by a close, or a booking to settle first: finish what is left.
                 if self.unfinished(closing):
                     found.append((record, closing))
                 continue
+            # Not booked yet (or an earlier close stopped before booking it): a draft of ours.
             if record.status is InvoiceStatus.LOCKED and record.remote_id:
                 self.person_edited(record)
                 continue
@@ -253,7 +255,7 @@ class _Close:
                     "it is not closed"
                 )
                 continue
-            found.append((record, None))
+            found.append((record, closing))
         return found
 
     def unfinished(self, closing: Closing) -> bool:
@@ -276,7 +278,7 @@ class _Close:
             assert record.remote_id is not None
             key = record.key
             remote = self.target.get(record.remote_id)
-            if closing is None:
+            if closing is None or not (closing.booked or closing.booking_since is not None):
                 problem = self.not_closable(record, remote)
                 if problem is not None:
                     self.report.attention[key.text] = problem

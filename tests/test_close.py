@@ -559,3 +559,16 @@ def test_a_due_date_that_does_not_follow_the_new_date_stops_the_booking(
     world.driver.close(str(draft["remote_id"]))  # a person corrects and books it
     done = close(world, customer="1004")
     assert done.invoices[0].booked and done.exit_code is ExitCode.OK
+
+
+def test_a_draft_a_person_changes_after_a_killed_close_is_left_alone(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepare(world)
+    with crash_at(monkeypatch, "close_before_redate"):
+        close(world, customer="1004", invoice_date=date(2026, 10, 2))
+    draft = next(i for i in month(world) if i["key"] == "SK-1004-2026-09")
+    world.driver.edit_text(str(draft["remote_id"]), 0, "Ändrad av en person")
+    report = close(world, customer="1004", invoice_date=date(2026, 10, 2))
+    assert "not what the connector last wrote" in report.attention["SK-1004-2026-09"]
+    assert [i["state"] for i in month(world) if i["key"] == "SK-1004-2026-09"] == ["open"]
