@@ -274,8 +274,15 @@ def close_table(doc: dict[str, Any], *, preview: bool) -> list[str]:
         done = ""
         if not preview:
             done = "  " + inv["outcome"]
-            if inv["sent"] and inv["outcome"] != "skipped":
-                done += f" ({inv['sent']})"
+            sent = inv["sent"]
+            if sent == "by hand":
+                done += ", to send by hand"
+            elif sent == "unknown":
+                done += ", whether sent unknown: check by hand"
+            elif sent == "already":
+                done += ", sent before"
+            elif sent and inv["outcome"] != "skipped":
+                done += f" ({sent})"
         lines.append(
             f"    {inv['key']:<22} {inv['number'] or '-':>8} {inv['customer_number']:>8} "
             f"{amount:>20} {inv['invoice_date']:>12} {inv['due_date'] or '-':>10}{done}"
