@@ -19,7 +19,7 @@ Where this fake's behaviour comes from, in three kinds:
   show, shuffle rather than sort. Every such place says so in a comment. Error codes are those
   of NOTES section 6; where the real code is not stated, the comment says "code unverified".
 
-tests/test_visma_fake.py pins each behaviour.
+tests/test_visma_fake.py and tests/test_visma_fake_more.py pin each behaviour.
 """
 
 from __future__ import annotations
@@ -161,7 +161,9 @@ class VismaCustomer:
     number: str
     name: str
     terms: VismaTerms
-    currency: str = COMPANY_CURRENCY
+    # CustomerApi.CurrencyCode may be null: such a customer is invoiced in the company's
+    # currency (CompanySettingsApi.CurrencyCode).
+    currency: str | None = COMPANY_CURRENCY
     country: str = COMPANY_COUNTRY
     private_person: bool = False
     active: bool = True
@@ -175,7 +177,12 @@ class VismaCustomer:
 
     @property
     def domestic(self) -> bool:
-        return self.currency == COMPANY_CURRENCY and self.country == COMPANY_COUNTRY
+        return self.invoice_currency == COMPANY_CURRENCY and self.country == COMPANY_COUNTRY
+
+    @property
+    def invoice_currency(self) -> str:
+        """The currency of the customer's drafts: its own, else the company's."""
+        return self.currency or COMPANY_CURRENCY
 
 
 _UNIT_ENGLISH = {"h": "h", "st": "pcs"}
@@ -247,6 +254,25 @@ def _visma_customer(card: FakeCustomer, index: int) -> VismaCustomer:
         private_person=card.show_price_vat_included,
         address1=f"Verkstadsgatan {index + 1}",
     )
+
+
+# Projects (GET /projects) and cost centre items (GET /costcenters, the items of each of the
+# company's up to three cost centres) a person may put on a draft row: ProjectId and
+# CostCenterItemId1..3 (CustomerInvoiceDraftRowApi). The fake serves neither list; it knows
+# their ids, so a row may carry them. Each item belongs to one cost centre, 1 to 3, and only
+# fits that slot (harsher reading: the schema does not say).
+SEED_PROJECTS = {"P100": "Intern utveckling", "P200": "Fjällbyggen, ombyggnad"}
+SEED_COST_CENTER_ITEMS = {"STH": (1, "Stockholm"), "GBG": (1, "Göteborg"), "KONS": (2, "Konsult")}
+
+
+def project_id(number: str) -> str:
+    """The GUID of a seeded project, e.g. project_id("P100")."""
+    return seed_id("project", number)
+
+
+def cost_center_item_id(code: str) -> str:
+    """The GUID of a seeded cost centre item, e.g. cost_center_item_id("STH") (cost centre 1)."""
+    return seed_id("costcenteritem", code)
 
 
 def seed_visma_customers() -> dict[str, VismaCustomer]:
@@ -432,7 +458,7 @@ DELIVERY_FIELDS = (
     "DeliveryCity", "DeliveryCountryCode", "DeliveryMethodName", "DeliveryTermName",
     "DeliveryMethodCode", "DeliveryTermCode",
 )  # fmt: skip
-# Row ids of registers the fake does not have: any id of one is unknown (3000).
+# Row ids of the project and cost centre registers: an id the fake does not know is 3000.
 ROW_REFERENCES = ("ProjectId", "CostCenterItemId1", "CostCenterItemId2", "CostCenterItemId3")
 # CustomerInvoiceDraftValidationApi, the optional body of convert, and its rows.
 VALIDATION_FIELDS = frozenset({
@@ -599,6 +625,9 @@ class VismaFake:
         self.terms: dict[str, VismaTerms] = {}
         self.articles: dict[str, VismaArticle] = {}
         self.customers: dict[str, VismaCustomer] = {}
+        # Project ids -> number; cost centre item ids -> (cost centre 1-3, code).
+        self.projects: dict[str, str] = {}
+        self.cost_center_items: dict[str, tuple[int, str]] = {}
         # CompanySettingsApi.AccountingLockedTo, "Date until which accounting is locked": the
         # last locked day, or None when nothing is locked.
         self.accounting_locked_to: date | None = None
@@ -639,6 +668,11 @@ class VismaFake:
         self.terms = seed_terms()
         self.articles = seed_articles()
         self.customers = seed_visma_customers()
+        self.projects = {project_id(n): n for n in SEED_PROJECTS}
+        self.cost_center_items = {
+            cost_center_item_id(code): (center, code)
+            for code, (center, _) in SEED_COST_CENTER_ITEMS.items()
+        }
 
     def article_by_number(self, number: str) -> VismaArticle:
         for article in self.articles.values():
@@ -699,11 +733,17 @@ class VismaFake:
     def expire_tokens(self) -> None:
         self.access_tokens.clear()
 
-    def convert(self, draft_id: str) -> str:
+    def convert(self, draft_id: str, *, with_draft_id: bool = True) -> str:
         """A person converts a draft to an invoice in eAccounting. The draft's own invoice date
-        is kept (as keepOriginalDraftDate=true would). Returns the new invoice's Id."""
+        is kept (as keepOriginalDraftDate=true would). Returns the new invoice's Id.
+
+        Whether Visma fills in the invoice's CreatedFromDraftId on a convert is unverified (the
+        OpenAPI document describes it as an input of POST /customerinvoices only): the fake
+        does by default, and `with_draft_id=False` leaves it null, the harsher reading."""
         try:
-            invoice = self._convert(self.drafts[draft_id], keep_date=True, validation=None)
+            invoice = self._convert(
+                self.drafts[draft_id], keep_date=True, validation=None, with_draft_id=with_draft_id
+            )
         except _Refused as refused:
             raise ValueError(refused.response.body.decode()) from None
         self._with_delivery(invoice)
@@ -716,11 +756,12 @@ class VismaFake:
     def edit_row(self, draft_id: str, index: int, **values: Any) -> None:
         """A person edits row `index` (from 0) of a draft in eAccounting's UI and saves: sets
         the given fields (ArticleId, or ArticleNumber to pick an article by number; Text,
-        Quantity, UnitPrice, DiscountPercentage). Picking another article fills its name and
+        Quantity, UnitPrice, DiscountPercentage; ProjectId, CostCenterItemId1..3, None to
+        clear one). Picking another article fills its name and
         price unless they are given too. Saving is a change, so every row gets a new Id."""
         draft = self.drafts[draft_id]
         allowed = {"ArticleId", "ArticleNumber", "Text", "Quantity", "UnitPrice",
-                   "DiscountPercentage"}  # fmt: skip
+                   "DiscountPercentage", *ROW_REFERENCES}  # fmt: skip
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise ValueError(f"not an editable row field: {', '.join(unknown)}")
@@ -1588,8 +1629,9 @@ class VismaFake:
             "InvoicePostalCode": customer.postal_code,
             "InvoiceCity": customer.city,
             "InvoiceCountryCode": customer.country,
-            # No currency field on a draft: the customer's currency is the invoice currency.
-            "InvoiceCurrencyCode": customer.currency,
+            # No currency field on a draft: the customer's currency is the invoice currency,
+            # the company's for a customer without one.
+            "InvoiceCurrencyCode": customer.invoice_currency,
             # Delivery fields: optional overrides of the customer's (who has none here).
             **{name: sent[name] for name in DELIVERY_FIELDS},
             "TermsOfPaymentId": terms.id,
@@ -1639,11 +1681,17 @@ class VismaFake:
             if article_id and article_id.lower() not in self.articles:
                 problems.append(_Problem(f"Rows[{i}].ArticleId", "NotFound", "No such article."))
             for name in ROW_REFERENCES:
-                if row[name]:
+                if row[name] and not self._known_reference(name, row[name]):
                     problems.append(_Problem(f"Rows[{i}].{name}", "NotFound", f"No such {name}."))
         if problems or customer is None:
             raise self._refuse(400, E_NOT_FOUND, "ResourceNotFound: see Errors.", problems)
         return customer, terms or customer.terms
+
+    def _known_reference(self, name: str, value: str) -> bool:
+        if name == "ProjectId":
+            return value.lower() in self.projects
+        item = self.cost_center_items.get(value.lower())
+        return item is not None and name == f"CostCenterItemId{item[0]}"
 
     def _check_rules(
         self, sent: dict[str, Any], rows: list[dict[str, Any]], customer: VismaCustomer
@@ -1700,6 +1748,10 @@ class VismaFake:
                 if row["ArticleId"] or row["Quantity"] != 0 or row["UnitPrice"] != 0:
                     # Harsher reading: a text row carries no article, quantity or price.
                     bad(path + "IsTextRow", "NotAllowed", "A text row has no article or amount.")
+                for name in ROW_REFERENCES:
+                    if row[name]:
+                        # Harsher reading: nor a project or cost centre (it books nothing).
+                        bad(path + name, "NotAllowed", "A text row has no project or cost centre.")
                 continue
             article_id = row["ArticleId"]
             if not article_id:
@@ -1798,9 +1850,9 @@ class VismaFake:
             "WorkHours": None,
             "MaterialCosts": None,
             "ReversedConstructionServicesVatFree": False,
-            "CostCenterItemId1": None,
-            "CostCenterItemId2": None,
-            "CostCenterItemId3": None,
+            # A person's bookkeeping on the row, kept as sent: a PUT without them (a full
+            # replace) leaves them null.
+            **{name: _lower_or_none(row[name]) for name in _ROW_COST_CENTERS},
             "UnitAbbreviation": article.unit.abbreviation,
             "UnitAbbreviationEnglish": article.unit.abbreviation_english,
             # VAT comes from the article's coding and cannot be set per row (NOTES 2, 7.4).
@@ -1809,7 +1861,7 @@ class VismaFake:
             # DiscountPercentage is one; a client must accept either.
             "VatRate": _num(article.coding.vat_percent / 100),
             "UnitName": article.unit.name,
-            "ProjectId": None,
+            "ProjectId": _lower_or_none(row["ProjectId"]),
             "GreenTechnologyType": 0,
             "PurchasePrice": Decimal(0),
             "Amount": _num(amount),
@@ -2039,7 +2091,12 @@ class VismaFake:
         return invoice_date
 
     def _convert(
-        self, draft: dict[str, Any], *, keep_date: bool, validation: dict[str, Any] | None
+        self,
+        draft: dict[str, Any],
+        *,
+        keep_date: bool,
+        validation: dict[str, Any] | None,
+        with_draft_id: bool = True,
     ) -> dict[str, Any]:
         """The draft becomes a CustomerInvoiceApi with an InvoiceNumber and CreatedFromDraftId,
         and leaves /customerinvoicedrafts (NOTES section 2)."""
@@ -2090,7 +2147,7 @@ class VismaFake:
             "RemainingAmount": _num(total + vat),
             "RemainingAmountInvoiceCurrency": _num(total + vat),
             "ReferringInvoiceId": None,
-            "CreatedFromDraftId": draft["Id"],
+            "CreatedFromDraftId": draft["Id"] if with_draft_id else None,
             "VoucherNumber": f"A{number}",
             "VoucherId": self._new_id(),
             "CreatedUtc": stamp,
@@ -2127,6 +2184,7 @@ class VismaFake:
             "Quantity": row["Quantity"],
             "IsVatFree": False,
             "UnitId": row["UnitId"],
+            **{name: row[name] for name in ROW_REFERENCES},
             "Amount": row["Amount"],
         }
 
@@ -2143,6 +2201,13 @@ class VismaFake:
                 if datetime.fromisoformat(i["ModifiedUtc"].replace("Z", "+00:00")) >= moment
             ]
         return items
+
+
+_ROW_COST_CENTERS = ("CostCenterItemId1", "CostCenterItemId2", "CostCenterItemId3")
+
+
+def _lower_or_none(value: str | None) -> str | None:
+    return value.lower() if value else None
 
 
 def _sort_key(name: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
@@ -2166,6 +2231,8 @@ __all__ = [
     "VismaArticle",
     "VismaCustomer",
     "VismaFake",
+    "cost_center_item_id",
+    "project_id",
     "seed_articles",
     "seed_id",
     "seed_visma_customers",
@@ -2231,6 +2298,12 @@ class Driver(FakeDriver):
 
     def edit_text(self, remote_id: str, index: int, text: str) -> None:
         self.fake.edit_row(remote_id, index, Text=text)
+
+    def edit_quantity(self, remote_id: str, index: int, quantity: Decimal) -> None:
+        self.fake.edit_row(remote_id, index, Quantity=quantity)
+
+    def set_sales_price(self, article: str, price: Decimal) -> None:
+        self.fake.article_by_number(article).net_price = price
 
     def modified_after_closing(self) -> list[Any]:
         return list(self.fake.modified_after_convert)

@@ -36,6 +36,7 @@ from connector.targets.api import ApiClient
 from connector.targets.base import (
     Delivery,
     NeedsStepping,
+    RegisterArticle,
     RemoteInvoice,
     RemoteState,
     SendOutcome,
@@ -301,6 +302,29 @@ class FortnoxClient:
 
     def article_numbers(self) -> set[str]:
         return set(self.article_prices())
+
+    def article_register(self) -> dict[str, RegisterArticle]:
+        """Every article with its active flag, price and unit. The list items carry no Active
+        field, so active and inactive articles are listed apart (two filtered listings)."""
+        found: dict[str, RegisterArticle] = {}
+        for active in (True, False):
+            params = {"filter": "active" if active else "inactive", "sortby": "articlenumber"}
+            for item in self._pages("/articles", "Articles", params):
+                number = text(item.get("ArticleNumber"))
+                if number and (active or number not in found):
+                    found[number] = RegisterArticle(
+                        number=number,
+                        active=active,
+                        price=decimal_or_none(item.get("SalesPrice")),
+                        unit=text(item.get("Unit")) or None,
+                    )
+        return found
+
+    def unit_codes(self) -> set[str] | None:
+        """GET /units (scope settings): the codes a row's Unit may name."""
+        return {
+            code for item in self._pages("/units", "Units", {}) if (code := text(item.get("Code")))
+        }
 
     def locked_through(self) -> date | None:
         """GET /settings/lockedperiod ("If no date is returned, no period is locked"). Without
