@@ -481,7 +481,7 @@ def close(
                 ) from None
         if force != (why is not None):
             raise ConfigError('--force and --why go together: --force --why "the reason"')
-        from connector.close import CloseReport, CloseRequest, no_audit, run_close
+        from connector.close import CloseReport, CloseRequest, audit_with, run_close
         from connector.render import close_preview_text, close_text
 
         def confirm(preview: CloseReport) -> bool:
@@ -502,7 +502,8 @@ def close(
             send=send,
             force_why=why if force else None,
         )
-        report = run_close(_settings(), request, audit=no_audit, confirm=confirm)
+        settings = _settings()
+        report = run_close(settings, request, audit=audit_with(settings), confirm=confirm)
         document = report.to_json()
         if as_json:
             _print_json(document)

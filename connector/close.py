@@ -47,10 +47,31 @@ Confirm = Callable[["CloseReport"], bool]
 BOOK_ATTEMPTS = 2  # a booking whose answer was lost and that did not land is sent once more
 
 
-def no_audit(period: str, customer: str | None) -> list[str]:
-    """Stand-in until the audit command exists: compares nothing, finds nothing."""
-    # TODO(audit): wire connector.audit
-    return []
+def audit_with(settings: Settings) -> Callable[[str, str | None], list[str]]:
+    """The month's audit (connector audit) as the list of what stands in the way of closing:
+    each difference, duplicate, unprovable invoice and entry not invoiced, in plain words."""
+
+    def audit(period: str, customer: str | None) -> list[str]:
+        from connector.audit import run_audit
+
+        report = run_audit(settings, period, customer)
+        found = [
+            f"customer {line.customer}, article {line.article} at {line.price} "
+            f"{line.currency}: {line.invoiced} h invoiced, {line.expected} h expected"
+            for line in report.differences
+        ]
+        found += [
+            f"key {key} is on several live invoices ({', '.join(numbers)})"
+            for key, numbers in sorted(report.duplicates.items())
+        ]
+        found += report.problems
+        found += [
+            f"entry {e.ref} (customer {e.customer}) is not invoiced: {e.reason}"
+            for e in report.listed("not_invoiced")
+        ]
+        return found
+
+    return audit
 
 
 def failpoint(name: str) -> None:
@@ -657,6 +678,6 @@ __all__: Sequence[str] = (
     "CloseReport",
     "CloseRequest",
     "ClosingLine",
-    "no_audit",
+    "audit_with",
     "run_close",
 )

@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from tests.harness import (
     TARGETS,
     World,
     assert_matches_ledger,
+    driver_for,
     entries_of,
     make_world,
 )
@@ -524,6 +526,31 @@ def test_cli_close_json_exit_codes_and_confirmation(cli_env: str, sandbox_app: S
     again = cli("--period", PERIOD, "--yes")
     assert again.exit_code == 0
     assert "no open draft of the connector to close" in again.stdout
+
+
+@pytest.mark.parametrize("cli_env", TARGETS, indirect=True)
+def test_cli_close_refuses_while_the_audit_finds_a_difference(
+    cli_env: str, sandbox_app: SandboxApp
+) -> None:
+    """The command wires the real audit: a row changed by hand in the accounting system
+    stops the close (exit 1, named)."""
+    driver = driver_for(sandbox_app, cli_env)
+    invoice = next(
+        i for i in driver.invoices() if i["state"] == "open" and i["key"] == "SK-1004-2026-09"
+    )
+    index = next(n for n, row in enumerate(invoice["rows"]) if row["article"])
+    driver.edit_quantity(invoice["remote_id"], index, Decimal("99"))
+    refused = cli("--period", PERIOD, "--customer", "1004", "--yes", "--json")
+    assert refused.exit_code == 1, refused.output
+    document = json.loads(refused.stdout)
+    assert document["refused"] is True
+    assert "customer 1004" in json.dumps(document)
+    assert [i for i in driver.invoices() if i["state"] == "closed"] == []
+    # Forced past the audit, a draft a person changed is still never booked by the connector.
+    forced = cli("--period", PERIOD, "--customer", "1004", "--yes", "--force", "--why", "agreed")
+    assert forced.exit_code == 1, forced.output
+    assert "a person's change since the last sync" in forced.stdout
+    assert [i for i in driver.invoices() if i["state"] == "closed"] == []
 
 
 @pytest.mark.parametrize("cli_env", TARGETS, indirect=True)
