@@ -7,6 +7,7 @@ error. Exit codes are documented in the README and defined in `connector.errors.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
 import functools
 import importlib.metadata
@@ -420,6 +421,100 @@ def sync(
             _print_json(document)
         else:
             typer.echo(sync_text(document))
+        return int(report.exit_code)
+
+    _guard(body)
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@app.command(short_help="Month end: book (and send) a month's invoice drafts, each once.")
+def close(
+    period: Annotated[str, typer.Option(metavar="YYYY-MM", help="The month to close.")],
+    customer: Annotated[
+        str | None, typer.Option(metavar="NUMBER", help="Only this customer number.")
+    ] = None,
+    invoice_date: Annotated[
+        str | None,
+        typer.Option(
+            "--invoice-date",
+            metavar="YYYY-MM-DD",
+            help="Date the invoices this day (default: as the sync dates them, "
+            "CONNECTOR_INVOICE__DATE); never inside a locked period.",
+        ),
+    ] = None,
+    send: Annotated[
+        bool,
+        typer.Option(
+            "--send",
+            help="Also send them as the accounting system does (e-mail, e-invoice); "
+            "paper is listed to print by hand.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Close although the audit finds differences (needs --why)."),
+    ] = False,
+    why: Annotated[
+        str | None,
+        typer.Option(metavar="REASON", help="Why --force: recorded with your name and the time."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Month end: book the connector's open invoice drafts of a month in the accounting system,
+    each once, dated and falling due by the customer's terms of payment.
+
+    Refused while the audit finds differences between the ledger and the books for the month
+    (unless --force --why). Shows the invoices and asks before doing anything (--yes to skip
+    the question; without a terminal, --yes is required). Safe to stop and to run again: the
+    next close finishes what was left, and never books or sends an invoice twice.
+    """
+
+    def body() -> int:
+        if not _PERIOD.match(period):
+            raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+        dated = None
+        if invoice_date is not None:
+            try:
+                if not _DAY.match(invoice_date):
+                    raise ValueError
+                dated = datetime.date.fromisoformat(invoice_date)
+            except ValueError:
+                raise ConfigError(
+                    f"--invoice-date must be YYYY-MM-DD, got {invoice_date!r}"
+                ) from None
+        if force != (why is not None):
+            raise ConfigError('--force and --why go together: --force --why "the reason"')
+        from connector.close import CloseReport, CloseRequest, audit_with, run_close
+        from connector.render import close_preview_text, close_text
+
+        def confirm(preview: CloseReport) -> bool:
+            if yes:
+                return True
+            if not _stdin_is_terminal():
+                raise ConfigError(
+                    f"closing {period} needs confirmation. Standard input is not a terminal: "
+                    "pass --yes to confirm"
+                )
+            typer.echo(close_preview_text(preview.to_json()), err=True)
+            return typer.confirm("Go on?", default=False, err=True)
+
+        request = CloseRequest(
+            period=period,
+            customer=customer,
+            invoice_date=dated,
+            send=send,
+            force_why=why if force else None,
+        )
+        settings = _settings()
+        report = run_close(settings, request, audit=audit_with(settings), confirm=confirm)
+        document = report.to_json()
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(close_text(document))
         return int(report.exit_code)
 
     _guard(body)

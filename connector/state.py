@@ -135,7 +135,44 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (channel, target, kind, ref, reason)
     );
     """,
-    # 5: attention kept per invoice as well as per entry (scope), items that stay listed until a
+    # 5: the month-end close (connector close): per invoice, the steps done (dated, booked,
+    # sent) and those under way, so a close killed half-way is finished, not repeated; and
+    # every close forced past the audit, with who, when and why.
+    """
+    CREATE TABLE closings (
+        target TEXT NOT NULL,
+        key TEXT NOT NULL,
+        customer_number TEXT NOT NULL,
+        period TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        send_wanted INTEGER NOT NULL DEFAULT 0,
+        invoice_date TEXT,
+        dated_at TEXT,
+        booking_since TEXT,
+        booked_at TEXT,
+        booked_by TEXT,
+        booked_id TEXT,
+        booked_number TEXT,
+        sending_since TEXT,
+        sent TEXT,
+        sent_at TEXT,
+        sent_detail TEXT,
+        held TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (target, key)
+    );
+    CREATE TABLE close_overrides (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        target TEXT NOT NULL,
+        period TEXT NOT NULL,
+        customer_number TEXT,
+        who TEXT NOT NULL,
+        why TEXT NOT NULL,
+        differences TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
+    # 6: attention kept per invoice as well as per entry (scope), items that stay listed until a
     # person acts (standing: an invoice the state does not know), since when an item has had its
     # present reason, and acknowledgements (connector attention ack): who, when, why.
     """
@@ -306,6 +343,35 @@ class StoredAttention:
     last_seen: str
     reason_since: str
     ack: Ack | None
+
+
+@dataclass(frozen=True)
+class Closing:
+    """The month-end steps of one invoice (connector close). `booking_since`/`sending_since`:
+    a booking or sending was sent and its outcome is not recorded yet (a kill, a lost answer);
+    the next close reads the invoice before doing anything."""
+
+    key: InvoiceKey
+    remote_id: str
+    send_wanted: bool
+    invoice_date: str | None
+    dated_at: str | None
+    booking_since: str | None
+    booked_at: str | None
+    booked_by: str | None  # "connector", or "found" (booked by a person, or an earlier close)
+    booked_id: str | None
+    booked_number: str | None
+    sending_since: str | None
+    sent: str | None  # a Delivery value, "already", "unknown"; None: not sent
+    sent_at: str | None
+    sent_detail: str | None
+    # Why the connector will not book it (a due date that did not follow the terms): a person
+    # corrects and books it; the connector then records it booked.
+    held: str | None = None
+
+    @property
+    def booked(self) -> bool:
+        return self.booked_at is not None
 
 
 @dataclass(frozen=True)
@@ -1084,3 +1150,153 @@ class StateStore:
                 """,
                 (target,),
             )
+
+    # --- month end (connector close) -------------------------------------------------------
+
+    _CLOSING = (
+        "SELECT key, remote_id, send_wanted, invoice_date, dated_at, booking_since, booked_at,"
+        " booked_by, booked_id, booked_number, sending_since, sent, sent_at, sent_detail, held"
+        " FROM closings WHERE target = ?"
+    )
+
+    @staticmethod
+    def _closing(row: tuple[Any, ...]) -> Closing:
+        key, remote_id, wanted, *rest = row
+        return Closing(InvoiceKey.parse(key), remote_id, bool(wanted), *rest)
+
+    def closing(self, target: str, key: InvoiceKey) -> Closing | None:
+        row = self.db.execute(self._CLOSING + " AND key = ?", (target, key.text)).fetchone()
+        return None if row is None else self._closing(row)
+
+    def closings(self, target: str, period: str | None = None) -> list[Closing]:
+        query, args = self._CLOSING, [target]
+        if period is not None:
+            query += " AND period = ?"
+            args.append(period)
+        rows = self.db.execute(query + " ORDER BY customer_number, key", args)
+        return [self._closing(row) for row in rows]
+
+    def start_closing(self, target: str, key: InvoiceKey, remote_id: str, send: bool) -> None:
+        """The invoice is being closed; `send`: this close also sends it (kept once asked, so
+        a later close finishes the sending). Only before it is booked: whether the connector
+        owes the sending is decided by the close that books it (where the system cannot show
+        whether an invoice went out, one booked without --send is a person's to send)."""
+        with self.transaction() as db:
+            db.execute(
+                """
+                INSERT INTO closings
+                    (target, key, customer_number, period, remote_id, send_wanted, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (target, key) DO UPDATE SET
+                    send_wanted = CASE WHEN booked_at IS NULL
+                        THEN MAX(send_wanted, excluded.send_wanted) ELSE send_wanted END,
+                    updated_at = excluded.updated_at
+                """,
+                (target, key.text, key.customer_number, key.period, remote_id, int(send), _now()),
+            )
+
+    def _close_step(self, target: str, key: InvoiceKey, assignments: str, *args: Any) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE closings SET {assignments}, updated_at = ?"  # noqa: S608 - fixed text
+                " WHERE target = ? AND key = ?",
+                (*args, _now(), target, key.text),
+            )
+
+    def mark_dated(self, target: str, key: InvoiceKey, invoice_date: str) -> None:
+        self._close_step(target, key, "invoice_date = ?, dated_at = ?", invoice_date, _now())
+
+    def mark_booking(self, target: str, key: InvoiceKey) -> None:
+        """Committed before the booking request is sent: its outcome is unknown until
+        recorded."""
+        self._close_step(target, key, "booking_since = ?", _now())
+
+    def clear_booking(self, target: str, key: InvoiceKey) -> None:
+        self._close_step(target, key, "booking_since = NULL")
+
+    def record_booked(
+        self,
+        target: str,
+        key: InvoiceKey,
+        *,
+        by: str,
+        booked_id: str | None,
+        number: str | None,
+        remote_id: str,
+    ) -> None:
+        """Booked: the close step and the invoice's status (closed: later ledger changes go to
+        a supplementary invoice) in one transaction."""
+        now = _now()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE closings SET booking_since = NULL, booked_at = COALESCE(booked_at, ?),"
+                " booked_by = COALESCE(booked_by, ?), booked_id = COALESCE(?, booked_id),"
+                " booked_number = COALESCE(?, booked_number), updated_at = ?"
+                " WHERE target = ? AND key = ?",
+                (now, by, booked_id, number, now, target, key.text),
+            )
+            self._upsert_invoice(db, target, key)
+            db.execute(
+                "UPDATE invoices SET status = CASE WHEN status = 'sent' THEN 'sent'"
+                " ELSE 'booked' END, remote_id = ?, display_number = COALESCE(?, display_number),"
+                " vanished_since = NULL, updated_at = ? WHERE target = ? AND key = ?",
+                (remote_id, number, now, target, key.text),
+            )
+
+    def mark_sending(self, target: str, key: InvoiceKey) -> None:
+        self._close_step(target, key, "sending_since = ?", _now())
+
+    def hold_closing(self, target: str, key: InvoiceKey, reason: str) -> None:
+        self._close_step(target, key, "held = ?", reason)
+
+    def clear_sending(self, target: str, key: InvoiceKey) -> None:
+        """A sending that did not happen (refused, or read back as not sent)."""
+        self._close_step(target, key, "sending_since = NULL")
+
+    def record_sent(self, target: str, key: InvoiceKey, how: str, detail: str = "") -> None:
+        """The sending step's outcome: a Delivery value, "already" (sent before), or
+        "unknown" (the target cannot tell: left to a person, never sent again)."""
+        self._close_step(
+            target,
+            key,
+            "sending_since = NULL, sent = ?, sent_at = ?, sent_detail = ?",
+            how,
+            _now(),
+            detail,
+        )
+
+    def record_override(
+        self,
+        target: str,
+        period: str,
+        customer: str | None,
+        who: str,
+        why: str,
+        differences: Sequence[str],
+    ) -> None:
+        """A close forced past the audit's differences: who, when, why, and what they were."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO close_overrides"
+                " (target, period, customer_number, who, why, differences, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (target, period, customer, who, why, _dumps(list(differences)), _now()),
+            )
+
+    def overrides(self, target: str) -> list[dict[str, Any]]:
+        cursor = self.db.execute(
+            "SELECT period, customer_number, who, why, differences, at FROM close_overrides"
+            " WHERE target = ? ORDER BY id",
+            (target,),
+        )
+        return [
+            {
+                "period": period,
+                "customer": customer,
+                "who": who,
+                "why": why,
+                "differences": json.loads(differences),
+                "at": at,
+            }
+            for period, customer, who, why, differences, at in cursor
+        ]
