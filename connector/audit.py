@@ -790,10 +790,14 @@ def _invoice_attention(
     """Invoices needing attention: as the last sync left them, and a create the accounting
     system would refuse now (a customer it does not have), asked by a read."""
     found: dict[str, str] = {}
+    # A locked invoice (a person changed it) stays on the attention list, but what it bills is
+    # invoiced: its entries are not held back.
+    locked = {r.key.text for r in store.invoice_records(name) if r.status is InvoiceStatus.LOCKED}
     for item in store.attention(name):
         with contextlib.suppress(ValueError):
             InvoiceKey.parse(item["ref"])
-            found[item["ref"]] = item["reason"]
+            if item["ref"] not in locked:
+                found[item["ref"]] = item["reason"]
     there = {key.text for key, remote in books if remote.live}
     for invoice in the_plan.invoices:
         key = invoice.key

@@ -7,6 +7,7 @@ error. Exit codes are documented in the README and defined in `connector.errors.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
 import functools
 import importlib.metadata
@@ -57,8 +58,8 @@ State directory (CONNECTOR_STATE_DIR) by default:
 def _typer(**options: Any) -> typer.Typer:
     """Every Typer app of the CLI: plain help (no value placeholder on flags) and no "pretty"
     exceptions, whose tracebacks print local variables, and so secrets."""
+    options.setdefault("no_args_is_help", True)
     return typer.Typer(
-        no_args_is_help=True,
         add_completion=False,
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
@@ -77,6 +78,12 @@ auth_app = _typer(help="Authorise the connector in an accounting system.")
 app.add_typer(auth_app, name="auth")
 state_app = _typer(help="Look after the state directory: rebuild it, rebind it, release months.")
 app.add_typer(state_app, name="state")
+attention_app = _typer(
+    help="List what needs a person, and what to do; acknowledge what cannot be fixed.",
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
+app.add_typer(attention_app, name="attention")
 
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _unknown_reported = False
@@ -494,6 +501,100 @@ def resync(
             _print_json(document)
         else:
             typer.echo(resync_text(document, preview=not shown))
+        return int(report.exit_code)
+
+    _guard(body)
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@app.command(short_help="Month end: book (and send) a month's invoice drafts, each once.")
+def close(
+    period: Annotated[str, typer.Option(metavar="YYYY-MM", help="The month to close.")],
+    customer: Annotated[
+        str | None, typer.Option(metavar="NUMBER", help="Only this customer number.")
+    ] = None,
+    invoice_date: Annotated[
+        str | None,
+        typer.Option(
+            "--invoice-date",
+            metavar="YYYY-MM-DD",
+            help="Date the invoices this day (default: as the sync dates them, "
+            "CONNECTOR_INVOICE__DATE); never inside a locked period.",
+        ),
+    ] = None,
+    send: Annotated[
+        bool,
+        typer.Option(
+            "--send",
+            help="Also send them as the accounting system does (e-mail, e-invoice); "
+            "paper is listed to print by hand.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Close although the audit finds differences (needs --why)."),
+    ] = False,
+    why: Annotated[
+        str | None,
+        typer.Option(metavar="REASON", help="Why --force: recorded with your name and the time."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Month end: book the connector's open invoice drafts of a month in the accounting system,
+    each once, dated and falling due by the customer's terms of payment.
+
+    Refused while the audit finds differences between the ledger and the books for the month
+    (unless --force --why). Shows the invoices and asks before doing anything (--yes to skip
+    the question; without a terminal, --yes is required). Safe to stop and to run again: the
+    next close finishes what was left, and never books or sends an invoice twice.
+    """
+
+    def body() -> int:
+        if not _PERIOD.match(period):
+            raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+        dated = None
+        if invoice_date is not None:
+            try:
+                if not _DAY.match(invoice_date):
+                    raise ValueError
+                dated = datetime.date.fromisoformat(invoice_date)
+            except ValueError:
+                raise ConfigError(
+                    f"--invoice-date must be YYYY-MM-DD, got {invoice_date!r}"
+                ) from None
+        if force != (why is not None):
+            raise ConfigError('--force and --why go together: --force --why "the reason"')
+        from connector.close import CloseReport, CloseRequest, audit_with, run_close
+        from connector.render import close_preview_text, close_text
+
+        def confirm(preview: CloseReport) -> bool:
+            if yes:
+                return True
+            if not _stdin_is_terminal():
+                raise ConfigError(
+                    f"closing {period} needs confirmation. Standard input is not a terminal: "
+                    "pass --yes to confirm"
+                )
+            typer.echo(close_preview_text(preview.to_json()), err=True)
+            return typer.confirm("Go on?", default=False, err=True)
+
+        request = CloseRequest(
+            period=period,
+            customer=customer,
+            invoice_date=dated,
+            send=send,
+            force_why=why if force else None,
+        )
+        settings = _settings()
+        report = run_close(settings, request, audit=audit_with(settings), confirm=confirm)
+        document = report.to_json()
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(close_text(document))
         return int(report.exit_code)
 
     _guard(body)
@@ -1089,6 +1190,137 @@ def demo(
         typer.echo("")
         typer.echo(invoice_table(targets.spec(name).profile.display_name, invoices))
         return int(ExitCode.OK)
+
+    _guard(body)
+
+
+@app.command(short_help="Show the last runs, the invoices, what needs attention; offline.")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show what the state directory knows: the last runs (when, how long, what they did, exit
+    code), how far the ledger has been read, the invoices per state, what needs attention,
+    held months, which accounting system it invoices to, and whether the login still holds.
+
+    Reads local files only (works while the ledger or the accounting system is down). Exits
+    1 when something needs attention, 2 when the state directory is missing or unusable.
+    """
+
+    def body() -> int:
+        from connector.render_status import status_text
+        from connector.status import status_document
+
+        document = status_document(_settings())
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(status_text(document))
+        return int(document["exit_code"])
+
+    _guard(body)
+
+
+@attention_app.callback()
+def attention(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list the acknowledged items, with who and why.")
+    ] = False,
+) -> None:
+    """List every entry and invoice that needs attention: what is wrong, since when, and what
+    to do. Exits 1 when the list is not empty.
+
+    Reads the state directory only: the list is as the last sync left it.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body() -> int:
+        from connector.attention import attention_document
+        from connector.render_status import attention_text
+
+        document = attention_document(_settings(), include_acknowledged=show_all)
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(attention_text(document))
+        return int(ExitCode.ATTENTION if document["counts"]["open"] else ExitCode.OK)
+
+    _guard(body)
+
+
+class EntryOrInvoice(str):
+    """What an attention item is known by: a ledger entry id, a feed position (an item without
+    a usable id) or an invoice key. Its own type so that help names it, not `<str>`."""
+
+    __slots__ = ()
+
+
+@attention_app.command("ack", short_help="Acknowledge an item that cannot be fixed at its source.")
+def attention_ack(
+    item: Annotated[
+        EntryOrInvoice,
+        typer.Argument(
+            metavar="ID",
+            parser=EntryOrInvoice,
+            help="The ledger entry id, feed position or invoice, as `connector attention` lists "
+            "it (quote one with spaces).",
+        ),
+    ],
+    why: Annotated[
+        str,
+        typer.Option(metavar="REASON", help="Why it is acknowledged (kept with your user name)."),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Acknowledge an item that cannot be fixed at its source (a ledger item without a usable
+    id, an invoice a person changed on purpose): it leaves the list and no longer makes
+    `sync`, `status` or `attention` exit 1. It is kept in the record with who, when and why
+    (`connector attention --all`), and listed again if its reason changes.
+    """
+
+    def body() -> int:
+        from connector.attention import acknowledge
+        from connector.render_status import ack_text
+
+        done = acknowledge(_settings(), str(item), why)
+        if as_json:
+            _print_json(done)
+        else:
+            typer.echo(ack_text(done))
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
+@auth_app.command("status", short_help="Show how the connector logs in and whether it can.")
+def auth_status(
+    system: Annotated[
+        System | None,
+        typer.Argument(
+            metavar="[SYSTEM]", help="The accounting system (default: CONNECTOR_TARGET)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show the way the connector logs in (service account, or a person's refresh token), until
+    when the access token is valid, and whether a refresh token is stored and since when. No
+    secret is shown, and nothing is asked over the network.
+
+    Exits 0 when usable, 5 when a person must authorise again, 2 when not configured.
+    """
+
+    def body() -> int:
+        from connector.render_status import auth_text
+        from connector.status import auth_status as read_status
+
+        document = read_status(_settings(), None if system is None else str(system))
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(auth_text(document))
+        return int(document["exit_code"])
 
     _guard(body)
 

@@ -89,8 +89,10 @@ def outcome_of(report: SyncReport | None, error: BaseException | None) -> RunOut
     if error is None:
         if report is None:
             return None
-        items = sorted(report.invoice_attention.items())
-        items += [(r.ref, r.reason) for r in report.entry_attention()]
+        # What still needs a person: acknowledged items are not reported (connector attention
+        # ack), the invoices found by earlier runs and still locked or unknown are.
+        items = sorted(report.open_invoice_attention().items())
+        items += [(r.ref, r.reason) for r in report.open_entry_attention()]
         return RunOutcome(report.exit_code, attention=items)
     if isinstance(error, ConnectorError):
         return RunOutcome(error.exit_code, error=str(error))
@@ -161,7 +163,11 @@ def _alert(settings: Settings, outcome: RunOutcome, now: datetime) -> None:
             store.forget_resolved_notices(settings.target)
         if not reported:
             return
-        waiting = None if store is None else len(store.attention(settings.target))
+        waiting = (
+            None
+            if store is None
+            else sum(1 for s in store.attention_items(settings.target) if s.ack is None)
+        )
         for channel, send in _channels(settings.notify):
             alert = _compose(settings, outcome, channel, store, now, waiting)
             if alert is None:

@@ -248,6 +248,11 @@ def sync_text(doc: dict[str, Any]) -> str:
         lines.append("Needs attention:")
         lines.extend(f"    {a['key']}: {a['reason']}" for a in attention["invoices"])
         lines.extend(f"    {a['ref']}: {a['reason']}" for a in attention["entries"])
+    if attention.get("acknowledged"):
+        lines.append(
+            f"{len(attention['acknowledged'])} acknowledged item(s) not listed "
+            "(connector attention --all)"
+        )
     if doc.get("notes"):
         lines.append("Notes:")
         lines.extend(f"    {n}" for n in doc["notes"])
@@ -386,3 +391,97 @@ def resync_text(doc: dict[str, Any], *, preview: bool = True, outcome: bool = Tr
                 lines.append("")
             lines.append(sync_text(doc["done"]))
     return "\n".join(lines)
+
+
+# --- connector close ---------------------------------------------------------------------------
+
+
+def close_table(doc: dict[str, Any], *, preview: bool) -> list[str]:
+    """The invoices of a close, one line each: what is (or was) closed, with the date set."""
+    invoices = doc["invoices"]
+    if not invoices:
+        return []
+    heading = (
+        f"    {'invoice':<22} {'number':>8} {'customer':>8} {'amount excl. VAT':>20} "
+        f"{'invoice date':>12} {'due date':>10}" + ("" if preview else "  done")
+    )
+    lines = [heading]
+    for inv in invoices:
+        amount = "-"
+        if inv["amount_excl_vat"] is not None:
+            amount = f"{_num(Decimal(inv['amount_excl_vat']))} {inv['currency'] or ''}".strip()
+        done = ""
+        if not preview:
+            done = "  " + inv["outcome"]
+            sent = inv["sent"]
+            if sent == "by hand":
+                done += ", to send by hand"
+            elif sent == "unknown":
+                done += ", whether sent unknown: check by hand"
+            elif sent == "already":
+                done += ", sent before"
+            elif sent and inv["outcome"] != "skipped":
+                done += f" ({sent})"
+        lines.append(
+            f"    {inv['key']:<22} {inv['number'] or '-':>8} {inv['customer_number']:>8} "
+            f"{amount:>20} {inv['invoice_date']:>12} {inv['due_date'] or '-':>10}{done}"
+        )
+    return lines
+
+
+def close_preview_text(doc: dict[str, Any]) -> str:
+    """What a close is about to do, for the person asked to confirm it."""
+    system = _system(doc["target"])
+    what = "book and send" if doc["send"] else "book"
+    lines = [f"{system}: about to {what} {len(doc['invoices'])} invoice(s) of {doc['period']}:"]
+    lines.extend(close_table(doc, preview=True))
+    if doc["forced"]:
+        lines.append(
+            f"Despite {len(doc['forced']['differences'])} difference(s) found by the audit "
+            f"(--force: {doc['forced']['why']})"
+        )
+    lines.extend(_close_lists(doc))
+    return "\n".join(lines)
+
+
+def close_text(doc: dict[str, Any]) -> str:
+    """Human-readable result of `connector close`, from `CloseReport.to_json()`."""
+    system = _system(doc["target"])
+    scope = doc["period"] + (f", customer {doc['customer']}" if doc["customer"] else "")
+    if doc["refused"]:
+        lines = [
+            f"{system}, {scope}: not closed. The audit finds differences between the ledger "
+            f"and the books ({len(doc['differences'])}):"
+        ]
+        lines.extend(f"    {d}" for d in doc["differences"])
+        lines.append(
+            "Correct them (often: connector sync), then close again; or close anyway with "
+            '--force --why "the reason" (recorded with your name).'
+        )
+        return "\n".join(lines)
+    if not doc["confirmed"]:
+        return f"{system}, {scope}: nothing was closed (not confirmed)."
+    invoices = doc["invoices"]
+    booked = sum(1 for i in invoices if i["booked"])
+    sent = sum(1 for i in invoices if i["outcome"] == "booked and sent")
+    head = f"{system}, {scope}: {booked} invoice(s) booked"
+    if doc["send"]:
+        head += f", {sent} sent"
+    if not invoices:
+        head = f"{system}, {scope}: no open draft of the connector to close"
+    lines = [head]
+    lines.extend(close_table(doc, preview=False))
+    lines.extend(_close_lists(doc))
+    return "\n".join(lines)
+
+
+def _close_lists(doc: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for title, key in (("To send by hand", "by_hand"), ("Needs attention", "attention")):
+        if doc[key]:
+            lines.append(f"{title} ({len(doc[key])}):")
+            lines.extend(f"    {a['key']}: {a['reason']}" for a in doc[key])
+    if doc["notes"]:
+        lines.append("Notes:")
+        lines.extend(f"    {n}" for n in doc["notes"])
+    return lines

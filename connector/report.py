@@ -337,10 +337,14 @@ def run_report(settings: Settings, period: str) -> MonthReport:
         # Invoices the last sync could not send, and why (entries are listed by their own
         # reasons in the plan).
         refused = {}
+        # A locked invoice (a person changed it) stays on the attention list, but what it
+        # bills is invoiced: only the others held their entries back.
+        locked = {r.key.text for r in records if r.status is InvoiceStatus.LOCKED}
         for item in store.attention(profile.name):
             with contextlib.suppress(ValueError):
                 InvoiceKey.parse(item["ref"])
-                refused[item["ref"]] = item["reason"]
+                if item["ref"] not in locked:
+                    refused[item["ref"]] = item["reason"]
         in_month = {}
         for ref, reason in rejected:
             raw = store.raw_entry(ref)

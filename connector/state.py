@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -134,7 +135,62 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (channel, target, kind, ref, reason)
     );
     """,
-    # 5: entries a person chose to invoice again although their invoice was cancelled
+    # 5: the month-end close (connector close): per invoice, the steps done (dated, booked,
+    # sent) and those under way, so a close killed half-way is finished, not repeated; and
+    # every close forced past the audit, with who, when and why.
+    """
+    CREATE TABLE closings (
+        target TEXT NOT NULL,
+        key TEXT NOT NULL,
+        customer_number TEXT NOT NULL,
+        period TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        send_wanted INTEGER NOT NULL DEFAULT 0,
+        invoice_date TEXT,
+        dated_at TEXT,
+        booking_since TEXT,
+        booked_at TEXT,
+        booked_by TEXT,
+        booked_id TEXT,
+        booked_number TEXT,
+        sending_since TEXT,
+        sent TEXT,
+        sent_at TEXT,
+        sent_detail TEXT,
+        held TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (target, key)
+    );
+    CREATE TABLE close_overrides (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        target TEXT NOT NULL,
+        period TEXT NOT NULL,
+        customer_number TEXT,
+        who TEXT NOT NULL,
+        why TEXT NOT NULL,
+        differences TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    """,
+    # 6: attention kept per invoice as well as per entry (scope), items that stay listed until a
+    # person acts (standing: an invoice the state does not know), since when an item has had its
+    # present reason, and acknowledgements (connector attention ack): who, when, why.
+    """
+    ALTER TABLE attention ADD COLUMN scope TEXT NOT NULL DEFAULT 'entry';
+    ALTER TABLE attention ADD COLUMN standing INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attention ADD COLUMN reason_since TEXT;
+    CREATE TABLE acks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        target TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        who TEXT NOT NULL,
+        at TEXT NOT NULL,
+        why TEXT NOT NULL
+    );
+    CREATE INDEX acks_by_ref ON acks (target, ref);
+    """,
+    # 7: entries a person chose to invoice again although their invoice was cancelled
     # (connector resync --reinvoice-cancelled): the decision, per entry and cancelled invoice.
     """
     CREATE TABLE reinvoiced (
@@ -153,6 +209,20 @@ BOUND_LEDGER = "bound_ledger"
 BOUND_TARGET = "bound_target:"
 # The accounting system a state directory writes to: one only, or hours could be invoiced in two.
 BOUND_SYSTEM = "bound_system"
+# When the feed cursor last moved, and when the feed was last read to its end (meta keys).
+FEED_ADVANCED_AT = "feed_cursor_advanced_at"
+FEED_READ_AT = "feed_read_at"
+
+
+# Parts of a reason that change from one attempt to the next though the problem does not: the
+# id a support desk asks for (Visma's ErrorId, a request id).
+_VOLATILE = re.compile(r"\s*\((?:Visma ErrorId|HTTP \d+, request id|request id) [^)]*\)")
+
+
+def stable_reason(reason: str | None) -> str | None:
+    """A reason without its per-attempt ids: an acknowledgement, and since when an item has
+    had its reason, must not be undone by a new support id on the same refusal."""
+    return None if reason is None else _VOLATILE.sub("", reason)
 
 
 def _now() -> str:
@@ -258,6 +328,64 @@ class InvoiceRecord:
 
 
 @dataclass(frozen=True)
+class AttentionItem:
+    """An entry (ledger id, or feed position) or an invoice (its key) needing attention."""
+
+    ref: str
+    reason: str
+    scope: str = "entry"  # "entry" or "invoice"
+    customer_number: str | None = None
+    period: str | None = None
+    # Stays listed from run to run until a person acts (not only in the run that found it).
+    standing: bool = False
+
+
+@dataclass(frozen=True)
+class Ack:
+    who: str
+    at: str
+    why: str
+
+
+@dataclass(frozen=True)
+class StoredAttention:
+    item: AttentionItem
+    first_seen: str
+    last_seen: str
+    reason_since: str
+    ack: Ack | None
+
+
+@dataclass(frozen=True)
+class Closing:
+    """The month-end steps of one invoice (connector close). `booking_since`/`sending_since`:
+    a booking or sending was sent and its outcome is not recorded yet (a kill, a lost answer);
+    the next close reads the invoice before doing anything."""
+
+    key: InvoiceKey
+    remote_id: str
+    send_wanted: bool
+    invoice_date: str | None
+    dated_at: str | None
+    booking_since: str | None
+    booked_at: str | None
+    booked_by: str | None  # "connector", or "found" (booked by a person, or an earlier close)
+    booked_id: str | None
+    booked_number: str | None
+    sending_since: str | None
+    sent: str | None  # a Delivery value, "already", "unknown"; None: not sent
+    sent_at: str | None
+    sent_detail: str | None
+    # Why the connector will not book it (a due date that did not follow the terms): a person
+    # corrects and books it; the connector then records it booked.
+    held: str | None = None
+
+    @property
+    def booked(self) -> bool:
+        return self.booked_at is not None
+
+
+@dataclass(frozen=True)
 class RunRecord:
     id: int
     command: str
@@ -285,6 +413,7 @@ class StateStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.create_function("stable_reason", 1, stable_reason, deterministic=True)
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state store {state_dir / DB_NAME} is unusable: {exc}") from None
@@ -292,6 +421,18 @@ class StateStore:
         for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
             with contextlib.suppress(OSError):
                 os.chmod(state_dir / name, 0o600)
+
+    @classmethod
+    def open_existing(cls, state_dir: Path) -> StateStore:
+        """The state of a directory that holds one, for the commands that only read it: never a
+        new, empty one, so a wrong CONNECTOR_STATE_DIR is reported rather than shown empty."""
+        if not (state_dir / DB_NAME).is_file():
+            where = "does not exist" if not state_dir.exists() else f"holds no {DB_NAME}"
+            raise StateError(
+                f"the state directory {state_dir} {where}: check CONNECTOR_STATE_DIR (a first "
+                "connector sync creates it)"
+            )
+        return cls(state_dir)
 
     def close(self) -> None:
         self.db.close()
@@ -470,10 +611,16 @@ class StateStore:
                     (item.entry_id, item.revision, _dumps(item.raw), seq, now),
                 )
             if next_cursor is not None:
+                before = db.execute("SELECT value FROM meta WHERE key = 'feed_cursor'").fetchone()
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('feed_cursor', ?)",
                     (next_cursor,),
                 )
+                if before is None or before[0] != next_cursor:
+                    db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        (FEED_ADVANCED_AT, now),
+                    )
 
     def raw_entries(self) -> Iterator[tuple[str, Any]]:
         """(id, raw) of the latest revision of every mirrored entry."""
@@ -845,23 +992,49 @@ class StateStore:
     # --- attention and runs ---------------------------------------------------------------
 
     def replace_attention(self, target: str, results: Iterable[EntryResult]) -> None:
-        """Make the stored attention list equal `results`, keeping when each was first seen."""
+        """Make the stored attention list equal `results` (entries), keeping when each was
+        first seen."""
+        self.replace_attention_items(
+            target,
+            [AttentionItem(r.ref, r.reason, "entry", r.customer_number, r.period) for r in results],
+        )
+
+    _UPSERT_ATTENTION = """
+        INSERT INTO attention (target, ref, reason, customer_number, period, first_seen,
+            last_seen, scope, standing, reason_since)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (target, ref) DO UPDATE SET
+            reason = excluded.reason, customer_number = excluded.customer_number,
+            period = excluded.period, last_seen = excluded.last_seen, scope = excluded.scope,
+            standing = excluded.standing,
+            reason_since = CASE
+                WHEN stable_reason(attention.reason) = stable_reason(excluded.reason)
+                THEN COALESCE(attention.reason_since, attention.first_seen)
+                ELSE excluded.last_seen END
+    """
+
+    def _upsert_attention(
+        self, db: sqlite3.Connection, target: str, items: Iterable[AttentionItem], now: str
+    ) -> list[str]:
+        refs = []
+        for item in items:
+            refs.append(item.ref)
+            db.execute(
+                self._UPSERT_ATTENTION,
+                (
+                    target, item.ref, item.reason, item.customer_number, item.period, now, now,
+                    item.scope, int(item.standing), now,
+                ),
+            )  # fmt: skip
+        return refs
+
+    def replace_attention_items(self, target: str, items: Iterable[AttentionItem]) -> None:
+        """Make the stored attention list equal `items` (entries and invoices), keeping when
+        each was first seen and since when it has had its present reason (an acknowledgement
+        holds for that reason only)."""
         now = _now()
         with self.transaction() as db:
-            refs = []
-            for r in results:
-                refs.append(r.ref)
-                db.execute(
-                    """
-                    INSERT INTO attention
-                        (target, ref, reason, customer_number, period, first_seen, last_seen)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (target, ref) DO UPDATE SET
-                        reason = excluded.reason, customer_number = excluded.customer_number,
-                        period = excluded.period, last_seen = excluded.last_seen
-                    """,
-                    (target, r.ref, r.reason, r.customer_number, r.period, now, now),
-                )
+            refs = self._upsert_attention(db, target, items, now)
             db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (ref TEXT PRIMARY KEY)")
             db.execute("DELETE FROM keep")
             db.executemany("INSERT OR IGNORE INTO keep VALUES (?)", ((r,) for r in refs))
@@ -869,6 +1042,11 @@ class StateStore:
                 "DELETE FROM attention WHERE target = ? AND ref NOT IN (SELECT ref FROM keep)",
                 (target,),
             )
+
+    def add_attention(self, target: str, items: Iterable[AttentionItem]) -> None:
+        """Record items without touching the others: what a run found before it stopped."""
+        with self.transaction() as db:
+            self._upsert_attention(db, target, items, _now())
 
     def attention(self, target: str) -> list[dict[str, Any]]:
         cursor = self.db.execute(
@@ -878,6 +1056,54 @@ class StateStore:
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def attention_items(self, target: str) -> list[StoredAttention]:
+        """The stored attention list, with each item's acknowledgement if one holds: an
+        acknowledgement given for the item's present reason, since it has had that reason."""
+        rows = self.db.execute(
+            """
+            SELECT a.ref, a.reason, a.scope, a.customer_number, a.period, a.standing,
+                a.first_seen, a.last_seen, COALESCE(a.reason_since, a.first_seen),
+                k.who, k.at, k.why
+            FROM attention a
+            LEFT JOIN acks k ON k.id = (
+                SELECT MAX(id) FROM acks
+                WHERE target = a.target AND ref = a.ref
+                    AND stable_reason(reason) = stable_reason(a.reason)
+                    AND at >= COALESCE(a.reason_since, a.first_seen)
+            )
+            WHERE a.target = ?
+            ORDER BY a.scope DESC, a.ref
+            """,
+            (target,),
+        )
+        found = []
+        for ref, reason, scope, customer, period, standing, first, last, since, *ack in rows:
+            who, at, why = ack
+            found.append(
+                StoredAttention(
+                    AttentionItem(ref, reason, scope, customer, period, bool(standing)),
+                    first,
+                    last,
+                    since,
+                    None if who is None else Ack(who, at, why),
+                )
+            )
+        return found
+
+    def acknowledge(self, target: str, ref: str, reason: str, who: str, why: str) -> Ack:
+        """Record that a person has seen an item with this reason and accepts it as it is."""
+        ack = Ack(who, _now(), why)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO acks (target, ref, reason, who, at, why) VALUES (?, ?, ?, ?, ?, ?)",
+                (target, ref, reason, ack.who, ack.at, ack.why),
+            )
+        return ack
+
+    def acknowledged(self, target: str) -> dict[str, str]:
+        """ref -> reason of the items whose present reason is acknowledged."""
+        return {s.item.ref: s.item.reason for s in self.attention_items(target) if s.ack}
 
     def start_run(self, command: str, target: str) -> int:
         with self.transaction() as db:
@@ -954,3 +1180,153 @@ class StateStore:
                 """,
                 (target,),
             )
+
+    # --- month end (connector close) -------------------------------------------------------
+
+    _CLOSING = (
+        "SELECT key, remote_id, send_wanted, invoice_date, dated_at, booking_since, booked_at,"
+        " booked_by, booked_id, booked_number, sending_since, sent, sent_at, sent_detail, held"
+        " FROM closings WHERE target = ?"
+    )
+
+    @staticmethod
+    def _closing(row: tuple[Any, ...]) -> Closing:
+        key, remote_id, wanted, *rest = row
+        return Closing(InvoiceKey.parse(key), remote_id, bool(wanted), *rest)
+
+    def closing(self, target: str, key: InvoiceKey) -> Closing | None:
+        row = self.db.execute(self._CLOSING + " AND key = ?", (target, key.text)).fetchone()
+        return None if row is None else self._closing(row)
+
+    def closings(self, target: str, period: str | None = None) -> list[Closing]:
+        query, args = self._CLOSING, [target]
+        if period is not None:
+            query += " AND period = ?"
+            args.append(period)
+        rows = self.db.execute(query + " ORDER BY customer_number, key", args)
+        return [self._closing(row) for row in rows]
+
+    def start_closing(self, target: str, key: InvoiceKey, remote_id: str, send: bool) -> None:
+        """The invoice is being closed; `send`: this close also sends it (kept once asked, so
+        a later close finishes the sending). Only before it is booked: whether the connector
+        owes the sending is decided by the close that books it (where the system cannot show
+        whether an invoice went out, one booked without --send is a person's to send)."""
+        with self.transaction() as db:
+            db.execute(
+                """
+                INSERT INTO closings
+                    (target, key, customer_number, period, remote_id, send_wanted, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (target, key) DO UPDATE SET
+                    send_wanted = CASE WHEN booked_at IS NULL
+                        THEN MAX(send_wanted, excluded.send_wanted) ELSE send_wanted END,
+                    updated_at = excluded.updated_at
+                """,
+                (target, key.text, key.customer_number, key.period, remote_id, int(send), _now()),
+            )
+
+    def _close_step(self, target: str, key: InvoiceKey, assignments: str, *args: Any) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE closings SET {assignments}, updated_at = ?"  # noqa: S608 - fixed text
+                " WHERE target = ? AND key = ?",
+                (*args, _now(), target, key.text),
+            )
+
+    def mark_dated(self, target: str, key: InvoiceKey, invoice_date: str) -> None:
+        self._close_step(target, key, "invoice_date = ?, dated_at = ?", invoice_date, _now())
+
+    def mark_booking(self, target: str, key: InvoiceKey) -> None:
+        """Committed before the booking request is sent: its outcome is unknown until
+        recorded."""
+        self._close_step(target, key, "booking_since = ?", _now())
+
+    def clear_booking(self, target: str, key: InvoiceKey) -> None:
+        self._close_step(target, key, "booking_since = NULL")
+
+    def record_booked(
+        self,
+        target: str,
+        key: InvoiceKey,
+        *,
+        by: str,
+        booked_id: str | None,
+        number: str | None,
+        remote_id: str,
+    ) -> None:
+        """Booked: the close step and the invoice's status (closed: later ledger changes go to
+        a supplementary invoice) in one transaction."""
+        now = _now()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE closings SET booking_since = NULL, booked_at = COALESCE(booked_at, ?),"
+                " booked_by = COALESCE(booked_by, ?), booked_id = COALESCE(?, booked_id),"
+                " booked_number = COALESCE(?, booked_number), updated_at = ?"
+                " WHERE target = ? AND key = ?",
+                (now, by, booked_id, number, now, target, key.text),
+            )
+            self._upsert_invoice(db, target, key)
+            db.execute(
+                "UPDATE invoices SET status = CASE WHEN status = 'sent' THEN 'sent'"
+                " ELSE 'booked' END, remote_id = ?, display_number = COALESCE(?, display_number),"
+                " vanished_since = NULL, updated_at = ? WHERE target = ? AND key = ?",
+                (remote_id, number, now, target, key.text),
+            )
+
+    def mark_sending(self, target: str, key: InvoiceKey) -> None:
+        self._close_step(target, key, "sending_since = ?", _now())
+
+    def hold_closing(self, target: str, key: InvoiceKey, reason: str) -> None:
+        self._close_step(target, key, "held = ?", reason)
+
+    def clear_sending(self, target: str, key: InvoiceKey) -> None:
+        """A sending that did not happen (refused, or read back as not sent)."""
+        self._close_step(target, key, "sending_since = NULL")
+
+    def record_sent(self, target: str, key: InvoiceKey, how: str, detail: str = "") -> None:
+        """The sending step's outcome: a Delivery value, "already" (sent before), or
+        "unknown" (the target cannot tell: left to a person, never sent again)."""
+        self._close_step(
+            target,
+            key,
+            "sending_since = NULL, sent = ?, sent_at = ?, sent_detail = ?",
+            how,
+            _now(),
+            detail,
+        )
+
+    def record_override(
+        self,
+        target: str,
+        period: str,
+        customer: str | None,
+        who: str,
+        why: str,
+        differences: Sequence[str],
+    ) -> None:
+        """A close forced past the audit's differences: who, when, why, and what they were."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO close_overrides"
+                " (target, period, customer_number, who, why, differences, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (target, period, customer, who, why, _dumps(list(differences)), _now()),
+            )
+
+    def overrides(self, target: str) -> list[dict[str, Any]]:
+        cursor = self.db.execute(
+            "SELECT period, customer_number, who, why, differences, at FROM close_overrides"
+            " WHERE target = ? ORDER BY id",
+            (target,),
+        )
+        return [
+            {
+                "period": period,
+                "customer": customer,
+                "who": who,
+                "why": why,
+                "differences": json.loads(differences),
+                "at": at,
+            }
+            for period, customer, who, why, differences, at in cursor
+        ]

@@ -55,8 +55,11 @@ from connector.state import (
     BOUND_SYSTEM,
     BOUND_TARGET,
     DB_NAME,
+    FEED_READ_AT,
+    AttentionItem,
     InvoiceRecord,
     StateStore,
+    stable_reason,
 )
 from connector.targets.base import (
     RemoteInvoice,
@@ -86,6 +89,8 @@ def pull(store: StateStore, ledger: LedgerClient) -> PullSummary:
         pages += 1
         items += len(page.items)
         without_id += sum(1 for i in page.items if i.entry_id is None)
+    # Read to its end: what `connector status` shows as the last time the mirror caught up.
+    store.set_meta(FEED_READ_AT, datetime.now(UTC).isoformat(timespec="seconds"))
     log.info("ledger.pulled", pages=pages, entries=items, without_id=without_id)
     return PullSummary(pages=pages, items=items, without_id=without_id)
 
@@ -342,6 +347,14 @@ class SyncReport:
     plan: Plan | None = None
     requests: int = 0
     rate_limited: int = 0
+    # Invoices needing attention found by earlier runs and still so (a draft a person edited,
+    # an invoice the state does not know): listed on every run until a person acts.
+    standing: dict[str, str] = field(default_factory=dict)
+    # Those of them that stay listed by their own record (not by an invoice status).
+    standing_kept: set[str] = field(default_factory=set)
+    # ref -> reason of items a person has acknowledged (connector attention ack): listed
+    # apart, and not counted in the exit code while their reason stays the same.
+    acknowledged: dict[str, str] = field(default_factory=dict)
 
     def count_requests(self, stats: Stats) -> None:
         self.requests = stats.requests
@@ -350,9 +363,27 @@ class SyncReport:
     def entry_attention(self) -> list[EntryResult]:
         return self.plan.by_outcome(Outcome.ATTENTION) if self.plan else []
 
+    def _acked(self, ref: str, reason: str) -> bool:
+        acked = self.acknowledged.get(ref)
+        return acked is not None and stable_reason(acked) == stable_reason(reason)
+
+    def open_invoice_attention(self) -> dict[str, str]:
+        """This run's invoice findings and the standing ones, without the acknowledged."""
+        merged = {**self.standing, **self.invoice_attention}
+        return {k: r for k, r in sorted(merged.items()) if not self._acked(k, r)}
+
+    def open_entry_attention(self) -> list[EntryResult]:
+        return [r for r in self.entry_attention() if not self._acked(r.ref, r.reason)]
+
+    def acknowledged_items(self) -> list[tuple[str, str]]:
+        merged = {**self.standing, **self.invoice_attention}
+        found = [(k, r) for k, r in merged.items() if self._acked(k, r)]
+        found += [(r.ref, r.reason) for r in self.entry_attention() if self._acked(r.ref, r.reason)]
+        return sorted(found)
+
     @property
     def exit_code(self) -> ExitCode:
-        if self.invoice_attention or self.entry_attention():
+        if self.open_invoice_attention() or self.open_entry_attention():
             return ExitCode.ATTENTION
         return ExitCode.OK
 
@@ -390,9 +421,12 @@ class SyncReport:
             "entries": {o.value: sum(1 for r in results if r.outcome is o) for o in Outcome},
             "attention": {
                 "invoices": [
-                    {"key": k, "reason": r} for k, r in sorted(self.invoice_attention.items())
+                    {"key": k, "reason": r} for k, r in self.open_invoice_attention().items()
                 ],
-                "entries": [{"ref": r.ref, "reason": r.reason} for r in self.entry_attention()],
+                "entries": [
+                    {"ref": r.ref, "reason": r.reason} for r in self.open_entry_attention()
+                ],
+                "acknowledged": [{"ref": ref, "reason": r} for ref, r in self.acknowledged_items()],
             },
             "excluded": dict(
                 sorted(Counter(r.reason for r in results if r.outcome is Outcome.EXCLUDED).items())
@@ -570,6 +604,8 @@ class _Sync:
         if not unknown:
             return
         unknown.sort(key=lambda u: u[1])
+        if not self.dry_run:
+            self.store.add_attention(self.name, [self._unknown_item(r, k) for r, k in unknown])
         listed = ", ".join(
             f"{key} (#{r.label}, {'live' if r.live else self.target.profile.withdrawn})"
             for r, key in unknown[:6]
@@ -582,6 +618,23 @@ class _Sync:
             "and writing could invoice the same hours twice, so nothing was sent. Restore the "
             "right state directory, or rebuild this one from "
             f"{self.where} and the ledger: connector state rebuild"
+        )
+
+    def _unknown_item(self, remote: RemoteInvoice, key: InvoiceKey) -> AttentionItem:
+        """An invoice of the connector's form the state does not know: listed by every later
+        run until a person has restored or rebuilt the state (or acknowledged it)."""
+        state = "live" if remote.live else self.target.profile.withdrawn
+        return AttentionItem(
+            key.text,
+            f"{self.where} holds invoice #{remote.label} ({key}, {state}) that the state "
+            f"directory {self.store.dir} does not know: it is not the state that made it (lost, "
+            "replaced, an old backup, or CONNECTOR_STATE_DIR points elsewhere), so nothing is "
+            "sent where it could be billed twice; restore the right state directory, or "
+            "rebuild this one: connector state rebuild",
+            "invoice",
+            key.customer_number,
+            key.period,
+            standing=True,
         )
 
     def check_fresh_state(self) -> None:
@@ -1174,6 +1227,61 @@ class _Sync:
         self.store.set_status(self.name, invoice.key, InvoiceStatus.CANCELLED)
 
 
+def standing_attention(
+    store: StateStore, profile: TargetProfile, found: dict[str, str]
+) -> tuple[dict[str, str], set[str]]:
+    """Invoices that still need attention though this run found nothing new about them: every
+    invoice a person edited (locked: the connector no longer changes it), and every standing
+    item (an invoice the state does not know), with the reason recorded when it was found."""
+    stored = {s.item.ref: s.item for s in store.attention_items(profile.name)}
+    standing: dict[str, str] = {}
+    for record in store.invoice_records(profile.name):
+        key = record.key.text
+        if record.status is not InvoiceStatus.LOCKED or key in found:
+            continue
+        before = stored.get(key)
+        number = record.display_number or record.remote_id
+        standing[key] = (
+            before.reason
+            if before is not None and before.scope == "invoice"
+            else f"invoice {number} ({key}) is locked: a person changed it in "
+            f"{profile.display_name}, or it holds rows the connector did not write; the "
+            "connector no longer changes it and sends later changes on a supplementary invoice"
+        )
+    kept = set()
+    for ref, item in stored.items():
+        if item.standing and ref not in found and ref not in standing:
+            standing[ref] = item.reason
+            kept.add(ref)
+    return standing, kept
+
+
+def attention_items(report: SyncReport) -> list[AttentionItem]:
+    """What a run leaves in the state's attention list: its entries and invoices needing
+    attention, and the standing invoices (kept from run to run)."""
+    items = [
+        AttentionItem(r.ref, r.reason, "entry", r.customer_number, r.period)
+        for r in report.entry_attention()
+    ]
+    for text, reason in {**report.standing, **report.invoice_attention}.items():
+        try:
+            key: InvoiceKey | None = InvoiceKey.parse(text)
+        except ValueError:
+            key = None
+        items.append(
+            AttentionItem(
+                text,
+                reason,
+                "invoice",
+                key.customer_number if key else None,
+                key.period if key else None,
+                # A locked invoice needs no flag: its status keeps it listed.
+                standing=text in report.standing_kept and text not in report.invoice_attention,
+            )
+        )
+    return items
+
+
 def open_target(settings: Settings) -> Target:
     """The configured accounting system's client (CONNECTOR_TARGET)."""
     return targets.spec(settings.target).open(settings)
@@ -1226,12 +1334,13 @@ def run_sync(
                 store.finish_run(run_id, exc.exit_code, {**report.to_json(), "error": str(exc)})
             raise
         report.count_requests(target.stats)
+        report.standing, report.standing_kept = standing_attention(
+            store, target.profile, report.invoice_attention
+        )
         if run_id is not None:
-            invoice_refs = [
-                EntryResult(key, Outcome.ATTENTION, reason)
-                for key, reason in report.invoice_attention.items()
-            ]
-            store.replace_attention(target.profile.name, [*report.entry_attention(), *invoice_refs])
+            store.replace_attention_items(target.profile.name, attention_items(report))
+        report.acknowledged = store.acknowledged(target.profile.name)
+        if run_id is not None:
             store.finish_run(run_id, report.exit_code, report.to_json())
         log.info("sync.done", **report.counts())
     return report

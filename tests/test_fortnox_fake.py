@@ -941,12 +941,14 @@ def test_units(fx: Fx) -> None:
 
 def test_customer_detail_and_list(fx: Fx) -> None:
     """GET /3/customers/{n}: Name, Active, Currency, ShowPriceVATIncluded, InvoiceRemark,
-    TermsOfPayment, VATType (OpenAPI fortnox_Customer)."""
+    TermsOfPayment, VATType, DefaultDeliveryTypes, EmailInvoice (OpenAPI fortnox_Customer)."""
     customer = fx.ok("GET", "/customers/1005")["Customer"]
     assert customer == {
         "CustomerNumber": "1005", "Name": "Kustlinjen Logistik 1 AB", "Active": True,
         "City": "Stockholm", "Currency": "SEK", "ShowPriceVATIncluded": True,
         "InvoiceRemark": "", "TermsOfPayment": "30", "VATType": "SEVAT",
+        "DefaultDeliveryTypes": {"Invoice": "EMAIL", "Offer": "PRINT", "Order": "PRINT"},
+        "EmailInvoice": "ekonomi@kund.example",
     }  # fmt: skip
     assert fx.ok("GET", "/customers/1004")["Customer"]["InvoiceRemark"].startswith("Ange PO")
     listed = fx.ok("GET", "/customers", customernumber="100", limit="3")

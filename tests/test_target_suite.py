@@ -4,7 +4,9 @@ neutral view of the oracle. A new target in the registry is picked up here witho
 
 Nothing twice (crash between create and record, lost answers, overlapping runs), nothing lost
 (the oracle against the ledger), an idempotent rerun writes nothing, closed invoices are never
-touched, a person's changes are respected, tokens survive runs. Target-specific behaviour is
+touched, a person's changes are respected, tokens survive runs; and the month end's operations
+(re-date with the due date from the terms, book once, send once, lost answers settled by
+reading). Target-specific behaviour is
 tested in test_<target>_client.py and test_sync.py."""
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,10 @@ import pytest
 from connector import sync as sync_module
 from connector import targets
 from connector.auth import TokenFile
-from connector.errors import ExitCode, RemoteUnavailableError
+from connector.errors import ExitCode, OutcomeUnknownError, RemoteUnavailableError, TargetRefusal
 from connector.mappings import Mappings
+from connector.planning import InvoiceStatus
+from connector.targets.base import Delivery, RemoteState
 from tests.harness import (
     NIGHT,
     TARGETS,
@@ -346,3 +351,86 @@ def test_a_lost_state_is_rebuilt_without_billing_twice(world: World) -> None:
     # Only the refused creates are tried again (the refusals were not kept): nothing is written.
     assert report.created == report.updated == report.cancelled == []
     assert_matches_ledger(world, report)
+
+
+# --- month end: the close operations (redate, book, send) ---------------------------------------
+
+
+def draft_of(world: World, key: str) -> tuple[Any, str]:
+    """The target's client and the remote id of the open draft with this key."""
+    (draft,) = live(world, key)
+    assert draft["state"] == "open"
+    return targets.spec(world.target).open(world.settings, http=world.client()), str(
+        draft["remote_id"]
+    )
+
+
+def never_made(remote_id: str) -> str:
+    """An id of the same form as `remote_id` that the target never gave out."""
+    return "987654321" if remote_id.isdigit() else str(uuid.uuid4())
+
+
+def test_a_draft_is_redated_with_the_due_date_from_the_terms_then_booked_once(
+    world: World,
+) -> None:
+    world.sync()
+    target, remote_id = draft_of(world, "SK-1004-2026-09")
+    dated = target.redate(remote_id, date(2026, 10, 1))
+    assert dated.state is RemoteState.OPEN and dated.invoice_date == date(2026, 10, 1)
+    assert dated.due_date == date(2026, 10, 31)  # the customer's 30 days, not sent by us
+    booked = target.book(remote_id)
+    assert booked.state is RemoteState.CLOSED and booked.status is InvoiceStatus.BOOKED
+    assert booked.number and booked.invoice_date == date(2026, 10, 1)
+    read = target.get(remote_id)  # still addressed by the id the state knows
+    assert read.state is RemoteState.CLOSED and read.number == booked.number
+    with pytest.raises(TargetRefusal):
+        target.book(remote_id)  # booking twice is refused, never a second invoice
+    with pytest.raises(TargetRefusal):
+        target.book(never_made(remote_id))
+    assert [i["state"] for i in live(world, "SK-1004-2026-09")] == ["closed"]
+
+
+def test_a_lost_booking_answer_is_settled_by_reading(world: World) -> None:
+    world.sync()
+    target, remote_id = draft_of(world, "SK-1004-2026-09")
+    world.faults(lost_action_rate=1.0)
+    with pytest.raises(OutcomeUnknownError):
+        target.book(remote_id)
+    world.faults(lost_action_rate=0)
+    assert target.get(remote_id).state is RemoteState.CLOSED
+
+
+def test_booking_in_a_locked_period_is_a_date_refusal(world: World) -> None:
+    world.sync()
+    target, remote_id = draft_of(world, "SK-1004-2026-09")
+    if not world.driver.lock_through(date(2026, 9, 30)):
+        pytest.skip("this target's fake has no period lock")
+    with pytest.raises(TargetRefusal) as refused:
+        target.book(remote_id)
+    assert target.refuses_date(refused.value)
+    assert target.get(remote_id).state is RemoteState.OPEN
+
+
+def test_a_booked_invoice_is_sent_once_the_way_its_customer_gets_invoices(
+    world: World,
+) -> None:
+    world.sync()
+    target, remote_id = draft_of(world, "SK-1004-2026-09")
+    target.book(remote_id)
+    outcome = target.send(remote_id)
+    assert outcome.sent and outcome.how is Delivery.EMAIL
+    read = target.get(remote_id)
+    assert read.sent in (True, None)  # None: the target cannot show it (Visma)
+    fake = world.app.extensions[world.target]
+    assert len(fake.deliveries) == 1
+    key = next(
+        str(i["key"])
+        for i in world.driver.invoices()
+        if i["state"] == "open" and str(i["key"]).endswith("-2026-09")
+    )
+    other, second = draft_of(world, key)
+    other.book(second)
+    world.faults(lost_action_rate=1.0)
+    with pytest.raises(OutcomeUnknownError):
+        other.send(second)  # a lost answer is never resent by the client itself
+    assert len(fake.deliveries) == 2

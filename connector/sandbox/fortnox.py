@@ -91,6 +91,10 @@ class FakeCustomer:
     invoice_remark: str = ""
     terms_of_payment: str = "30"
     currency: str = "SEK"
+    # DefaultDeliveryTypes.Invoice (OpenAPI enum PRINT, EMAIL, PRINTSERVICE; ELECTRONICINVOICE
+    # is handled too) and the e-mail address invoices go to.
+    invoice_delivery: str = "EMAIL"
+    email_invoice: str = "ekonomi@kund.example"
 
 
 # The articles of mappings/service-categories.toml, and two no mapping uses: an inactive one
@@ -131,6 +135,7 @@ _CUSTOMER_CARDS: dict[str, dict[str, Any]] = {
     "1004": {"invoice_remark": "Ange PO-nummer 4711 vid betalning."},
     "1005": {"show_price_vat_included": True},
     "1006": {"terms_of_payment": "10"},
+    "1007": {"invoice_delivery": "PRINT"},
 }
 
 
@@ -207,6 +212,9 @@ class Faults:
     error_rate: float = 0.0  # share of API requests answered 503 before doing anything
     lost_create_rate: float = 0.0  # share of creates stored, then the connection dropped
     lost_update_rate: float = 0.0  # share of updates applied, then the connection dropped
+    # Share of bookings and sendings (Fortnox: bookkeep, email, einvoice, eprint; Visma: convert,
+    # email, einvoice) done, then the connection dropped.
+    lost_action_rate: float = 0.0
     rate_429: float = 0.0  # share of API requests answered 429
     force_429: int = 0  # the next N API requests are answered 429
     # An invoice created less than this many seconds ago (fake clock) is missing from
@@ -248,7 +256,13 @@ class Faults:
             if name != "seed" and number < 0:
                 raise ValueError(f"{name} must not be negative")
             return int(number)
-        rates = {"error_rate", "lost_create_rate", "lost_update_rate", "rate_429"}
+        rates = {
+            "error_rate",
+            "lost_create_rate",
+            "lost_update_rate",
+            "lost_action_rate",
+            "rate_429",
+        }
         if name in rates and not 0 <= number <= 1:
             raise ValueError(f"{name} must be between 0 and 1")
         if number < 0:
@@ -555,9 +569,15 @@ class FortnoxFake:
         self._seed_registers()
         self.invoices: dict[int, dict[str, Any]] = {}
         self.locked_through: date | None = None
+        # Whether a PUT with a new InvoiceDate and no DueDate moves the due date by the terms
+        # of payment, as Fortnox's invoice form does. UNCERTAIN for the API: False is the
+        # harsher reading (the old due date stays), for tests that the connector catches it.
+        self.redate_moves_due_date = True
         # Every PUT or cancel accepted on an invoice whose Sent was true (the real API accepts
         # both): tests use it to prove the connector never does that.
         self.modified_while_sent: list[int] = []
+        # Every invoice the API sent to a customer: (document number, how), in order.
+        self.deliveries: list[tuple[int, str]] = []
         self._created_at: dict[int, float] = {}
         self._row_ids = itertools.count(1)  # RowIds are never reused, not even after reset()
         self.access_tokens: dict[str, _Token] = {}
@@ -590,6 +610,7 @@ class FortnoxFake:
         self.invoices.clear()
         self._created_at.clear()
         self.modified_while_sent.clear()
+        self.deliveries.clear()
         self.locked_through = None
         self._seed_registers()
         self.rate_limited = 0
@@ -949,7 +970,7 @@ class FortnoxFake:
         action = rest[1] if len(rest) == 2 else None
         known = {
             ("GET", None), ("PUT", None), ("PUT", "bookkeep"), ("PUT", "cancel"),
-            ("PUT", "externalprint"), ("GET", "email"),
+            ("PUT", "externalprint"), ("GET", "email"), ("GET", "einvoice"), ("GET", "eprint"),
         }  # fmt: skip
         if len(rest) > 2 or (method, action) not in known:
             return _error(
@@ -966,8 +987,16 @@ class FortnoxFake:
         if action == "bookkeep":
             if invoice["Cancelled"]:
                 return _error(400, E_DOCUMENT_STATE, "Fakturan är makulerad och kan inte bokföras")
+            if invoice["Booked"]:
+                # Made-up code and wording: the real answer to booking a booked invoice is
+                # unrecorded. Harsher reading: refused, so a client must read before it books.
+                return _error(400, E_DOCUMENT_STATE, "Fakturan är redan bokförd")
             self._check_lock(invoice["InvoiceDate"])
             invoice["Booked"] = True
+            if self.faults.hit(self.faults.lost_action_rate):
+                raise DropConnection  # booked, but the answer never arrives
+        elif action in ("email", "einvoice", "eprint"):
+            return self._deliver(number, invoice, action)
         elif action == "cancel":
             if invoice["Booked"]:
                 return _error(400, E_DOCUMENT_STATE, "Fakturan är bokförd och kan inte makuleras")
@@ -975,8 +1004,29 @@ class FortnoxFake:
                 self.modified_while_sent.append(number)
             invoice["Cancelled"] = True
         else:
-            # PUT externalprint ("Set an invoice as sent") and GET email, a side-effecting GET.
+            # PUT externalprint ("Set an invoice as sent").
             invoice["Sent"] = True
+        return _answer(200, {"Invoice": invoice})
+
+    def _deliver(self, number: int, invoice: dict[str, Any], action: str) -> Response:
+        """GET .../email, .../einvoice, .../eprint: side-effecting GETs that send the invoice
+        and set Sent ("The difference between this and the print-endpoint is that property Sent
+        is not set to TRUE", OpenAPI on preview). What Fortnox answers for a customer without
+        an e-mail address or e-invoice set-up is unrecorded: harsher reading, refused with the
+        made-up code. Sending an unbooked invoice is allowed (it stays unbooked)."""
+        if invoice["Cancelled"]:
+            return _error(400, E_DOCUMENT_STATE, "Fakturan är makulerad och kan inte skickas")
+        customer = self.customers.get(invoice["CustomerNumber"])
+        if action == "email" and (customer is None or not customer.email_invoice):
+            return _error(400, E_UNVERIFIED, "Kunden saknar e-postadress för fakturor")
+        if action == "einvoice" and (
+            customer is None or customer.invoice_delivery != "ELECTRONICINVOICE"
+        ):
+            return _error(400, E_UNVERIFIED, "Kunden är inte ansluten till e-faktura")
+        invoice["Sent"] = True
+        self.deliveries.append((number, action))
+        if self.faults.hit(self.faults.lost_action_rate):
+            raise DropConnection  # sent, but the answer never arrives
         return _answer(200, {"Invoice": invoice})
 
     def _paged(self, wrapper: str, items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
@@ -1080,6 +1130,12 @@ class FortnoxFake:
             "InvoiceRemark": customer.invoice_remark,
             "TermsOfPayment": customer.terms_of_payment,
             "VATType": "SEVAT",
+            "DefaultDeliveryTypes": {
+                "Invoice": customer.invoice_delivery,
+                "Offer": "PRINT",
+                "Order": "PRINT",
+            },
+            "EmailInvoice": customer.email_invoice,
         }
 
     def _unit(self, code: str) -> dict[str, Any]:
@@ -1452,8 +1508,18 @@ class FortnoxFake:
                     f"Kunden med kundnummer {customer_number} hittades inte",
                 )
             updated["CustomerNumber"], updated["CustomerName"] = customer.number, customer.name
-        # Partial: header fields not sent keep their values (DueDate included).
+        # Partial: header fields not sent keep their values (DueDate included), except that a
+        # new InvoiceDate without a DueDate moves the due date by the invoice's terms of
+        # payment, as Fortnox's own invoice form does (UNCERTAIN for the API: undocumented).
         self._apply_header(updated, payload)
+        if (
+            self.redate_moves_due_date
+            and updated["InvoiceDate"] != invoice["InvoiceDate"]
+            and payload.get("DueDate") is None
+        ):
+            days = self.terms_of_payment.get(updated["TermsOfPayment"], 0)
+            moved = date.fromisoformat(updated["InvoiceDate"]) + timedelta(days=days)
+            updated["DueDate"] = moved.isoformat()
         if "InvoiceRows" in payload:
             updated["InvoiceRows"] = self._merged_rows(
                 invoice["InvoiceRows"], payload["InvoiceRows"]

@@ -93,6 +93,8 @@ E_NOT_FOUND = 3000  # ResourceNotFound
 E_NOT_AUTHORIZED = 4005  # NotAuthorized
 E_NO_SCOPE = 4006  # NoAccessToScopes
 E_TOO_MANY_REQUESTS = 4010  # TooManyRequests
+E_CANNOT_BOOKKEEP = 4013  # CannotBookkeepInvoice (locked year or period)
+E_AUTOINVOICE_ADDRESS = 4017  # AutoInvoice: electronic address missing
 E_QUERY = 6000  # QueryParameterError
 E_INPUT = 6001  # InvalidInput
 
@@ -168,6 +170,10 @@ class VismaCustomer:
     address1: str = ""
     postal_code: str = "111 22"
     city: str = "Stockholm"
+    # Where invoices are sent: EmailAddress and ElectronicAddress of CustomerApi, shown on its
+    # invoices as CustomerEmail and ElectronicAddress (read-only).
+    email: str | None = "ekonomi@kund.example"
+    electronic_address: str | None = None
 
     @property
     def domestic(self) -> bool:
@@ -636,6 +642,8 @@ class VismaFake:
         # a converted invoice. The API has no way to change one, so it stays empty; the test
         # oracle reads it all the same.
         self.modified_after_convert: list[str] = []
+        # Every invoice the API sent to a customer: (invoice id, "email" or "einvoice").
+        self.deliveries: list[tuple[str, str]] = []
         self.windows: dict[tuple[str, str], _Window] = {}
         self.access_tokens: dict[str, _Token] = {}
         self.refresh_tokens: dict[str, frozenset[str]] = {}
@@ -691,6 +699,7 @@ class VismaFake:
         self.graveyard.clear()
         self._meta.clear()
         self.modified_after_convert.clear()
+        self.deliveries.clear()
         self._seed_registers()
         self.accounting_locked_to = None
         self.rate_limited = 0
@@ -737,6 +746,7 @@ class VismaFake:
             )
         except _Refused as refused:
             raise ValueError(refused.response.body.decode()) from None
+        self._with_delivery(invoice)
         return str(invoice["Id"])
 
     def delete(self, draft_id: str) -> None:
@@ -1066,6 +1076,8 @@ class VismaFake:
         rest = parts[1:]
         if resource == "customerinvoicedrafts":
             return self._drafts(request, rest)
+        if resource == "customerinvoices" and method == "POST" and len(rest) == 2:
+            return self._send_invoice(request, rest)
         if resource == "customerinvoices" and method == "GET":
             if not rest:
                 return self._list(request, _INVOICE_LIST, self._listed_invoices(request))
@@ -1931,11 +1943,71 @@ class VismaFake:
         # The company setting keepOriginalDraftDate is off in the fake company, so only the
         # parameter counts, with or without overrideCompanyKeepOriginalDraftDate.
         keep = bool(params.get("keepOriginalDraftDate", False))
+        self._check_bookkeeping_lock(self._convert_date(draft, keep_date=keep))
         invoice = self._convert(draft, keep_date=keep, validation=body)
-        if self.faults.hit(self.faults.lost_create_rate):
+        self._with_delivery(invoice)
+        if self.faults.hit(self.faults.lost_create_rate) or self.faults.hit(
+            self.faults.lost_action_rate
+        ):
             raise DropConnection  # converted, but the answer never arrives
         # 201 with the CustomerInvoiceApi (OpenAPI).
         return json_response(201, invoice)
+
+    def _check_bookkeeping_lock(self, invoice_date: date) -> None:
+        """A convert books the invoice: a date on or before AccountingLockedTo is refused with
+        4013 CannotBookkeepInvoice (NOTES section 6; the message is the fake's own)."""
+        locked = self.accounting_locked_to
+        if locked is not None and invoice_date <= locked:
+            raise self._refuse(
+                400,
+                E_CANNOT_BOOKKEEP,
+                f"CannotBookkeepInvoice: the accounting is locked to {locked.isoformat()}.",
+            )
+
+    def _with_delivery(self, invoice: dict[str, Any]) -> None:
+        """The read-only delivery fields of CustomerInvoiceApi, from the customer."""
+        customer = self.customers.get(str(invoice["CustomerId"]))
+        invoice["CustomerEmail"] = customer.email if customer else None
+        invoice["ElectronicAddress"] = customer.electronic_address if customer else None
+        invoice.setdefault("IsNotDelivered", False)
+
+    def _send_invoice(self, request: Request, rest: list[str]) -> Response:
+        """POST /customerinvoices/{id}/email (EmailApi) and .../einvoice
+        (ElectronicInvoiceRequestApi): 200, no body (OpenAPI). Nothing on the invoice records
+        that it was sent. Without an address to send to, refused (code and wording the fake's
+        own: 2000 for e-mail, 4017 for AutoInvoice)."""
+        action = rest[1]
+        if action not in ("email", "einvoice"):
+            raise self._no_route(request)
+        invoice = self.invoices.get(self._path_id(rest[0]))
+        if invoice is None:
+            raise self._not_found("customer invoice")
+        self._only_params(request, {})
+        body = self._body(request) if request.body else {}
+        if not isinstance(body, dict):
+            raise self._invalid([_Problem("", "InvalidType", "Expected an object.")])
+        allowed = (
+            {"Email", "CcRecipients", "Subject", "Message"} if action == "email" else {"SendType"}
+        )
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise self._invalid([_Problem(unknown[0], "UnknownProperty", "Unknown property.")])
+        if action == "email":
+            if not (body.get("Email") or invoice.get("CustomerEmail")):
+                raise self._invalid([_Problem("Email", "Required", "No e-mail address.")])
+        else:
+            if body.get("SendType") not in (1, 2, 3, 4):
+                raise self._invalid([_Problem("SendType", "OutOfRange", "Unknown SendType.")])
+            if body.get("SendType") == 1 and not invoice.get("ElectronicAddress"):
+                raise self._refuse(
+                    400,
+                    E_AUTOINVOICE_ADDRESS,
+                    "AutoInvoice: the customer has no electronic address.",
+                )
+        self.deliveries.append((str(invoice["Id"]), action))
+        if self.faults.hit(self.faults.lost_action_rate):
+            raise DropConnection  # sent, but the answer never arrives
+        return Response(200, b"")
 
     @staticmethod
     def _check_validation_shape(body: Any, problems: list[_Problem]) -> None:
@@ -2258,3 +2330,7 @@ class Driver(FakeDriver):
 
     def faults(self, **values: Any) -> None:
         self.fake.faults.update(values)
+
+    def lock_through(self, day: date | None) -> bool:
+        self.fake.accounting_locked_to = day
+        return True

@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from connector.settings import Settings
 
 __all__ = [
+    "Delivery",
     "NeedsStepping",
     "OAuthApp",
     "RegisterArticle",
     "RemoteInvoice",
     "RemoteRow",
     "RemoteState",
+    "SendOutcome",
     "Target",
     "TargetProfile",
     "TargetRefusal",
@@ -142,6 +144,13 @@ class RemoteInvoice:
     # than keeping it as cancelled.
     vanished: bool = False
     invoice_date: date | None = None
+    # When it falls due; None when the answer does not say (list results).
+    due_date: date | None = None
+    # Whether the customer has been sent it: None when the target cannot tell (Visma).
+    sent: bool | None = None
+    # A booked invoice's own id in the target when it is not `remote_id` (Visma: the invoice a
+    # converted draft became has a new id; the connector keeps addressing it by the draft's).
+    booked_id: str | None = None
     # The target's own answer, for a read-modify-write that keeps what a person set on the
     # draft (Visma's PUT replaces the whole draft). Not part of the invoice's identity.
     source: Any = field(default=None, compare=False, repr=False)
@@ -192,6 +201,25 @@ def row_differences(
 def rows_match(remote: Sequence[RemoteRow], rows: Sequence[Row]) -> bool:
     """Whether the target's rows are the rows the connector wrote (so no person edited them)."""
     return not row_differences(remote, rows)
+
+
+class Delivery(StrEnum):
+    """How an accounting system sends a booked invoice to its customer."""
+
+    EMAIL = "e-mail"
+    EINVOICE = "e-invoice"
+    PRINT_SERVICE = "print service"  # the system prints and posts it (Fortnox's e-print)
+    BY_HAND = "by hand"  # the customer gets paper a person prints, or the system cannot send it
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What `Target.send` did: sent it (`sent`), or left it to a person (BY_HAND), and where
+    to or why, in plain words."""
+
+    how: Delivery
+    sent: bool
+    detail: str = ""
 
 
 class Target(Protocol):
@@ -273,6 +301,23 @@ class Target(Protocol):
         """Before sending rows that were refused: the plain reason if a read shows the cause
         is still there (the customer or article still missing), None to send again."""
 
+    # --- month end (connector close) -------------------------------------------------------
+
+    def redate(self, remote_id: str, invoice_date: date) -> RemoteInvoice:
+        """Give a draft this invoice date and nothing else: no due date is sent, so the target
+        derives it from the customer's terms of payment. Returns the draft as answered."""
+
+    def book(self, remote_id: str) -> RemoteInvoice:
+        """Book the draft as dated (Fortnox: bookkeep; Visma: convert the draft, keeping its
+        date). Raises TargetRefusal if it is booked already, OutcomeUnknownError on a lost
+        answer (settled by reading, never sent again blindly). Returns the booked invoice,
+        still addressed by `remote_id`."""
+
+    def send(self, remote_id: str) -> SendOutcome:
+        """Send a booked invoice the way its customer receives invoices in the target (e-mail,
+        e-invoice, print service), or, when a person must, send nothing and say so (BY_HAND).
+        A lost answer raises OutcomeUnknownError and is never sent again blindly."""
+
     def close(self) -> None: ...
 
 
@@ -347,6 +392,8 @@ class OAuthApp:
     # a new one; a rotating-only system treats a missing one as an error.
     refresh_may_be_reused: bool = False
     token_file: str = ""
+    # How long a stored refresh token lasts, when the system says (for `connector auth status`).
+    refresh_token_days: int | None = None
 
     @property
     def login_hint(self) -> str:

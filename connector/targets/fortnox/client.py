@@ -33,7 +33,14 @@ from connector.logs import get_logger
 from connector.planning import KEY_PREFIX, InvoiceKey, InvoiceStatus, PlannedInvoice
 from connector.settings import Settings
 from connector.targets.api import ApiClient
-from connector.targets.base import NeedsStepping, RegisterArticle, RemoteInvoice, RemoteState
+from connector.targets.base import (
+    Delivery,
+    NeedsStepping,
+    RegisterArticle,
+    RemoteInvoice,
+    RemoteState,
+    SendOutcome,
+)
 from connector.targets.fortnox import SPEC, errors
 from connector.targets.fortnox.oauth import APP, TOKEN_FILE
 from connector.targets.fortnox.payloads import (
@@ -41,6 +48,7 @@ from connector.targets.fortnox.payloads import (
     header_step_rows,
     invoice_payload,
     parse_invoice,
+    redate_payload,
     text,
     update_rows,
 )
@@ -214,6 +222,55 @@ class FortnoxClient:
 
     def discard(self, remote_id: str) -> None:
         self._call("PUT", f"/invoices/{quote(remote_id, safe='')}/cancel", idempotent=False)
+
+    # --- month end ---------------------------------------------------------------------------
+
+    def redate(self, remote_id: str, invoice_date: date) -> RemoteInvoice:
+        # A PUT renews every RowId: not safe to repeat blindly, though the same date twice is.
+        body = self._call(
+            "PUT",
+            f"/invoices/{quote(remote_id, safe='')}",
+            body=redate_payload(invoice_date),
+            idempotent=False,
+        )
+        return parse_invoice(body["Invoice"], with_rows=True)
+
+    def book(self, remote_id: str) -> RemoteInvoice:
+        body = self._call(
+            "PUT", f"/invoices/{quote(remote_id, safe='')}/bookkeep", idempotent=False
+        )
+        return parse_invoice(body["Invoice"], with_rows=True)
+
+    def send(self, remote_id: str) -> SendOutcome:
+        """As the customer card's DefaultDeliveryTypes.Invoice says: EMAIL by GET .../email,
+        PRINTSERVICE by GET .../eprint, ELECTRONICINVOICE (not in the saved OpenAPI enum, but
+        handled if met) by GET .../einvoice; PRINT, or nothing set, is left to a person. These
+        GETs send: never retried blindly."""
+        invoice = self.get(remote_id)
+        number = invoice.customer_number
+        body = self._call("GET", f"/customers/{quote(number, safe='')}")
+        customer = body.get("Customer") if isinstance(body, dict) else None
+        customer = customer if isinstance(customer, dict) else {}
+        types = customer.get("DefaultDeliveryTypes")
+        chosen = text(types.get("Invoice") if isinstance(types, dict) else None).upper()
+        action = {
+            "EMAIL": (Delivery.EMAIL, "email"),
+            "ELECTRONICINVOICE": (Delivery.EINVOICE, "einvoice"),
+            "PRINTSERVICE": (Delivery.PRINT_SERVICE, "eprint"),
+        }.get(chosen)
+        if action is None:
+            why = (
+                "gets invoices on paper"
+                if chosen == "PRINT"
+                else f"has no delivery type Fortnox sends ({chosen or 'none'})"
+            )
+            return SendOutcome(
+                Delivery.BY_HAND, False, f"customer {number} {why}: print it and post it"
+            )
+        how, path = action
+        self._call("GET", f"/invoices/{quote(remote_id, safe='')}/{path}", idempotent=False)
+        where = text(customer.get("EmailInvoice")) if how is Delivery.EMAIL else ""
+        return SendOutcome(how, True, where)
 
     # --- reading the company ----------------------------------------------------------------
 

@@ -22,4 +22,6 @@ APP = OAuthApp(
     service_account_params=(("account_type", "service"),),
     refresh_may_be_reused=False,
     token_file=TOKEN_FILE,
+    # "Refresh tokens are single-use and last 45 days" (docs/fortnox.md).
+    refresh_token_days=45,
 )

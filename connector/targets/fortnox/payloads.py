@@ -130,6 +130,21 @@ def _row_id(value: object) -> int | None:
         return None
 
 
+def date_or_none(value: object) -> date | None:
+    """A YYYY-MM-DD date as Fortnox writes it; None for an empty or unreadable one."""
+    raw = text(value).strip()[:10]
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def redate_payload(invoice_date: date) -> dict[str, Any]:
+    """The body of a PUT that re-dates a draft: the invoice date alone. No DueDate, so Fortnox
+    derives it from the terms of payment; no rows, so they are kept as they are."""
+    return {"Invoice": {"InvoiceDate": invoice_date.isoformat()}}
+
+
 def parse_invoice(data: dict[str, Any], with_rows: bool) -> RemoteInvoice:
     rows = None
     if with_rows:
@@ -164,4 +179,7 @@ def parse_invoice(data: dict[str, Any], with_rows: bool) -> RemoteInvoice:
         currency=text(data.get("Currency")) or None,
         rows=rows,
         vat_included=None if vat_included is None else truthy(vat_included),
+        invoice_date=date_or_none(data.get("InvoiceDate")),
+        due_date=date_or_none(data.get("DueDate")),
+        sent=None if data.get("Sent") is None else truthy(data.get("Sent")),
     )

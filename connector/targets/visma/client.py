@@ -62,7 +62,13 @@ from connector.logs import get_logger
 from connector.planning import InvoiceKey, InvoiceStatus, PlannedInvoice
 from connector.settings import Settings
 from connector.targets.api import ApiClient
-from connector.targets.base import RegisterArticle, RemoteInvoice, RemoteState
+from connector.targets.base import (
+    Delivery,
+    RegisterArticle,
+    RemoteInvoice,
+    RemoteState,
+    SendOutcome,
+)
 from connector.targets.visma import SPEC, errors
 from connector.targets.visma.oauth import APP
 from connector.targets.visma.payloads import (
@@ -79,6 +85,7 @@ from connector.targets.visma.payloads import (
     parse_customer,
     parse_draft,
     parse_invoice,
+    redated_draft,
     text,
 )
 from connector.targets.visma.profile import PROFILE
@@ -505,6 +512,56 @@ class VismaClient:
     def discard(self, remote_id: str) -> None:
         """DELETE the draft (200, no body). A lost answer is settled by reading."""
         self._call("DELETE", f"{DRAFTS}/{self._id(remote_id)}", idempotent=False)
+
+    # --- month end ---------------------------------------------------------------------------
+
+    def redate(self, remote_id: str, invoice_date: date) -> RemoteInvoice:
+        """A read-modify-write of the whole draft (a PUT replaces it) with the new date and no
+        due date. A lost answer is settled by reading."""
+        draft_id = self._id(remote_id)
+        path = f"{DRAFTS}/{draft_id}"
+        source = self._call("GET", path)
+        body = self._call("PUT", path, body=redated_draft(source, invoice_date), idempotent=False)
+        return self._draft(body, "PUT", path)
+
+    def book(self, remote_id: str) -> RemoteInvoice:
+        """POST .../convert keeping the draft's own date (the company setting may otherwise
+        date the invoice today). A converted draft is gone from the drafts: converting it again
+        is refused (not found), so a lost answer is settled by reading."""
+        draft_id = self._id(remote_id)
+        path = f"{DRAFTS}/{draft_id}/convert"
+        params = {"keepOriginalDraftDate": "true", "overrideCompanyKeepOriginalDraftDate": "true"}
+        body = self.api.call("POST", path, params=params)
+        if not isinstance(body, dict) or not is_guid(text(lowered(body).get("id"))):
+            raise OutcomeUnknownError("POST", path, "the answer holds no invoice")
+        return self._remember(parse_invoice(body, self._article_numbers()))
+
+    def send(self, remote_id: str) -> SendOutcome:
+        """POST /customerinvoices/{id}/einvoice (SendType 1, AutoInvoiceElectronic) when the
+        invoice has an electronic address, else .../email to the customer's invoice e-mail
+        address (EmailApi's defaults); with neither, a person sends it. Visma shows no "sent"
+        mark on an invoice afterwards, so a lost answer cannot be settled by reading."""
+        invoice = self.get(remote_id)
+        if invoice.state is not RemoteState.CLOSED or invoice.booked_id is None:
+            raise TargetRefusal(
+                f"invoice {invoice.label} is not a booked invoice in {errors.SYSTEM}",
+                code=errors.NOT_FOUND,
+            )
+        f = lowered(invoice.source)
+        electronic, email = text(f.get("electronicaddress")), text(f.get("customeremail"))
+        path = f"{INVOICES}/{invoice.booked_id}"
+        if electronic:
+            self._call("POST", f"{path}/einvoice", body={"SendType": 1}, idempotent=False)
+            return SendOutcome(Delivery.EINVOICE, True, electronic)
+        if email:
+            self._call("POST", f"{path}/email", body={}, idempotent=False)
+            return SendOutcome(Delivery.EMAIL, True, email)
+        return SendOutcome(
+            Delivery.BY_HAND,
+            False,
+            f"customer {invoice.customer_number} has neither an e-mail address nor an "
+            f"electronic address in {errors.SYSTEM}",
+        )
 
     # --- reading the company ----------------------------------------------------------------
 

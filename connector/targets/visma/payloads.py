@@ -234,6 +234,7 @@ def parse_draft(data: object, article_numbers: Mapping[str, str] | None = None) 
         rows=_rows(f, article_numbers or {}),
         vat_included=bool_or_none(f.get("includesvat")),
         invoice_date=date_or_none(f.get("invoicedate")),
+        due_date=date_or_none(f.get("duedate")),
         source=data,
     )
 
@@ -254,6 +255,8 @@ def parse_invoice(data: object, article_numbers: Mapping[str, str] | None = None
         rows=_rows(f, article_numbers or {}),
         vat_included=bool_or_none(f.get("includesvat")),
         invoice_date=date_or_none(f.get("invoicedate")),
+        due_date=date_or_none(f.get("duedate")),
+        booked_id=guid(f.get("id")) or None,
         source=data,
     )
 
@@ -405,3 +408,40 @@ def carry_row_fields(
             continue
         carried[targets[0]].update((name, guid(value)) for name, value in marks.items())
     return carried, unkept
+
+
+# Writable properties of CustomerInvoiceDraftRowApi (OpenAPI 2026-02-17) a re-dating PUT sends
+# back as read: not ArticleNumber (derived from ArticleId), nor the unit's names (the article's)
+# nor ContributionMargin (computed).
+ROW_KEPT: tuple[str, ...] = (
+    "LineNumber", "ArticleId", "IsTextRow", "Text", "UnitPrice", "DiscountPercentage", "Quantity",
+    "WorkCostType", "IsWorkCost", "WorkHours", "MaterialCosts",
+    "ReversedConstructionServicesVatFree", "CostCenterItemId1", "CostCenterItemId2",
+    "CostCenterItemId3", "ProjectId", "GreenTechnologyType",
+)  # fmt: skip
+_ROW_CANONICAL = {name.lower(): name for name in ROW_KEPT}
+
+
+def redated_draft(source: object, invoice_date: date) -> dict[str, Any]:
+    """A PUT body that keeps the draft as read (header and rows, writable fields only) with a
+    new invoice date and no due date, so Visma derives it from the terms of payment."""
+    body = kept_fields(source, redated=True)
+    f = lowered(source)
+    for name in ("CustomerId", "ContractNumber", "IsCreditInvoice", "EuThirdParty",
+                 "RotReducedInvoicingType", "ReplaceUnitPriceWhenZero"):  # fmt: skip
+        value = f.get(name.lower())
+        if value is not None:
+            body[name] = value
+    found = f.get("rows")
+    rows: list[Any] = found if isinstance(found, list) else []
+    body["Rows"] = [
+        {
+            _ROW_CANONICAL[str(k).lower()]: v
+            for k, v in row.items()
+            if str(k).lower() in _ROW_CANONICAL and v is not None
+        }
+        for row in rows
+        if isinstance(row, dict)
+    ]
+    body["InvoiceDate"] = invoice_date.isoformat()
+    return body
