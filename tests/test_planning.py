@@ -140,11 +140,28 @@ def test_quantity_is_hours_minus_prepaid_rounded_per_category(
     assert note.description == "2026-09-14: 0,2 tim avräknade mot förbetalda timmar (installation)"
 
 
+def bought(make: Make, hours: str = "10") -> Entry:
+    """A top-up in August, so that September's draws have prepaid hours to draw on."""
+    return make(
+        id="T0",
+        kind="topup",
+        category="prepaid_hours",
+        hours=hours,
+        performed_on="2026-08-01",
+        unit_price="1000.00",
+    )
+
+
+def september(result: Plan) -> list[PlannedInvoice]:
+    return [i for i in result.invoices if i.key.period == "2026-09"]
+
+
 def test_fully_prepaid_debit_shows_as_text_row_beside_charges(
     make: Make, mappings: Mappings
 ) -> None:
-    result = plan([make(id="A", hours="2", prepaid_hours="2"), make(id="B")], mappings, FORTNOX)
-    (only,) = result.invoices
+    entries = [bought(make), make(id="A", hours="2", prepaid_hours="2"), make(id="B")]
+    result = plan(entries, mappings, FORTNOX)
+    (only,) = september(result)
     note, charge = only.item_rows
     assert note.is_text and charge.entry_id == "B"
     assert "2 tim avräknade mot förbetalda timmar (Installation)" in note.description
@@ -152,8 +169,8 @@ def test_fully_prepaid_debit_shows_as_text_row_beside_charges(
 
 
 def test_no_zero_invoice_when_everything_is_prepaid(make: Make, mappings: Mappings) -> None:
-    result = plan([make(id="A", hours="2", prepaid_hours="2")], mappings, FORTNOX)
-    assert result.invoices == ()
+    result = plan([bought(make), make(id="A", hours="2", prepaid_hours="2")], mappings, FORTNOX)
+    assert september(result) == []
     assert outcome(result, "A") == (Outcome.EXCLUDED, "fully covered by prepaid hours")
 
 
@@ -166,7 +183,9 @@ def test_no_prepaid_rows_when_switched_off(make: Make) -> None:
         custom,
         FORTNOX,
     )
-    assert outcome(result, "A") == (Outcome.EXCLUDED, "fully covered by prepaid hours")
+    # Drawn without a top-up: an overdraw, which needs attention and changes no row.
+    assert outcome(result, "A")[0] is Outcome.ATTENTION
+    assert "fully covered" not in outcome(result, "A")[1]
     (only,) = result.invoices
     assert [(r.entry_id, r.quantity) for r in only.item_rows] == [("B", Decimal("2.00"))]
 
@@ -786,8 +805,11 @@ def test_every_entry_ends_in_exactly_one_outcome(
     by_ref = {r.ref: r for r in result.results}
     on_rows = {row.entry_id for i in result.invoices for row in i.item_rows}
     invoiced = {r.ref for r in result.results if r.outcome is Outcome.INVOICED}
-    # Without history, an entry is on a row exactly when it is invoiced.
-    assert on_rows == invoiced
+    # An overdraw of prepaid hours needs attention while its other rows go out.
+    overdrawn = {r.ref for r in result.results if "more prepaid hours than bought" in r.reason}
+    assert not overdrawn & invoiced
+    # Without history, an entry is on a row exactly when it is invoiced (or overdrawn).
+    assert on_rows - overdrawn == invoiced
     for ref in refs:
         assert by_ref[ref].outcome is Outcome.ATTENTION
     for inv in result.invoices:
