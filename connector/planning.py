@@ -898,8 +898,10 @@ def _plan_entry(
         )
         if mine:
             own = mine
+    followed: tuple[Row, ...] | None = None
     if own and charge_over and isinstance(desired, tuple):
         own = _follow_overdraw(own, desired)
+        followed = tuple(r for r in own if r.role is RowRole.OVERDRAW)
     if not own:
         # Not written for this revision (or only its credit was: a move left half done):
         # planned from the ledger and the mappings.
@@ -908,7 +910,7 @@ def _plan_entry(
     # it bills, whatever the mappings say now. Only a ledger change (or an explicit re-sync)
     # changes invoiced rows; a mapping or price change never withdraws or re-prices them. The
     # net position is still computed, so an older row left on a closed invoice is corrected.
-    drift = _mapping_drift(desired, current)
+    drift = _mapping_drift(desired, current, followed)
     found, parts = _plan_rows(entry, own, placements, invoiced, profile, result)
     if drift is None or found.outcome is Outcome.ATTENTION:
         return found, parts
@@ -975,9 +977,17 @@ def _plan_rows(
             tuple(dict.fromkeys(p.key for p in closed)),
         ), []
     if net and _same_billing(net, new_rows, entry):
-        return result(
-            Outcome.INVOICED, "already invoiced", tuple(dict.fromkeys(p.key for p in closed))
-        ), []
+        # With an overdraw row on either side, the billed rows may split the hours otherwise
+        # than the entry does now (a charge of 2 h for 1 h charged and 1 h overdrawn): then
+        # the rows must not stand for this revision (the sync advances only "already
+        # invoiced"), or a later balance change could not tell which part to follow.
+        overdrawn = any(
+            r.role is RowRole.OVERDRAW
+            for rows in (new_rows, *(p.rows for p in placements))
+            for r in rows
+        )
+        reason = "already invoiced" + (" (with prepaid hours overdrawn)" if overdrawn else "")
+        return result(Outcome.INVOICED, reason, tuple(dict.fromkeys(p.key for p in closed))), []
 
     # Credit everything billed (each on its own customer's and month's open invoice), then
     # charge the current revision.
@@ -1030,23 +1040,24 @@ def _billing_shape(rows: Iterable[Row]) -> Counter[tuple[str, Decimal, str | Non
 
 
 def _mapping_drift(
-    desired: tuple[Row, ...] | _Excluded | _Attention, placements: Sequence[Placement]
+    desired: tuple[Row, ...] | _Excluded | _Attention,
+    placements: Sequence[Placement],
+    overdraw: tuple[Row, ...] | None = None,
 ) -> str | None:
-    """Why the mappings would now plan an unchanged entry differently, or None."""
+    """Why the mappings would now plan an unchanged entry differently, or None. `overdraw`:
+    the entry's overdraw rows as they follow the balance (overdraw = invoice), in place of
+    the ones written: a balance change is a ledger change, not drift."""
     if isinstance(desired, _Attention):
         return desired.reason
     # What the entry charges now: the charge rows written for its current revision (a booked
     # invoice's older charge is netted by correction rows beside them).
     latest = max(p.revision for p in placements)
-    written = [
-        r for p in placements if p.revision == latest for r in p.rows if r.role is RowRole.CHARGE
-    ]
+    roles = (RowRole.CHARGE,) if overdraw is not None else (RowRole.CHARGE, RowRole.OVERDRAW)
+    written = [r for p in placements if p.revision == latest for r in p.rows if r.role in roles]
+    written.extend(overdraw or ())
     if isinstance(desired, _Excluded):
         return f"the mappings now leave it out ({desired.reason})" if written else None
-    # The overdraw row follows the balance, not the mappings (_follow_overdraw).
-    if _billing_shape(r for r in desired if r.role is not RowRole.OVERDRAW) != _billing_shape(
-        written
-    ):
+    if _billing_shape(desired) != _billing_shape(written):
         articles = ", ".join(sorted({r.article for r in desired if r.article}))
         return f"the mappings now give it other rows ({articles or 'no article'})"
     return None
