@@ -444,3 +444,26 @@ def test_balance_without_a_mirror_or_ledger_settings_is_a_usage_error(
     result = run("balance")
     assert result.exit_code == 2
     assert "CONNECTOR_LEDGER__URL and CONNECTOR_LEDGER__TOKEN" in result.stderr
+
+
+def test_a_rebuild_ties_the_balance_row_to_no_entry(world: World) -> None:
+    world.settings.prepaid.balance_row = True
+    world.sync()
+    report = world.rebuild()
+    assert (report.held, report.locked) == ([], [])
+    writes = world.writes()
+    after = world.sync()
+    assert world.writes() == writes, "the rebuilt state knows every row, the balance row too"
+    assert_matches_ledger(world, after)
+
+
+def test_a_rebuild_holds_a_month_with_an_overdraw_row_for_a_person(world: World) -> None:
+    world.settings.prepaid.overdraw = "invoice"
+    world.sync()
+    report = world.rebuild()
+    assert [(c, p) for c, p, _ in report.held] == [(CUSTOMER, "2026-10")]
+    assert "tim saknades i timbanken" in report.held[0][2]
+    assert report.locked == ["SK-1004-2026-10"]
+    writes = world.writes()
+    world.sync()
+    assert world.writes() == writes, "nothing is sent for a month the rebuild could not tie"
