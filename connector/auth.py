@@ -184,7 +184,10 @@ class TokenEndpoint:
         try:
             response = send(self._http, build, policy=self._policy, stats=self.stats)
         except GaveUpError as exc:
-            raise RemoteUnavailableError(f"token endpoint unreachable: {exc.last}") from None
+            raise RemoteUnavailableError(
+                f"{self.app.system}'s token endpoint unreachable: {exc.reason()}; check "
+                f"{self.setting}AUTH_URL if the address is wrong"
+            ) from None
         if response.status_code == 200:
             body = _json_or_none(response)
             if isinstance(body, dict) and isinstance(body.get("access_token"), str):

@@ -71,7 +71,7 @@ app = _typer(
     help="Turns billable service-account hours into invoice drafts in Fortnox or Visma.",
     epilog=EPILOG,
 )
-mappings_app = _typer(help="Check the mapping files.")
+mappings_app = _typer(help="Check, show and change the mapping files.")
 app.add_typer(mappings_app, name="mappings")
 auth_app = _typer(help="Authorise the connector in an accounting system.")
 app.add_typer(auth_app, name="auth")
@@ -260,6 +260,131 @@ def plan(
     _guard(body)
 
 
+@app.command(short_help="Prove a month's invoices against the ledger; sends nothing.")
+def audit(
+    period: Annotated[
+        str, typer.Option(metavar="YYYY-MM", help="The month to prove (required).")
+    ] = "",
+    customer: Annotated[
+        str | None, typer.Option(metavar="NUMBER", help="Only this customer number.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Check, before closing a month, that the invoices in the accounting system bill exactly
+    what the ledger says.
+
+    Reads the month's invoices from the accounting system itself (drafts, booked, sent;
+    cancelled or deleted ones bill nothing), nets them per customer, article and price, and
+    compares them with what the ledger's entries should bill, with the mapping files and the
+    article register. Lists every difference, every key on two live invoices, every entry not
+    invoiced; entries excluded on purpose (included in the monthly fee, prepaid, withdrawn by a
+    person) and entries needing attention are listed apart. Pulls new ledger changes; sends no
+    write request to the accounting system.
+
+    \b
+    Exit codes:
+      0  the books and the ledger agree (entries needing attention may be listed)
+      1  they do not: a difference, a key on two live invoices, an entry not invoiced
+      2  bad options or settings
+      3  another run holds the lock
+      4  the ledger or the accounting system is unreachable
+      5  the accounting system needs re-authorisation
+    What each finding means: docs/finance.md.
+    """
+
+    def body() -> int:
+        settings = _settings()
+        _check_period(period)
+        from connector.audit import audit_text, run_audit
+
+        report = run_audit(settings, period, customer)
+        document = report.to_json()
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(audit_text(document, width=_width()))
+        return int(report.exit_code)
+
+    _guard(body)
+
+
+class ReportFormat(enum.StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command(short_help="What was invoiced for a month, per customer (table, CSV, JSON).")
+def report(
+    period: Annotated[
+        str, typer.Option(metavar="YYYY-MM", help="The month to report (required).")
+    ] = "",
+    fmt: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--format",
+            help="table (for reading), csv (opens in a Swedish Excel by double-click: "
+            "semicolons, decimal comma, UTF-8) or json.",
+        ),
+    ] = ReportFormat.table,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            metavar="FILE",
+            help="Write to this file (replaced whole, never half-written) instead of "
+            "standard output.",
+        ),
+    ] = None,
+) -> None:
+    """What was invoiced for a month, per customer: each invoice's number, state, hours per
+    category and amounts excluding VAT; and the month's hours not invoiced, by reason
+    (included in the monthly fee, drawn from prepaid hours, needing attention, ...), so
+    finance can reconcile against the ledger.
+
+    Reads the state directory only, as the last sync recorded it, and the plan made from the
+    ledger as last pulled: no network. `connector audit` checks the accounting system itself.
+
+    \b
+    Exit codes:
+      0  the report was written
+      2  bad options or settings, or no state directory yet
+    """
+
+    def body() -> int:
+        settings = _settings()
+        _check_period(period)
+        from connector.report import render, run_report, write_atomically
+
+        month = run_report(settings, period)
+        text = render(month, fmt.value, width=_width())
+        if output is not None:
+            write_atomically(output, text)
+            typer.echo(f"Wrote {output}")
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
+def _check_period(period: str) -> None:
+    if not period:
+        raise ConfigError("--period YYYY-MM is required: the month to look at")
+    if not _PERIOD.match(period):
+        raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+
+
+def _width() -> int:
+    """Tables as wide as the terminal; 120 columns when standard output is not one."""
+    import shutil
+
+    if sys.stdout.isatty():
+        return max(80, shutil.get_terminal_size((120, 24)).columns)
+    return 120
+
+
 @app.command(short_help="Nightly job: bring the invoice drafts in line with the ledger.")
 def sync(
     dry_run: Annotated[
@@ -270,16 +395,20 @@ def sync(
     """The nightly job: finish unfinished work, pull the ledger, bring the invoice drafts in line.
 
     Safe to kill at any moment and to run again; a second run with no ledger change sends no
-    write request.
+    write request. With CONNECTOR_NOTIFY__* set, a run that needs a person sends an alert
+    (webhook or e-mail).
     """
 
     def body() -> int:
+        from connector.notify import watch_sync
         from connector.render import sync_text
         from connector.sync import run_sync
 
         settings = _settings()
-        with _progress("Writing invoices") as progress:
-            report = run_sync(settings, dry_run=dry_run, progress=progress)
+        # Alerts (CONNECTOR_NOTIFY__*) for however the run ends; never change its exit code.
+        with watch_sync(settings, dry_run=dry_run) as watch, _progress("Writing invoices") as bar:
+            report = run_sync(settings, dry_run=dry_run, progress=bar)
+            watch.done(report)
         document = report.to_json()
         if as_json:
             _print_json(document)
@@ -595,6 +724,173 @@ def mappings_validate(
         # What the files would do to the books, from the ledger as last pulled: warnings only.
         for warning in mapping_warnings(settings, mappings):
             typer.echo(f"warning: {warning}")
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
+class Slug(str):
+    """A category as the ledger writes it; named so that --help shows what to type, not `str`."""
+
+    __slots__ = ()
+
+
+_DIR_OPTION = typer.Option(
+    "--dir", metavar="PATH", help="Mappings folder (default: CONNECTOR_MAPPINGS_DIR)."
+)
+
+
+@mappings_app.command("show", short_help="Show each category's article, unit and prices.")
+def mappings_show(
+    target: Annotated[
+        System | None,
+        typer.Option(
+            "--target", metavar="SYSTEM", help="Only this accounting system (default: each)."
+        ),
+    ] = None,
+    directory: Annotated[Path | None, _DIR_OPTION] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show the mapping as it takes effect, per accounting system: for every category whether
+    it is billable or included in the monthly fee, its article, unit and price (with the date
+    each price change applies from), whether its hours may go out free, and the file and line
+    that define it. Reads the files only."""
+
+    def body() -> int:
+        from connector.mapping_check import show_document
+        from connector.mappings import load_mappings
+        from connector.render_mappings import show_text
+
+        settings = _settings()
+        mappings = load_mappings(directory if directory is not None else settings.mappings_dir)
+        names = [str(target)] if target is not None else list(targets.names())
+        document = show_document(mappings, names)
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(show_text(document))
+        return int(ExitCode.OK)
+
+    _guard(body)
+
+
+@mappings_app.command(
+    "check", short_help="Check the mappings against the accounting system; changes nothing."
+)
+def mappings_check(
+    directory: Annotated[Path | None, _DIR_OPTION] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Validate the mapping files, then ask the accounting system (CONNECTOR_TARGET) whether
+    every mapped article exists and is active, whether each unit fits, and whether each
+    category has a price (else its hours would be invoiced at 0); and list categories the
+    ledger uses that no file maps. Only reads; sends no change anywhere.
+
+    Exit 0 when all is well, 1 when a problem was found (each names the file and line).
+    """
+
+    def body() -> int:
+        from connector.mapping_check import run_check
+        from connector.mappings import load_mappings
+        from connector.render_mappings import check_text
+
+        settings = _settings()
+        mappings = load_mappings(directory if directory is not None else settings.mappings_dir)
+        document = run_check(settings, mappings)
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(check_text(document))
+        return int(ExitCode.OK if document["ok"] else ExitCode.ATTENTION)
+
+    _guard(body)
+
+
+@mappings_app.command("set", short_help="Set a category's article or price in the files.")
+def mappings_set(
+    category: Annotated[
+        Slug,
+        typer.Argument(
+            metavar="CATEGORY", parser=Slug, help="The ledger's category, e.g. installation."
+        ),
+    ],
+    article: Annotated[
+        str | None, typer.Option(metavar="NUMBER", help="The article number to invoice with.")
+    ] = None,
+    price: Annotated[
+        str | None,
+        typer.Option(metavar="PRICE", help="Price per hour excl. VAT, e.g. 1250.00."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="YYYY-MM-DD",
+            help="First day of work the new price applies to; required when the category "
+            "already has a price. Rows already on invoices keep theirs.",
+        ),
+    ] = None,
+    target: Annotated[
+        System | None,
+        typer.Option(
+            "--target",
+            metavar="SYSTEM",
+            help="Set the article for this accounting system only (an override).",
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            metavar="NAME.toml",
+            help="For a new category: the mapping file to add it to (needed when there are "
+            "several).",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Readable name (Swedish: it shows on invoices)."),
+    ] = None,
+    directory: Annotated[Path | None, _DIR_OPTION] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the change, but do not write it.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Set a category's article or price in the mapping file that defines it, keeping every
+    comment, and only if all the files still validate (else nothing is written, exit 2).
+
+    A price change on a category that already has a price needs --from: work performed from
+    that day gets the new price, rows already on invoices keep theirs. Prints what changed.
+    """
+
+    def body() -> int:
+        from datetime import date
+
+        from connector.mapping_edit import Change, set_mapping
+        from connector.render_mappings import set_text
+        from connector.sync import mapping_warnings
+
+        settings = _settings()
+        folder = directory if directory is not None else settings.mappings_dir
+        change = Change(
+            category=str(category),
+            article=article,
+            price=price,
+            since=since,
+            target=None if target is None else str(target),
+            file=file,
+            name=name,
+        )
+        outcome = set_mapping(folder, change, today=date.today(), dry_run=dry_run)
+        if outcome.written:
+            # What the files now do to the books, from the ledger as last pulled.
+            outcome.notes.extend(mapping_warnings(settings, outcome.mappings))
+        document = outcome.to_json()
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(set_text(document))
         return int(ExitCode.OK)
 
     _guard(body)

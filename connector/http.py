@@ -201,6 +201,13 @@ class GaveUpError(Exception):
         )
         self.last = last
         self.attempts = attempts
+        url = request.url
+        # For messages: where it was sent, without the query (filters, never secrets).
+        self.address = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+
+    def reason(self) -> str:
+        tries = f"{self.attempts} attempts" if self.attempts > 1 else "1 attempt"
+        return f"{self.last} at {self.address} ({tries})"
 
 
 @dataclass
@@ -279,9 +286,20 @@ def send(
         else:
             ceiling = min(policy.backoff_max, policy.backoff_base * (2 ** (n - 1)))
             seconds = random.uniform(ceiling / 2, ceiling)
-        stats.retries += 1
-        log.info("http.retry", attempt=n, wait_seconds=round(seconds, 2), reason=str(exc))
         return seconds
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        # Here, not in `wait`: tenacity asks for the wait before deciding to stop, and a log
+        # line promising a retry that never comes misleads whoever reads it.
+        exc = state.outcome.exception() if state.outcome else None
+        seconds = state.next_action.sleep if state.next_action else 0.0
+        stats.retries += 1
+        log.info(
+            "http.retry",
+            attempt=state.attempt_number,
+            wait_seconds=round(seconds, 2),
+            reason=str(exc),
+        )
 
     class TooLongToWait(tenacity.stop.stop_base):
         def __call__(self, state: tenacity.RetryCallState) -> bool:
@@ -299,6 +317,7 @@ def send(
             | TooLongToWait()
         ),
         wait=wait,
+        before_sleep=before_sleep,
         retry=tenacity.retry_if_exception_type(_Retryable),
         sleep=sleep or pause,
         reraise=True,

@@ -320,7 +320,10 @@ class LedgerClient:
                 self._client, build, policy=self._policy, stats=self.stats, **self._sleep_kw
             )
         except GaveUpError as exc:
-            raise LedgerUnavailableError(f"ledger unreachable: {exc.last}") from None
+            raise LedgerUnavailableError(
+                f"ledger unreachable: {exc.reason()}; check CONNECTOR_LEDGER__URL if the "
+                "address is wrong"
+            ) from None
         if response.status_code in (401, 403):
             raise ConfigError(
                 "the ledger rejected the token: check CONNECTOR_LEDGER__TOKEN",

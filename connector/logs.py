@@ -80,6 +80,17 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
+# Events a command's own output lists in full (its "Needs attention" section): a person at a
+# terminal would read each twice. JSON logs, and an explicit CONNECTOR_LOG_LEVEL, keep them.
+SHOWN_IN_OUTPUT = frozenset({"invoice.attention"})
+
+
+def _drop_shown_in_output(_logger: Any, _method: str, event: Any) -> Any:
+    if event.get("event") in SHOWN_IN_OUTPUT:
+        raise structlog.DropEvent
+    return event
+
+
 def configure(
     fmt: Literal["json", "console", "auto"] = "auto",
     *,
@@ -97,6 +108,7 @@ def configure(
     if fmt == "auto":
         fmt = "console" if tty else "json"
     active_format = fmt
+    quiet = fmt == "console" and level is None
     if level is None:
         level = logging.WARNING if fmt == "console" and tty else logging.INFO
     elif isinstance(level, str):
@@ -116,6 +128,7 @@ def configure(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *([_drop_shown_in_output] if quiet else []),
             redactor,
             renderer,
         ],

@@ -988,6 +988,17 @@ def _plan_rows(
         )
         reason = "already invoiced" + (" (with prepaid hours overdrawn)" if overdrawn else "")
         return result(Outcome.INVOICED, reason, tuple(dict.fromkeys(p.key for p in closed))), []
+    if not net and new_rows and all(r.is_text for r in new_rows):
+        # Fully prepaid hours bill nothing, so the net cannot tell that their text row is
+        # already on an invoice the customer holds: without this, every supplementary invoice
+        # of the month would repeat it (found by the mapping-change property).
+        noted = [
+            p.key
+            for p in closed
+            if invoiced.status(p.key).billed and tuple(p.rows) == tuple(new_rows)
+        ]
+        if noted:
+            return result(Outcome.INVOICED, "already invoiced", tuple(dict.fromkeys(noted))), []
 
     # Credit everything billed (each on its own customer's and month's open invoice), then
     # charge the current revision.

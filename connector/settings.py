@@ -16,10 +16,19 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, SecretStr, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.errors import ConfigError
@@ -90,6 +99,59 @@ class LimitsSettings(BaseModel):
         )
 
 
+class NotifySettings(BaseModel):
+    """Alerts when a sync needs a person (connector/notify.py; docs/operations.md, Alerts).
+    Both channels are optional and may be used together."""
+
+    # A Slack-compatible incoming webhook (`{"text": ...}`). A secret: Slack's carries a token.
+    webhook_url: SecretStr | None = None
+    # Comma-separated addresses; e-mail needs smtp_host and email_from too.
+    email_to: str | None = None
+    email_from: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    # Per channel and step (connect, each read): a dead webhook or mail server cannot hold up
+    # the nightly job for longer than a few of these.
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")  # never echo the value
+        return SecretStr(url)
+
+    @field_validator("email_to", "email_from", "smtp_host", "smtp_username")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _email_complete(self) -> NotifySettings:
+        if self.email_to is None:
+            return self
+        missing = [
+            env_name(("notify", name))
+            for name in ("smtp_host", "email_from")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise ValueError(f"CONNECTOR_NOTIFY__EMAIL_TO needs {' and '.join(missing)} as well")
+        for address in [*self.recipients(), self.email_from or ""]:
+            if "@" not in address:
+                raise ValueError(f"{address!r} is not an e-mail address")
+        return self
+
+    def recipients(self) -> list[str]:
+        return [a.strip() for a in (self.email_to or "").split(",") if a.strip()]
+
+
 class PrepaidSettings(BaseModel):
     """The prepaid hours balance (docs/planning.md, Prepaid hours)."""
 
@@ -121,6 +183,7 @@ class CommonSettings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     invoice: InvoiceSettings = Field(default_factory=InvoiceSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     prepaid: PrepaidSettings = Field(default_factory=PrepaidSettings)
     state_dir: Path = Field(default_factory=default_state_dir)
     mappings_dir: Path = Path("./mappings")
@@ -172,6 +235,11 @@ class CommonSettings(BaseSettings):
             section = getattr(self, name)
             if isinstance(section, BaseModel):
                 values.extend(getattr(section, field) for field in type(section).model_fields)
+        if self.notify.webhook_url is not None:
+            # A webhook's token is in its path (Slack) or query: redacted on their own too, in
+            # case a message quotes the address in another form.
+            parts = urlsplit(self.notify.webhook_url.get_secret_value())
+            values += [SecretStr(parts.path.rstrip("/")), SecretStr(parts.query)]
         return [
             v.get_secret_value()
             for v in values

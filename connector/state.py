@@ -120,6 +120,20 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE invoices SET display_number = remote_id WHERE target = 'fortnox';
     ALTER TABLE invoices ADD COLUMN vanished_since TEXT;
     """,
+    # 4: alerts already sent (connector/notify.py), per channel: an attention item (kind
+    # 'attention': its ref and reason) is reported once; a failure (kind 'failure': its exit
+    # code and message) at most once a day.
+    """
+    CREATE TABLE notified (
+        channel TEXT NOT NULL,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        notified_at TEXT NOT NULL,
+        PRIMARY KEY (channel, target, kind, ref, reason)
+    );
+    """,
 )
 
 # What a state directory is bound to (meta keys): the ledger it mirrors, and per target the
@@ -861,3 +875,52 @@ class StateStore:
             RunRecord(i, c, t, s, f, e, None if summary is None else json.loads(summary))
             for i, c, t, s, f, e, summary in rows
         ]
+
+    # --- alerts already sent (connector/notify.py) ------------------------------------------
+
+    def notified(self, channel: str, target: str, kind: str) -> dict[tuple[str, str], str]:
+        """What `channel` was already told of `kind`: (ref, reason) -> when (ISO, UTC)."""
+        rows = self.db.execute(
+            "SELECT ref, reason, notified_at FROM notified"
+            " WHERE channel = ? AND target = ? AND kind = ?",
+            (channel, target, kind),
+        )
+        return {(str(ref), str(reason)): str(at) for ref, reason, at in rows}
+
+    def record_notified(
+        self,
+        channel: str,
+        target: str,
+        kind: str,
+        items: Iterable[tuple[str, str]],
+        at: str,
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Remember that `channel` was told of `items` ((ref, reason) pairs); with `replace`,
+        instead of what it was told of `kind` before."""
+        with self.transaction() as db:
+            if replace:
+                db.execute(
+                    "DELETE FROM notified WHERE channel = ? AND target = ? AND kind = ?",
+                    (channel, target, kind),
+                )
+            db.executemany(
+                "INSERT OR REPLACE INTO notified"
+                " (channel, target, kind, ref, reason, notified_at) VALUES (?, ?, ?, ?, ?, ?)",
+                ((channel, target, kind, ref, reason, at) for ref, reason in items),
+            )
+
+    def forget_resolved_notices(self, target: str) -> None:
+        """Forget the attention items reported that no longer need attention, so one that comes
+        back later is reported again."""
+        with self.transaction() as db:
+            db.execute(
+                """
+                DELETE FROM notified WHERE kind = 'attention' AND target = ? AND NOT EXISTS (
+                    SELECT 1 FROM attention a WHERE a.target = notified.target
+                    AND a.ref = notified.ref AND a.reason = notified.reason
+                )
+                """,
+                (target,),
+            )

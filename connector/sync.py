@@ -547,7 +547,7 @@ class _Sync:
     # --- looking at the remote ------------------------------------------------------------
 
     def find_live(self, key: InvoiceKey) -> RemoteInvoice | None:
-        """The one live remote invoice with exactly this key (the search is by substring)."""
+        """The one live remote invoice with exactly this key; several are a duplicate to flag."""
         live = [r for r in self.target.find([key.text]) if r.key == key.text and r.live]
         if len(live) > 1:
             raise _Duplicate(sorted(r.label for r in live))

@@ -467,3 +467,22 @@ def test_a_rebuild_holds_a_month_with_an_overdraw_row_for_a_person(world: World)
     writes = world.writes()
     world.sync()
     assert world.writes() == writes, "nothing is sent for a month the rebuild could not tie"
+
+
+@pytest.mark.parametrize("overdraw", ["attention", "invoice"])
+def test_the_month_end_audit_agrees_with_the_books_either_way(world: World, overdraw: str) -> None:
+    from connector.audit import run_audit
+    from connector.ledger import LedgerClient
+    from connector.targets import spec
+
+    world.settings.prepaid.overdraw = overdraw  # type: ignore[assignment]
+    world.settings.prepaid.balance_row = True
+    world.sync()
+    token = world.settings.ledger.token
+    assert world.settings.ledger.url is not None and token is not None
+    ledger = LedgerClient(world.settings.ledger.url, token, client=world.client())
+    target = spec(world.target).open(world.settings, http=world.client())
+    report = run_audit(world.settings, "2026-10", ledger=ledger, target=target)
+    assert report.differences == [] and report.agrees
+    listed = {f.ref: f.outcome for f in report.entries}
+    assert listed["P-D2"] == ("attention" if overdraw == "attention" else "invoiced")

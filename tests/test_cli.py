@@ -138,6 +138,9 @@ def test_unreachable_ledger_exits_4(
     result = run("plan")
     assert result.exit_code == 4
     assert "ledger unreachable" in result.stderr
+    # The message says where it tried and which setting holds that address.
+    assert "http://127.0.0.1:9/ledger/v1/" in result.stderr
+    assert "CONNECTOR_LEDGER__URL" in result.stderr
     assert len(sleeps) == 5  # retried with backoff before giving up
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+import structlog
 
 from connector.errors import OutcomeUnknownError
 from connector.http import (
@@ -164,6 +165,18 @@ def test_gives_up_after_max_attempts(sleeps: list[float]) -> None:
     assert len(seen) == POLICY.max_attempts
     assert info.value.attempts == POLICY.max_attempts
     assert "ConnectError" in info.value.last
+
+
+def test_only_waits_that_happen_are_logged_as_retries(sleeps: list[float]) -> None:
+    """tenacity computes the next wait before deciding to stop: the last failure must not be
+    logged as a retry that never comes."""
+    client, _ = scripted([httpx.ConnectError("refused")] * 10)
+    stats = Stats()
+    with structlog.testing.capture_logs() as logged, pytest.raises(GaveUpError):
+        send(client, builder(client, "GET"), policy=POLICY, stats=stats)
+    retries = [e for e in logged if e["event"] == "http.retry"]
+    assert len(retries) == len(sleeps) == stats.retries == POLICY.max_attempts - 1
+    assert [e["wait_seconds"] for e in retries] == [round(s, 2) for s in sleeps]
 
 
 def test_final_4xx_and_401_are_returned_not_retried(sleeps: list[float]) -> None:

@@ -304,6 +304,21 @@ def booked(state: Invoiced, key: str) -> Invoiced:
     return with_status(state, InvoiceKey.parse(key), InvoiceStatus.BOOKED)
 
 
+def test_a_fully_prepaid_entry_is_not_noted_again_on_a_supplementary_invoice(
+    make: Make, mappings: Mappings
+) -> None:
+    """Found by the mapping-change property: a fully prepaid entry bills nothing, so only its
+    text row tells that it is on the booked invoice; a supplementary invoice must not repeat
+    it."""
+    first = [make(id="A", hours="2", prepaid_hours="2"), make(id="B")]
+    state = booked(write_all(Invoiced(), plan(first, mappings, FORTNOX)), "SK-1001-2026-09")
+    result = plan([*first, make(id="C")], mappings, FORTNOX, state)
+    (only,) = result.invoices
+    assert only.key.text == "SK-1001-2026-09-2"
+    assert [r.entry_id for r in only.item_rows] == ["C"]
+    assert outcome(result, "A") == (Outcome.INVOICED, "already invoiced")
+
+
 def test_new_entry_after_booking_goes_to_supplementary(make: Make, mappings: Mappings) -> None:
     state = booked(
         write_all(Invoiced(), plan([make(id="A")], mappings, FORTNOX)), "SK-1001-2026-09"

@@ -290,3 +290,16 @@ def test_unknown_variables_in_the_dotenv_file(
     assert settings.ledger.url == "http://127.0.0.1:1/ledger"
     with pytest.raises(ConfigError, match="CONNECTOR_LEDGER__TOKEN"):
         settings.require_ledger()
+
+
+def test_a_terminal_is_not_told_twice_what_the_output_lists() -> None:
+    """The sync's summary lists every invoice needing attention: on a terminal the log does
+    not repeat them; JSON logs and an explicit level keep them."""
+    for fmt, level, shown in (("console", None, False), ("json", None, True),
+                              ("console", "info", True)):  # fmt: skip
+        stream = _Terminal()
+        logs.configure(fmt, stream=stream, level=level)  # type: ignore[arg-type]
+        logs.get_logger("test").warning("invoice.attention", key="SK-1", reason="r")
+        logs.get_logger("test").warning("state.company_unverified", target="t")
+        assert ("SK-1" in stream.getvalue()) is shown, (fmt, level)
+        assert "state.company_unverified" in stream.getvalue()

@@ -40,7 +40,7 @@ def test_a_state_from_before_the_target_seam_migrates_and_syncs_on_with_no_write
     assert report.created == [] and report.updated == [] and report.cancelled == []
 
     store = world.store()
-    assert store.schema_version == len(MIGRATIONS) == 3
+    assert store.schema_version == len(MIGRATIONS) >= 3
     # Every invoice Fortnox has, under its document number (the refused ones have none).
     records = [r for r in store.invoice_records("fortnox") if r.remote_id is not None]
     assert len(records) == len(world.fake.invoices)

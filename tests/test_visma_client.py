@@ -10,6 +10,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -72,7 +73,8 @@ def guid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 
 
-CUSTOMERS = {"1004": guid(1004), "1005": guid(1005), "1007": guid(1007), "1008": guid(1008)}
+CUSTOMERS = {"1004": guid(1004), "1005": guid(1005), "1007": guid(1007), "1008": guid(1008),
+             "1009": guid(1009)}  # fmt: skip
 ARTICLES = {"SK-RAD": guid(1), "SK-DATA": guid(2), "SK-INST": guid(3), "SK-GAMMAL": guid(4)}
 DRAFT_ID = guid(9001)
 
@@ -127,10 +129,17 @@ def respond(status: int, body: Any, **options: Any) -> httpx.Response:
     return httpx.Response(status, content=content, headers=headers, **options)
 
 
-def page(items: list[dict[str, Any]], number: int = 1, pages: int | None = None) -> httpx.Response:
-    total = (1 if items else 0) if pages is None else pages
-    meta = {"CurrentPage": number, "PageSize": 100, "TotalNumberOfPages": total,
-            "TotalNumberOfResults": len(items), "ServerTimeUtc": "2026-10-10T02:00:00Z"}  # fmt: skip
+def page(
+    items: list[dict[str, Any]],
+    number: int = 1,
+    pages: int | None = None,
+    total: int | None = None,
+) -> httpx.Response:
+    """One page of a list; `total` (Meta.TotalNumberOfResults) defaults to the page's items."""
+    count = (1 if items else 0) if pages is None else pages
+    results = len(items) if total is None else total
+    meta = {"CurrentPage": number, "PageSize": 100, "TotalNumberOfPages": count,
+            "TotalNumberOfResults": results, "ServerTimeUtc": "2026-10-10T02:00:00Z"}  # fmt: skip
     return respond(200, {"Meta": meta, "Data": items})
 
 
@@ -149,6 +158,7 @@ def registers(router: respx.MockRouter) -> tuple[respx.Route, respx.Route]:
         return_value=page([
             customer("1004"), customer("1005", IsPrivatePerson=True),
             customer("1007", IsActive=False), customer("1008", CurrencyCode="EUR"),
+            customer("1009", CurrencyCode=None),
         ])
     )  # fmt: skip
     articles = router.get(f"{API}/articles").mock(
@@ -421,8 +431,8 @@ def test_lists_page_in_a_fixed_order_following_meta(
 
     drafts = respx_mock.get(f"{API}/customerinvoicedrafts").mock(
         side_effect=[
-            page([drafted(1, "SK-1004-2026-09"), drafted(2, "SK-1004-2026-10")], 1, 2),
-            page([drafted(3, "SK-1004-2026-09-2"), drafted(4, "Avtal 12")], 2, 2),
+            page([drafted(1, "SK-1004-2026-09"), drafted(2, "SK-1004-2026-10")], 1, 2, 4),
+            page([drafted(3, "SK-1004-2026-09-2"), drafted(4, "Avtal 12")], 2, 2, 4),
         ]
     )
     invoices = respx_mock.get(f"{API}/customerinvoices").mock(return_value=page([]))
@@ -439,6 +449,48 @@ def test_lists_page_in_a_fixed_order_following_meta(
     drafts.mock(side_effect=None, return_value=page([]))
     with pytest.raises(RemoteUnavailableError, match="without Meta"):
         build(settings(), tmp_path).find_all()
+    # Nor without TotalNumberOfResults: what was read could not be counted against it.
+    bare = {"CurrentPage": 1, "PageSize": 100, "TotalNumberOfPages": 1}
+    drafts.mock(return_value=respond(200, {"Meta": bare, "Data": [drafted(1, "x")]}))
+    with pytest.raises(RemoteUnavailableError, match="without Meta"):
+        build(settings(), tmp_path).find_all()
+
+
+@respx.mock
+def test_a_list_that_changes_between_pages_is_read_again_from_page_1(
+    respx_mock: respx.MockRouter, tmp_path: Path
+) -> None:
+    """$page counts positions: a draft made or deleted while the pages are read can hide
+    another. The items read are counted against Meta.TotalNumberOfResults of the first and the
+    last page; on a difference the list is read again from $page 1, with the same order."""
+    token_route(respx_mock)
+
+    def drafted(n: int) -> dict[str, Any]:
+        return {"Id": guid(n), "ContractNumber": f"SK-1004-2026-0{n}", "CustomerNumber": "1004"}
+
+    drafts = respx_mock.get(f"{API}/customerinvoicedrafts").mock(
+        side_effect=[
+            page([drafted(1), drafted(2)], 1, 2, 3),
+            page([drafted(4)], 2, 2, 4),  # one made meanwhile: 3 read, totals 3 and 4
+            page([drafted(1), drafted(2)], 1, 2, 4),
+            page([drafted(3), drafted(4)], 2, 2, 4),
+        ]
+    )
+    respx_mock.get(f"{API}/customerinvoices").mock(return_value=page([]))
+    found = build(settings(), tmp_path).find_all()
+    assert sorted(f.remote_id for f in found) == [guid(n) for n in (1, 2, 3, 4)]
+    assert [c.request.url.params["$page"] for c in drafts.calls] == ["1", "2", "1", "2"]
+    assert {c.request.url.params["$orderby"] for c in drafts.calls} == {"CreatedUtc,Id"}
+    # An Id read twice (a draft made in front of the page being read) is a change as well.
+    drafts.mock(
+        side_effect=[
+            page([drafted(1), drafted(2)], 1, 2, 4),
+            page([drafted(2), drafted(3)], 2, 2, 4),
+            page([drafted(1), drafted(2)], 1, 2, 4),
+            page([drafted(3), drafted(4)], 2, 2, 4),
+        ]
+    )
+    assert len(build(settings(), tmp_path).find_all()) == 4
 
 
 @respx.mock
@@ -502,6 +554,62 @@ def test_refused_before_anything_is_sent(
     assert client.still_refused("2000", invoice) is None  # Visma's own: cannot be checked
 
 
+@pytest.mark.parametrize(
+    ("status", "company", "currency", "words"),
+    [
+        (200, {"Name": "Bolaget AB", "CurrencyCode": "SEK"}, "SEK", None),
+        (200, {"name": "Bolaget AB", "currencyCode": "sek"}, "SEK", None),
+        (200, {"Name": "Bolaget AB", "CurrencyCode": "SEK"}, "EUR",
+         "customer 1009 has no currency of its own in Visma eAccounting, so its drafts take the "
+         "company's currency, SEK, but these hours are in EUR"),
+        (200, {"Name": "Bolaget AB", "CurrencyCode": "EUR"}, "SEK", "currency, EUR, but"),
+        (200, {"Name": "Bolaget AB", "CurrencyCode": None}, "SEK", "could not read which"),
+        (200, {"Name": "Bolaget AB"}, "SEK", "could not read which that is"),
+        (403, {"ErrorCode": 4006, "DeveloperErrorMessage": "NoAccessToScopes",
+               "ErrorId": ERROR_ID}, "SEK", "set the customer's currency to SEK there"),
+    ],
+)  # fmt: skip
+@respx.mock
+def test_a_customer_without_a_currency_is_invoiced_in_the_companys(
+    respx_mock: respx.MockRouter,
+    tmp_path: Path,
+    status: int,
+    company: dict[str, Any],
+    currency: str,
+    words: str | None,
+) -> None:
+    """CustomerApi.CurrencyCode may be null: such a customer's drafts take the company's
+    currency, CompanySettingsApi.CurrencyCode, read once per run (and only when such a
+    customer is met). Another currency than the hours', or one that cannot be known, is
+    refused before anything is sent."""
+    token_route(respx_mock)
+    registers(respx_mock)
+    read = respx_mock.get(f"{API}/companysettings").mock(return_value=respond(status, company))
+    post = respx_mock.post(f"{API}/customerinvoicedrafts").mock(
+        side_effect=lambda request: respond(201, draft_answer(decode_json(request.content)))
+    )
+    invoice = PlannedInvoice(
+        InvoiceKey("1009", "2026-09"), currency, (Row("", RowRole.HEADER, HEADER),),
+        Action.CREATE, {},
+    )  # fmt: skip
+    client = build(settings(), tmp_path)
+    client.create(INVOICE, date(2026, 9, 30))  # 1004 has a currency: no company read
+    assert read.call_count == 0
+    if words is None:
+        client.create(invoice, date(2026, 9, 30))
+        assert client.precheck(invoice) is None
+        assert post.call_count == 2
+    else:
+        with pytest.raises(TargetRefusal) as info:
+            client.create(invoice, date(2026, 9, 30))
+        assert info.value.code == "customer-currency" and words in info.value.message
+        assert client.precheck(invoice) == info.value.message
+        assert client.explain(info.value, invoice) == info.value.message
+        assert client.still_refused("customer-currency", invoice) == info.value.message
+        assert post.call_count == 1
+    assert read.call_count == 1  # once per run, however often asked
+
+
 @respx.mock
 def test_update_keeps_what_a_person_set_on_the_draft(
     respx_mock: respx.MockRouter, tmp_path: Path
@@ -543,6 +651,105 @@ def test_update_keeps_what_a_person_set_on_the_draft(
     assert client.can_update(INVOICE, current)
     client.update(DRAFT_ID, INVOICE, current, header_only=True)
     assert decode_json(put.calls.last.request.content)["Rows"] == ROWS
+
+
+def _as_read(body: dict[str, Any], **row_fields: dict[str, Any]) -> dict[str, Any]:
+    """A draft as Visma answers it for `body`, with fields of rows set as a person would (by
+    row index, "r1" for the second row)."""
+    answer = draft_answer(body)
+    for name, values in row_fields.items():
+        answer["Rows"][int(name[1:])].update(values)
+    return answer
+
+
+@respx.mock
+def test_update_carries_a_persons_project_and_cost_centres_onto_the_same_row(
+    respx_mock: respx.MockRouter, tmp_path: Path
+) -> None:
+    """A PUT replaces every row, and a row property not sent returns to null: a project or
+    cost centre a person put on a row goes back onto the row with the same article and text
+    (its quantity may change), and onto no other row."""
+    token_route(respx_mock)
+    registers(respx_mock)
+    put = respx_mock.put(f"{API}/customerinvoicedrafts/{DRAFT_ID}").mock(
+        side_effect=lambda request: respond(200, draft_answer(decode_json(request.content)))
+    )
+    written = payloads.draft_payload(INVOICE, CUSTOMERS["1004"], ARTICLES,
+                                     invoice_date=date(2026, 9, 30))  # fmt: skip
+    tags = {"ProjectId": guid(501).upper(), "CostCenterItemId1": guid(502),
+            "CostCenterItemId2": None, "WorkHours": None, "DiscountPercentage": 0,
+            "UnitName": "timmar", "LineNumber": 2}  # fmt: skip
+    current = payloads.parse_draft(_as_read(written, r2=tags))
+    more = replace(INVOICE, rows=(
+        *INVOICE.rows[:2],
+        replace(INVOICE.rows[2], quantity=Decimal("3.00")),
+        *INVOICE.rows[3:],
+    ))  # fmt: skip
+    build(settings(), tmp_path).update(DRAFT_ID, more, current)
+    sent = decode_json(put.calls.last.request.content)["Rows"]
+    assert sent[2] == {**ROWS[2], "Quantity": Decimal("3.00"), "ProjectId": guid(501),
+                       "CostCenterItemId1": guid(502)}  # fmt: skip
+    assert [r for i, r in enumerate(sent) if i != 2] == [r for i, r in enumerate(ROWS) if i != 2]
+
+
+@pytest.mark.parametrize(
+    ("row_fields", "rows", "words"),
+    [
+        # The tagged row leaves the plan (its entry was withdrawn, or its text changed).
+        ({"r2": {"ProjectId": guid(501)}}, INVOICE.rows[:2] + INVOICE.rows[3:],
+         "row 3 (SK-RAD, '2026-09-15: Rådgivning') has a project (ProjectId), but the new rows "
+         "have none with its article and text to keep it on"),
+        # Two rows alike: which one the project belongs to is unclear.
+        ({"r2": {"CostCenterItemId3": guid(503)}}, INVOICE.rows + INVOICE.rows[2:3],
+         "has a cost centre (CostCenterItemId3), but more than one row has its article and text"),
+        # What a row bills, changed by a person: never carried over.
+        ({"r3": {"DiscountPercentage": Decimal("0.1")}}, INVOICE.rows,
+         "row 4 (SK-DATA, '2026-09-16: Data') has a discount (DiscountPercentage)"),
+        ({"r1": {"WorkCostType": 1, "WorkHours": Decimal(2)}}, INVOICE.rows,
+         "has ROT/RUT work (WorkCostType, WorkHours)"),
+        ({"r1": {"ReversedConstructionServicesVatFree": True}}, INVOICE.rows,
+         "has reverse charge VAT (ReversedConstructionServicesVatFree)"),
+        ({"r1": {"IsDiscountInFixedAmount": True, "DiscountFixedAmount": Decimal(50)}},
+         INVOICE.rows, "has a discount (DiscountFixedAmount)"),
+    ],
+)  # fmt: skip
+@respx.mock
+def test_a_draft_whose_row_settings_cannot_be_kept_is_left_alone(
+    respx_mock: respx.MockRouter,
+    tmp_path: Path,
+    row_fields: dict[str, dict[str, Any]],
+    rows: tuple[Row, ...],
+    words: str,
+) -> None:
+    """When what a person set on a row cannot go back onto one row of the new draft for
+    certain, or changes what the row bills, nothing is sent: the client refuses (a code of its
+    own, in plain words) and the draft stays as the person left it. Each later run reads the
+    draft again (still_refused) and writes once the settings are gone."""
+    token_route(respx_mock)
+    registers(respx_mock)
+    put = respx_mock.put(f"{API}/customerinvoicedrafts/{DRAFT_ID}")
+    written = payloads.draft_payload(INVOICE, CUSTOMERS["1004"], ARTICLES,
+                                     invoice_date=date(2026, 9, 30))  # fmt: skip
+    as_read = _as_read(written, **row_fields)
+    read = respx_mock.get(f"{API}/customerinvoicedrafts/{DRAFT_ID}").mock(
+        side_effect=[respond(200, as_read), respond(200, draft_answer(written))]
+    )
+    plan = replace(INVOICE, rows=tuple(rows), remote_id=DRAFT_ID)
+    client = build(settings(), tmp_path)
+    with pytest.raises(TargetRefusal) as info:
+        client.update(DRAFT_ID, plan, payloads.parse_draft(as_read))
+    refusal = info.value
+    assert refusal.code == "draft-row-settings" and put.call_count == 0
+    assert words in refusal.message
+    assert refusal.message.startswith(
+        f"the draft of invoice SK-1004-2026-09 ({DRAFT_ID}) in Visma eAccounting has row "
+        "settings a person made that the connector cannot keep"
+    )
+    assert "remove those settings from the draft" in refusal.message
+    assert client.explain(refusal, plan) == refusal.message
+    assert client.still_refused(refusal.code, plan) == refusal.message  # read again: still there
+    assert client.still_refused(refusal.code, plan) is None  # a person removed them
+    assert read.call_count == 2
 
 
 @respx.mock
@@ -607,6 +814,50 @@ def test_a_draft_visma_does_not_have_reads_as_gone_after_looking_at_invoices(
     )  # fmt: skip
     client.get(DRAFT_ID)  # a conversion found is remembered: it never turns back
     assert invoices.call_count == 2
+
+
+def _undrafted(n: int, key: str = "SK-1004-2026-09", number: str = "1004") -> dict[str, Any]:
+    return {"Id": guid(n), "InvoiceNumber": n, "CreatedFromDraftId": None,
+            "ContractNumber": key, "CustomerNumber": number}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("invoices", "paired"),
+    [
+        ([_undrafted(77)], guid(77)),
+        ([_undrafted(77, number="1008")], None),  # another customer
+        ([_undrafted(77, key="SK-1004-2026-09-2")], None),  # another key
+        ([_undrafted(77), _undrafted(78)], None),  # two alike: which one is unclear
+        # One made from the draft says so; a person's copy of the key is not taken for it.
+        ([_undrafted(77), {**_undrafted(78), "CreatedFromDraftId": DRAFT_ID}], guid(78)),
+    ],
+)
+@respx.mock
+def test_an_invoice_without_created_from_draft_id_pairs_only_by_exact_key_and_customer(
+    respx_mock: respx.MockRouter,
+    tmp_path: Path,
+    invoices: list[dict[str, Any]],
+    paired: str | None,
+) -> None:
+    token_route(respx_mock)
+    respx_mock.get(f"{API}/customerinvoicedrafts").mock(
+        return_value=page([{"Id": DRAFT_ID, "ContractNumber": "SK-1004-2026-09",
+                            "CustomerNumber": "1004"}])
+    )  # fmt: skip
+    missing = {"ErrorCode": 3000, "DeveloperErrorMessage": "ResourceNotFound", "ErrorId": ERROR_ID}
+    respx_mock.get(f"{API}/customerinvoicedrafts/{DRAFT_ID}").mock(
+        return_value=respond(404, missing)
+    )
+    respx_mock.get(f"{API}/customerinvoices").mock(return_value=page(invoices))
+    client = build(settings(), tmp_path)
+    assert DRAFT_ID in {r.remote_id for r in client.find_all()}  # the draft, seen in a list
+    now = client.get(DRAFT_ID)
+    if paired is None:
+        assert (now.state, now.vanished) == (RemoteState.GONE, True)
+    else:
+        assert (now.remote_id, now.state, now.number) == (
+            DRAFT_ID, RemoteState.CLOSED, str(int(paired[-12:])),
+        )  # fmt: skip
 
 
 def digest(text: str) -> str:
@@ -878,6 +1129,31 @@ def test_a_converted_draft_reads_as_booked_under_the_draft_id(
     assert (found.remote_id, found.number, found.state) == (draft_id, number, RemoteState.CLOSED)
 
 
+def test_a_converted_invoice_without_its_draft_id_is_paired_by_key_and_customer(
+    client: VismaClient, fake: VismaFake, app: SandboxApp, tmp_path: Path
+) -> None:
+    """Whether a convert fills in CreatedFromDraftId is unverified. Without it, the invoice is
+    paired with the draft it came from by exact key and customer, when this client has seen
+    that draft and then found it gone. A client (a run) that never saw the draft cannot tell
+    which draft it was: the draft reads as gone, the invoice keeps its own id."""
+    invoice = planned(InvoiceKey("1004", "2026-09"), charge("SK-INST", "2", "1150"))
+    draft_id = client.create(invoice, date(2026, 9, 30)).remote_id
+    invoice_id = fake.convert(draft_id, with_draft_id=False)
+    assert fake.invoices[invoice_id]["CreatedFromDraftId"] is None
+    number = str(fake.invoices[invoice_id]["InvoiceNumber"])
+    converted = client.get(draft_id)
+    assert (converted.remote_id, converted.number, converted.state) == (
+        draft_id, number, RemoteState.CLOSED,
+    )  # fmt: skip
+    (found,) = client.find([invoice.key.text])
+    assert (found.remote_id, found.number) == (draft_id, number)
+    later = fake_client(app, tmp_path)
+    gone = later.get(draft_id)
+    assert (gone.state, gone.vanished) == (RemoteState.GONE, True)
+    (listed,) = later.find([invoice.key.text])
+    assert (listed.remote_id, listed.state) == (invoice_id, RemoteState.CLOSED)
+
+
 def test_find_matches_keys_exactly(client: VismaClient, fake: VismaFake) -> None:
     """A key that another key starts with, a key of another month and contract numbers a
     person wrote are not matched; find_all takes only keys of the connector's form."""
@@ -909,6 +1185,46 @@ def test_private_person_and_missing_customer_are_refused_before_any_write(
             client.create(invoice, date(2026, 9, 30))
         assert info.value.code == code
     assert writes(app) == 0 and fake.drafts == {}
+
+
+def test_a_customer_without_a_currency_against_the_fake(
+    client: VismaClient, app: SandboxApp, fake: VismaFake
+) -> None:
+    """The fake holds a customer whose CurrencyCode is null and gives its drafts the company's
+    currency (SEK): hours in SEK go through, hours in EUR are refused before any write."""
+    fake.customer_by_number("1004").currency = None
+    sek = planned(InvoiceKey("1004", "2026-09"), charge("SK-INST", "1", "1150"))
+    created = client.create(sek, date(2026, 9, 30))
+    assert created.currency == "SEK"
+    eur = replace(planned(InvoiceKey("1004", "2026-10"), charge("SK-INST", "1", "1150")),
+                  currency="EUR")  # fmt: skip
+    before = writes(app)
+    with pytest.raises(TargetRefusal) as info:
+        client.create(eur, date(2026, 10, 31))
+    assert info.value.code == "customer-currency" and "currency, SEK, but" in str(info.value)
+    assert writes(app) == before and len(fake.drafts) == 1
+
+
+def test_a_project_a_person_set_survives_an_update_against_the_fake(
+    client: VismaClient, fake: VismaFake
+) -> None:
+    """The fake drops row fields a full-replace PUT leaves out, as Visma does; the client sends
+    a person's project and cost centre back onto their row."""
+    first = planned(InvoiceKey("1004", "2026-09"), charge("SK-INST", "2", "1150"),
+                    charge("SK-RAD", "1", "1350", "E2"))  # fmt: skip
+    draft_id = client.create(first, date(2026, 9, 30)).remote_id
+    fake.edit_row(draft_id, 2, ProjectId=visma_fake.project_id("P100"),
+                  CostCenterItemId1=visma_fake.cost_center_item_id("STH"))  # fmt: skip
+    second = planned(first.key, charge("SK-INST", "3", "1150"), charge("SK-RAD", "1", "1350", "E2"))
+    updated = client.update(draft_id, second, client.get(draft_id))
+    assert not _differences(updated, second)
+    rows = fake.drafts[draft_id]["Rows"]
+    assert [(r["ArticleNumber"], r["Quantity"], r["ProjectId"], r["CostCenterItemId1"])
+            for r in rows] == [
+        (None, 0, None, None),
+        ("SK-INST", 3, None, None),
+        ("SK-RAD", 1, visma_fake.project_id("P100"), visma_fake.cost_center_item_id("STH")),
+    ]  # fmt: skip
 
 
 def test_a_credit_draft_is_taken_by_the_strict_fake(client: VismaClient, fake: VismaFake) -> None:
@@ -943,6 +1259,49 @@ def test_a_429_from_the_fake_is_waited_out(
     fake.faults.force_429 = 1
     assert client.find_all() == []
     assert fake.rate_limited == 1 and len(sleeps) == 1 and 1 <= sleeps[0] <= 60
+
+
+def _five_drafts(client: VismaClient) -> list[str]:
+    return [
+        client.create(
+            planned(InvoiceKey("1004", f"2026-0{month}"), charge("SK-INST", "1", "1150")),
+            date(2026, month, 28),
+        ).remote_id
+        for month in range(1, 6)
+    ]
+
+
+def test_a_draft_deleted_between_pages_hides_none_of_the_others(
+    client: VismaClient, fake: VismaFake, app: SandboxApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person deletes a draft of page 1 after the client has read it: $page 2 then starts
+    one draft later, and without a check the draft that moved onto page 1 is never seen (a
+    create whose answer was lost would then be sent a second time). The client reads the list
+    again and finds every draft there is."""
+    monkeypatch.setattr(visma_client, "PAGE_SIZE", 2)
+    _five_drafts(client)
+    fake.delete_between_pages = 1
+    found = client.find_all()
+    assert fake.delete_between_pages == 0 and len(fake.graveyard) == 1
+    assert sorted(r.remote_id for r in found) == sorted(fake.drafts)
+    assert app.requests[f"GET {visma_fake.API}/customerinvoicedrafts"] == 2 + 2
+
+
+def test_a_list_that_never_settles_stops_the_run(
+    client: VismaClient, fake: VismaFake, app: SandboxApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three readings in a row that change between pages: the run stops (exit 4, pending work
+    kept) rather than acting on a list that may miss a draft."""
+    monkeypatch.setattr(visma_client, "PAGE_SIZE", 2)
+    _five_drafts(client)
+    fake.delete_between_pages = 3
+    with pytest.raises(RemoteUnavailableError, match="changed while it was read") as info:
+        client.find_all()
+    assert info.value.exit_code == 4
+    assert "3 times in a row" in str(info.value)
+    assert fake.delete_between_pages == 0
+    assert app.requests[f"GET {visma_fake.API}/customerinvoicedrafts"] == 2 + 2 + 2
+    assert len(client.find_all()) == 2  # settled: the next reading is whole
 
 
 def test_a_lost_create_is_found_by_its_key(client: VismaClient, fake: VismaFake) -> None:
@@ -1084,3 +1443,16 @@ def test_the_fakes_company_settings_conform(spec: dict[str, Any], client: VismaC
     names = {n.lower() for n in settings_schema["properties"]}
     assert set(answer) <= names
     assert {n.lower() for n in settings_schema["required"]} <= set(answer)
+
+
+def test_every_writable_row_property_is_sent_derived_carried_or_stops_a_write(
+    spec: dict[str, Any],
+) -> None:
+    """A PUT replaces every row: each writable property of CustomerInvoiceDraftRowApi has a
+    place in the read-modify-write, so none a person sets is dropped without a decision."""
+    schema = _schema(spec, "CustomerInvoiceDraftRowApi")
+    writable = {n for n, p in schema["properties"].items() if not p.get("readOnly")}
+    groups = (payloads.ROW_SENT, payloads.ROW_DERIVED, payloads.ROW_CARRIED, payloads.ROW_BILLING)
+    placed = [name for group in groups for name in group]
+    assert len(placed) == len(set(placed))
+    assert set(placed) == writable

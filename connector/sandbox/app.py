@@ -283,6 +283,14 @@ class FakeDriver:
     def edit_text(self, remote_id: str, index: int, text: str) -> None:
         raise NotImplementedError
 
+    def edit_quantity(self, remote_id: str, index: int, quantity: Decimal) -> None:
+        """A person changes the quantity of row `index` (from 0) of a draft and saves."""
+        raise NotImplementedError
+
+    def set_sales_price(self, article: str, price: Decimal) -> None:
+        """A person changes an article's sales price in the register."""
+        raise NotImplementedError
+
     def modified_after_closing(self) -> list[Any]:
         """Invoices changed after the customer had them: must stay empty."""
         raise NotImplementedError

@@ -1532,6 +1532,12 @@ class Driver(FakeDriver):
     def edit_text(self, remote_id: str, index: int, text: str) -> None:
         self.fake.edit_row(int(remote_id), index, Description=text)
 
+    def edit_quantity(self, remote_id: str, index: int, quantity: Decimal) -> None:
+        self.fake.edit_row(int(remote_id), index, DeliveredQuantity=quantity)
+
+    def set_sales_price(self, article: str, price: Decimal) -> None:
+        self.fake.articles[article].sales_price = price
+
     def modified_after_closing(self) -> list[Any]:
         return list(self.fake.modified_while_sent)
 

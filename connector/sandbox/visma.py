@@ -19,7 +19,7 @@ Where this fake's behaviour comes from, in three kinds:
   show, shuffle rather than sort. Every such place says so in a comment. Error codes are those
   of NOTES section 6; where the real code is not stated, the comment says "code unverified".
 
-tests/test_visma_fake.py pins each behaviour.
+tests/test_visma_fake.py and tests/test_visma_fake_more.py pin each behaviour.
 """
 
 from __future__ import annotations
@@ -159,7 +159,9 @@ class VismaCustomer:
     number: str
     name: str
     terms: VismaTerms
-    currency: str = COMPANY_CURRENCY
+    # CustomerApi.CurrencyCode may be null: such a customer is invoiced in the company's
+    # currency (CompanySettingsApi.CurrencyCode).
+    currency: str | None = COMPANY_CURRENCY
     country: str = COMPANY_COUNTRY
     private_person: bool = False
     active: bool = True
@@ -169,7 +171,12 @@ class VismaCustomer:
 
     @property
     def domestic(self) -> bool:
-        return self.currency == COMPANY_CURRENCY and self.country == COMPANY_COUNTRY
+        return self.invoice_currency == COMPANY_CURRENCY and self.country == COMPANY_COUNTRY
+
+    @property
+    def invoice_currency(self) -> str:
+        """The currency of the customer's drafts: its own, else the company's."""
+        return self.currency or COMPANY_CURRENCY
 
 
 _UNIT_ENGLISH = {"h": "h", "st": "pcs"}
@@ -241,6 +248,25 @@ def _visma_customer(card: FakeCustomer, index: int) -> VismaCustomer:
         private_person=card.show_price_vat_included,
         address1=f"Verkstadsgatan {index + 1}",
     )
+
+
+# Projects (GET /projects) and cost centre items (GET /costcenters, the items of each of the
+# company's up to three cost centres) a person may put on a draft row: ProjectId and
+# CostCenterItemId1..3 (CustomerInvoiceDraftRowApi). The fake serves neither list; it knows
+# their ids, so a row may carry them. Each item belongs to one cost centre, 1 to 3, and only
+# fits that slot (harsher reading: the schema does not say).
+SEED_PROJECTS = {"P100": "Intern utveckling", "P200": "Fjällbyggen, ombyggnad"}
+SEED_COST_CENTER_ITEMS = {"STH": (1, "Stockholm"), "GBG": (1, "Göteborg"), "KONS": (2, "Konsult")}
+
+
+def project_id(number: str) -> str:
+    """The GUID of a seeded project, e.g. project_id("P100")."""
+    return seed_id("project", number)
+
+
+def cost_center_item_id(code: str) -> str:
+    """The GUID of a seeded cost centre item, e.g. cost_center_item_id("STH") (cost centre 1)."""
+    return seed_id("costcenteritem", code)
 
 
 def seed_visma_customers() -> dict[str, VismaCustomer]:
@@ -426,7 +452,7 @@ DELIVERY_FIELDS = (
     "DeliveryCity", "DeliveryCountryCode", "DeliveryMethodName", "DeliveryTermName",
     "DeliveryMethodCode", "DeliveryTermCode",
 )  # fmt: skip
-# Row ids of registers the fake does not have: any id of one is unknown (3000).
+# Row ids of the project and cost centre registers: an id the fake does not know is 3000.
 ROW_REFERENCES = ("ProjectId", "CostCenterItemId1", "CostCenterItemId2", "CostCenterItemId3")
 # CustomerInvoiceDraftValidationApi, the optional body of convert, and its rows.
 VALIDATION_FIELDS = frozenset({
@@ -593,6 +619,9 @@ class VismaFake:
         self.terms: dict[str, VismaTerms] = {}
         self.articles: dict[str, VismaArticle] = {}
         self.customers: dict[str, VismaCustomer] = {}
+        # Project ids -> number; cost centre item ids -> (cost centre 1-3, code).
+        self.projects: dict[str, str] = {}
+        self.cost_center_items: dict[str, tuple[int, str]] = {}
         # CompanySettingsApi.AccountingLockedTo, "Date until which accounting is locked": the
         # last locked day, or None when nothing is locked.
         self.accounting_locked_to: date | None = None
@@ -613,6 +642,11 @@ class VismaFake:
         self.codes: dict[str, _Code] = {}
         self.rate_limited = 0
         self.token_grants: dict[str, int] = {}
+        # A person at work while a client pages: the next N listings of drafts that span more
+        # than one page lose a draft between two page requests (after a page is answered, the
+        # first draft on it is deleted). $page counts positions, so the next page starts one
+        # draft later and a draft nobody deleted is never shown in that listing.
+        self.delete_between_pages = 0
         for method in ("GET", "POST", "PUT", "DELETE"):
             app.add_route(method, f"{API}/*", self._api)
         app.add_route("GET", f"{IDENTITY}/authorize", self._authorize)
@@ -626,6 +660,11 @@ class VismaFake:
         self.terms = seed_terms()
         self.articles = seed_articles()
         self.customers = seed_visma_customers()
+        self.projects = {project_id(n): n for n in SEED_PROJECTS}
+        self.cost_center_items = {
+            cost_center_item_id(code): (center, code)
+            for code, (center, _) in SEED_COST_CENTER_ITEMS.items()
+        }
 
     def article_by_number(self, number: str) -> VismaArticle:
         for article in self.articles.values():
@@ -655,6 +694,7 @@ class VismaFake:
         self._seed_registers()
         self.accounting_locked_to = None
         self.rate_limited = 0
+        self.delete_between_pages = 0
         self.windows.clear()
         self.token_grants.clear()
 
@@ -667,6 +707,7 @@ class VismaFake:
             "rate_limited": self.rate_limited,
             "token_grants": dict(self.token_grants),
             "faults": self.faults.public(),
+            "delete_between_pages": self.delete_between_pages,
         }
 
     @staticmethod
@@ -683,11 +724,17 @@ class VismaFake:
     def expire_tokens(self) -> None:
         self.access_tokens.clear()
 
-    def convert(self, draft_id: str) -> str:
+    def convert(self, draft_id: str, *, with_draft_id: bool = True) -> str:
         """A person converts a draft to an invoice in eAccounting. The draft's own invoice date
-        is kept (as keepOriginalDraftDate=true would). Returns the new invoice's Id."""
+        is kept (as keepOriginalDraftDate=true would). Returns the new invoice's Id.
+
+        Whether Visma fills in the invoice's CreatedFromDraftId on a convert is unverified (the
+        OpenAPI document describes it as an input of POST /customerinvoices only): the fake
+        does by default, and `with_draft_id=False` leaves it null, the harsher reading."""
         try:
-            invoice = self._convert(self.drafts[draft_id], keep_date=True, validation=None)
+            invoice = self._convert(
+                self.drafts[draft_id], keep_date=True, validation=None, with_draft_id=with_draft_id
+            )
         except _Refused as refused:
             raise ValueError(refused.response.body.decode()) from None
         return str(invoice["Id"])
@@ -699,11 +746,12 @@ class VismaFake:
     def edit_row(self, draft_id: str, index: int, **values: Any) -> None:
         """A person edits row `index` (from 0) of a draft in eAccounting's UI and saves: sets
         the given fields (ArticleId, or ArticleNumber to pick an article by number; Text,
-        Quantity, UnitPrice, DiscountPercentage). Picking another article fills its name and
+        Quantity, UnitPrice, DiscountPercentage; ProjectId, CostCenterItemId1..3, None to
+        clear one). Picking another article fills its name and
         price unless they are given too. Saving is a change, so every row gets a new Id."""
         draft = self.drafts[draft_id]
         allowed = {"ArticleId", "ArticleNumber", "Text", "Quantity", "UnitPrice",
-                   "DiscountPercentage"}  # fmt: skip
+                   "DiscountPercentage", *ROW_REFERENCES}  # fmt: skip
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise ValueError(f"not an editable row field: {', '.join(unknown)}")
@@ -773,17 +821,21 @@ class VismaFake:
         return self.articles[row["ArticleId"]].coding.vat_percent
 
     def _control(self, request: Request) -> Response:
-        """POST /_sandbox/visma: {"convert": [draft ids], "delete": [draft ids]}, both optional.
-        Checked whole before anything changes; anything else is 400."""
+        """POST /_sandbox/visma: {"convert": [draft ids], "delete": [draft ids],
+        "delete_between_pages": N}, each optional. Checked whole before anything changes;
+        anything else is 400."""
         try:
             body = request.json()
         except ValueError:
             return json_response(400, {"error": "body must be a JSON object"})
         if not isinstance(body, dict):
             return json_response(400, {"error": "body must be a JSON object"})
-        unknown = sorted(set(body) - {"convert", "delete"})
+        unknown = sorted(set(body) - {"convert", "delete", "delete_between_pages"})
         if unknown:
             return json_response(400, {"error": f"unknown key: {', '.join(unknown)}"})
+        between = body.get("delete_between_pages", self.delete_between_pages)
+        if isinstance(between, bool) or not isinstance(between, int) or between < 0:
+            return json_response(400, {"error": "delete_between_pages must be a whole number >= 0"})
         lists: dict[str, list[str]] = {}
         for key in ("convert", "delete"):
             ids = body.get(key, [])
@@ -807,6 +859,7 @@ class VismaFake:
             self.convert(draft_id)
         for draft_id in lists["delete"]:
             self.delete(draft_id)
+        self.delete_between_pages = between
         return json_response(200, self.state())
 
     # --- errors ----------------------------------------------------------------------------------
@@ -1084,9 +1137,16 @@ class VismaFake:
             return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         return raw
 
-    def _list(self, request: Request, spec: _ListSpec, items: list[dict[str, Any]]) -> Response:
+    def _list(
+        self,
+        request: Request,
+        spec: _ListSpec,
+        items: list[dict[str, Any]],
+        answered: Callable[[list[dict[str, Any]], int, int], None] | None = None,
+    ) -> Response:
         """A list answer: {"Meta": CommonPaginationMetadata, "Data": [...]} (OpenAPI
-        PaginatedResponseOf...), with $filter, $orderby, $select, $page and $pagesize."""
+        PaginatedResponseOf...), with $filter, $orderby, $select, $page and $pagesize.
+        `answered(data, page, pages)` runs once the page is made, before it is sent."""
         params = {k: v for k, v in request.query.items() if k not in _PAGING}
         for name, given in request.query.items():
             if name.startswith("$") and name not in _PAGING:
@@ -1112,20 +1172,22 @@ class VismaFake:
         if select is not None:
             items = self._selected(items, select)
         start = (page - 1) * size
-        return json_response(
-            200,
-            {
-                "Meta": {
-                    "CurrentPage": page,
-                    "PageSize": size,
-                    # 0 pages when nothing matches: a client must not ask for page 1 of 0.
-                    "TotalNumberOfPages": math.ceil(len(items) / size),
-                    "TotalNumberOfResults": len(items),
-                    "ServerTimeUtc": _utc_text(self.utcnow()),
-                },
-                "Data": items[start : start + size],
+        data = items[start : start + size]
+        # 0 pages when nothing matches: a client must not ask for page 1 of 0.
+        pages = math.ceil(len(items) / size)
+        answer = {
+            "Meta": {
+                "CurrentPage": page,
+                "PageSize": size,
+                "TotalNumberOfPages": pages,
+                "TotalNumberOfResults": len(items),
+                "ServerTimeUtc": _utc_text(self.utcnow()),
             },
-        )
+            "Data": data,
+        }
+        if answered is not None:
+            answered(data, page, pages)
+        return json_response(200, answer)
 
     def _int_arg(self, request: Request, name: str, default: int) -> int:
         raw = request.arg(name)
@@ -1323,7 +1385,9 @@ class VismaFake:
         method = request.method
         if not rest:
             if method == "GET":
-                return self._list(request, _DRAFT_LIST, self._listed_drafts())
+                return self._list(
+                    request, _DRAFT_LIST, self._listed_drafts(), answered=self._between_pages
+                )
             if method == "POST":
                 self._only_params(request, {"overrideCustomerIsPrivatePerson": "bool"})
                 return self._create(request)
@@ -1349,6 +1413,16 @@ class VismaFake:
             # Both OpenAPI documents answer 200 ("Customer invoice draft deleted"), no body.
             return Response(200, b"")
         raise self._no_route(request)
+
+    def _between_pages(self, shown: list[dict[str, Any]], page: int, pages: int) -> None:
+        """delete_between_pages: a page of a listing with more to come has been answered; a
+        person deletes the first draft on it before the client asks for the next page."""
+        if self.delete_between_pages <= 0 or page >= pages or not shown:
+            return
+        draft = self.drafts.get(str(shown[0].get("Id")))
+        if draft is not None:
+            self.delete_between_pages -= 1
+            self._delete(draft)
 
     def _listed_drafts(self) -> list[dict[str, Any]]:
         # search_lag_seconds: a draft created less than that ago is not listed yet (found by
@@ -1543,8 +1617,9 @@ class VismaFake:
             "InvoicePostalCode": customer.postal_code,
             "InvoiceCity": customer.city,
             "InvoiceCountryCode": customer.country,
-            # No currency field on a draft: the customer's currency is the invoice currency.
-            "InvoiceCurrencyCode": customer.currency,
+            # No currency field on a draft: the customer's currency is the invoice currency,
+            # the company's for a customer without one.
+            "InvoiceCurrencyCode": customer.invoice_currency,
             # Delivery fields: optional overrides of the customer's (who has none here).
             **{name: sent[name] for name in DELIVERY_FIELDS},
             "TermsOfPaymentId": terms.id,
@@ -1594,11 +1669,17 @@ class VismaFake:
             if article_id and article_id.lower() not in self.articles:
                 problems.append(_Problem(f"Rows[{i}].ArticleId", "NotFound", "No such article."))
             for name in ROW_REFERENCES:
-                if row[name]:
+                if row[name] and not self._known_reference(name, row[name]):
                     problems.append(_Problem(f"Rows[{i}].{name}", "NotFound", f"No such {name}."))
         if problems or customer is None:
             raise self._refuse(400, E_NOT_FOUND, "ResourceNotFound: see Errors.", problems)
         return customer, terms or customer.terms
+
+    def _known_reference(self, name: str, value: str) -> bool:
+        if name == "ProjectId":
+            return value.lower() in self.projects
+        item = self.cost_center_items.get(value.lower())
+        return item is not None and name == f"CostCenterItemId{item[0]}"
 
     def _check_rules(
         self, sent: dict[str, Any], rows: list[dict[str, Any]], customer: VismaCustomer
@@ -1655,6 +1736,10 @@ class VismaFake:
                 if row["ArticleId"] or row["Quantity"] != 0 or row["UnitPrice"] != 0:
                     # Harsher reading: a text row carries no article, quantity or price.
                     bad(path + "IsTextRow", "NotAllowed", "A text row has no article or amount.")
+                for name in ROW_REFERENCES:
+                    if row[name]:
+                        # Harsher reading: nor a project or cost centre (it books nothing).
+                        bad(path + name, "NotAllowed", "A text row has no project or cost centre.")
                 continue
             article_id = row["ArticleId"]
             if not article_id:
@@ -1753,9 +1838,9 @@ class VismaFake:
             "WorkHours": None,
             "MaterialCosts": None,
             "ReversedConstructionServicesVatFree": False,
-            "CostCenterItemId1": None,
-            "CostCenterItemId2": None,
-            "CostCenterItemId3": None,
+            # A person's bookkeeping on the row, kept as sent: a PUT without them (a full
+            # replace) leaves them null.
+            **{name: _lower_or_none(row[name]) for name in _ROW_COST_CENTERS},
             "UnitAbbreviation": article.unit.abbreviation,
             "UnitAbbreviationEnglish": article.unit.abbreviation_english,
             # VAT comes from the article's coding and cannot be set per row (NOTES 2, 7.4).
@@ -1764,7 +1849,7 @@ class VismaFake:
             # DiscountPercentage is one; a client must accept either.
             "VatRate": _num(article.coding.vat_percent / 100),
             "UnitName": article.unit.name,
-            "ProjectId": None,
+            "ProjectId": _lower_or_none(row["ProjectId"]),
             "GreenTechnologyType": 0,
             "PurchasePrice": Decimal(0),
             "Amount": _num(amount),
@@ -1934,7 +2019,12 @@ class VismaFake:
         return invoice_date
 
     def _convert(
-        self, draft: dict[str, Any], *, keep_date: bool, validation: dict[str, Any] | None
+        self,
+        draft: dict[str, Any],
+        *,
+        keep_date: bool,
+        validation: dict[str, Any] | None,
+        with_draft_id: bool = True,
     ) -> dict[str, Any]:
         """The draft becomes a CustomerInvoiceApi with an InvoiceNumber and CreatedFromDraftId,
         and leaves /customerinvoicedrafts (NOTES section 2)."""
@@ -1985,7 +2075,7 @@ class VismaFake:
             "RemainingAmount": _num(total + vat),
             "RemainingAmountInvoiceCurrency": _num(total + vat),
             "ReferringInvoiceId": None,
-            "CreatedFromDraftId": draft["Id"],
+            "CreatedFromDraftId": draft["Id"] if with_draft_id else None,
             "VoucherNumber": f"A{number}",
             "VoucherId": self._new_id(),
             "CreatedUtc": stamp,
@@ -2022,6 +2112,7 @@ class VismaFake:
             "Quantity": row["Quantity"],
             "IsVatFree": False,
             "UnitId": row["UnitId"],
+            **{name: row[name] for name in ROW_REFERENCES},
             "Amount": row["Amount"],
         }
 
@@ -2038,6 +2129,13 @@ class VismaFake:
                 if datetime.fromisoformat(i["ModifiedUtc"].replace("Z", "+00:00")) >= moment
             ]
         return items
+
+
+_ROW_COST_CENTERS = ("CostCenterItemId1", "CostCenterItemId2", "CostCenterItemId3")
+
+
+def _lower_or_none(value: str | None) -> str | None:
+    return value.lower() if value else None
 
 
 def _sort_key(name: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
@@ -2061,6 +2159,8 @@ __all__ = [
     "VismaArticle",
     "VismaCustomer",
     "VismaFake",
+    "cost_center_item_id",
+    "project_id",
     "seed_articles",
     "seed_id",
     "seed_visma_customers",
@@ -2126,6 +2226,12 @@ class Driver(FakeDriver):
 
     def edit_text(self, remote_id: str, index: int, text: str) -> None:
         self.fake.edit_row(remote_id, index, Text=text)
+
+    def edit_quantity(self, remote_id: str, index: int, quantity: Decimal) -> None:
+        self.fake.edit_row(remote_id, index, Quantity=quantity)
+
+    def set_sales_price(self, article: str, price: Decimal) -> None:
+        self.fake.article_by_number(article).net_price = price
 
     def modified_after_closing(self) -> list[Any]:
         return list(self.fake.modified_after_convert)

@@ -109,7 +109,10 @@ class ApiClient:
                     wait_hint=self._wait_hint,
                 )
             except GaveUpError as exc:
-                raise RemoteUnavailableError(f"{self.system} unreachable: {exc.last}") from None
+                raise RemoteUnavailableError(
+                    f"{self.system} unreachable: {exc.reason()}; check {self.url_setting} if "
+                    "the address is wrong"
+                ) from None
             if response.status_code == 401 and first_try:
                 log.info("target.unauthorized_refreshing", target=self.system)
                 self._tokens.invalidate(used[-1])

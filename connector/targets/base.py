@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NeedsStepping",
     "OAuthApp",
+    "RegisterArticle",
     "RemoteInvoice",
     "RemoteRow",
     "RemoteState",
@@ -98,6 +99,18 @@ class RemoteRow:
     @property
     def is_text(self) -> bool:
         return not self.article
+
+
+@dataclass(frozen=True)
+class RegisterArticle:
+    """One article of the target's register, as the mapping check needs it."""
+
+    number: str
+    active: bool
+    # The sales price; None when it has none (Visma's 0 reads as none, as for the planner).
+    price: Decimal | None
+    # The article's own unit code, None when the register does not say.
+    unit: str | None
 
 
 class RemoteState(StrEnum):
@@ -238,6 +251,12 @@ class Target(Protocol):
 
     def article_prices(self) -> dict[str, Decimal | None]:
         """The active articles: article number -> sales price (None when it has none)."""
+
+    def article_register(self) -> dict[str, RegisterArticle]:
+        """Every article, active or not, by number: for `connector mappings check`."""
+
+    def unit_codes(self) -> set[str] | None:
+        """The unit codes a row may carry, or None where rows take the article's unit (Visma)."""
 
     def locked_through(self) -> date | None:
         """The last day of the period the company has locked for bookkeeping, or None when

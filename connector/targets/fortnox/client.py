@@ -33,7 +33,7 @@ from connector.logs import get_logger
 from connector.planning import KEY_PREFIX, InvoiceKey, InvoiceStatus, PlannedInvoice
 from connector.settings import Settings
 from connector.targets.api import ApiClient
-from connector.targets.base import NeedsStepping, RemoteInvoice, RemoteState
+from connector.targets.base import NeedsStepping, RegisterArticle, RemoteInvoice, RemoteState
 from connector.targets.fortnox import SPEC, errors
 from connector.targets.fortnox.oauth import APP, TOKEN_FILE
 from connector.targets.fortnox.payloads import (
@@ -245,6 +245,29 @@ class FortnoxClient:
 
     def article_numbers(self) -> set[str]:
         return set(self.article_prices())
+
+    def article_register(self) -> dict[str, RegisterArticle]:
+        """Every article with its active flag, price and unit. The list items carry no Active
+        field, so active and inactive articles are listed apart (two filtered listings)."""
+        found: dict[str, RegisterArticle] = {}
+        for active in (True, False):
+            params = {"filter": "active" if active else "inactive", "sortby": "articlenumber"}
+            for item in self._pages("/articles", "Articles", params):
+                number = text(item.get("ArticleNumber"))
+                if number and (active or number not in found):
+                    found[number] = RegisterArticle(
+                        number=number,
+                        active=active,
+                        price=decimal_or_none(item.get("SalesPrice")),
+                        unit=text(item.get("Unit")) or None,
+                    )
+        return found
+
+    def unit_codes(self) -> set[str] | None:
+        """GET /units (scope settings): the codes a row's Unit may name."""
+        return {
+            code for item in self._pages("/units", "Units", {}) if (code := text(item.get("Code")))
+        }
 
     def locked_through(self) -> date | None:
         """GET /settings/lockedperiod ("If no date is returned, no period is locked"). Without

@@ -6,33 +6,42 @@ The connector writes customer invoice drafts. A draft carries the invoice key in
 e-invoice routing (ElectronicReference, BuyersOrderReference and YourReference are). Which
 fields `$filter` takes is undocumented, so none is trusted: `find` and `find_all` list every
 draft and every invoice, page by page in a fixed order (an unordered list may repeat or miss
-items across pages), and compare the key exactly.
+items across pages), and compare the key exactly. A list that changes while it is paged (the
+count read disagrees with Meta.TotalNumberOfResults) is read again, and stops the run if it
+never settles.
 
 Ids: a draft is addressed by its GUID and has no number. When a person converts it, it leaves
 /customerinvoicedrafts and becomes an invoice in /customerinvoices with an InvoiceNumber and
-`CreatedFromDraftId`; the connector reports that invoice with the draft's GUID as its remote id
-(the id the state recorded), booked. A deleted draft is simply gone. An id that is not a GUID
-was never made here: reading or writing it stops the run (StateMismatchError) rather than
-taking the invoice as deleted, which would stop billing its hours.
+(unverified) `CreatedFromDraftId`; the connector reports that invoice with the draft's GUID as
+its remote id (the id the state recorded), booked. Without CreatedFromDraftId it is paired with
+a draft this client has seen go, by exact key and customer, or else keeps its own id. A
+deleted draft is simply gone. An id that is not a GUID was never made here: reading or writing
+it stops the run (StateMismatchError) rather than taking the invoice as deleted, which would
+stop billing its hours.
 
 Customers and articles are GUIDs on the wire: both registers are read once per client (one
 run), page by page, never one request per entry. Before anything is sent, a draft is refused
 (TargetRefusal with a code of the connector's own) when its customer is missing or inactive,
-is invoiced in another currency than the hours (a draft takes the customer's currency), or is a
-private person, or when an article is missing or inactive. Private persons, because Visma marks
-a private person's draft `IncludesVat` (read-only, from the company setting
-"ShowPricesExclVatPC") and would take the connector's prices, which exclude VAT, as including
-it: the safe choice is not to invoice them here at all.
+is invoiced in another currency than the hours (a draft takes the customer's currency; a
+customer without one, the company's from /companysettings, and when that cannot be read the
+draft is refused too), or is a private person, or when an article is missing or inactive.
+Private persons, because Visma marks a private person's draft `IncludesVat` (read-only, from
+the company setting "ShowPricesExclVatPC") and would take the connector's prices, which exclude
+VAT, as including it: the safe choice is not to invoice them here at all.
 
 Visma's PUT replaces the whole draft, so an update is a read-modify-write from the draft as last
-read: the header fields a person may have set are kept, the rows replaced. The company's
+read: the header fields a person may have set are kept, the rows replaced; a project or cost
+centre a person put on a row goes onto the same row (same article and text) when that row is
+unambiguous, and otherwise the draft is left alone (a refusal of the connector's own) rather
+than have them dropped. The company's
 identity and its accounting lock date come from /companysettings (scope ea:sales).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -53,14 +62,16 @@ from connector.logs import get_logger
 from connector.planning import InvoiceKey, InvoiceStatus, PlannedInvoice
 from connector.settings import Settings
 from connector.targets.api import ApiClient
-from connector.targets.base import RemoteInvoice, RemoteState
+from connector.targets.base import RegisterArticle, RemoteInvoice, RemoteState
 from connector.targets.visma import SPEC, errors
 from connector.targets.visma.oauth import APP
 from connector.targets.visma.payloads import (
     Article,
     Customer,
+    carry_row_fields,
     date_or_none,
     draft_payload,
+    guid,
     is_guid,
     kept_fields,
     lowered,
@@ -77,6 +88,8 @@ log = get_logger(__name__)
 
 SETTING = "CONNECTOR_VISMA__"
 PAGE_SIZE = 100  # the largest $pagesize taken for certain (NOTES section 2: the maximum is unknown)
+# Readings of a list that changed while it was paged, before the run stops (see _pages).
+LISTING_ATTEMPTS = 3
 DRAFTS = "/customerinvoicedrafts"
 INVOICES = "/customerinvoices"
 # Sort orders for paging: new items land at the end, and a unique key breaks ties, so pages
@@ -87,6 +100,11 @@ CUSTOMER_ORDER = "CustomerNumber"
 ARTICLE_ORDER = "Number"
 # Before this year an AccountingLockedTo is .NET's empty date (0001-01-01): nothing is locked.
 _NO_LOCK_BEFORE = 1900
+
+
+def _whole(value: object) -> int | None:
+    """A JSON whole number (a bool is not one), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def section(settings: Settings) -> VismaSettings:
@@ -133,8 +151,14 @@ class VismaClient:
         self._customers: dict[str, Customer] | None = None
         self._articles: dict[str, Article] | None = None
         self._company: dict[str, Any] | None = None
+        self._company_currency: tuple[str | None] | None = None
         # Draft id -> the invoice it became: a converted invoice never turns back into a draft.
         self._converted: dict[str, RemoteInvoice] = {}
+        # Draft id -> (key, customer number) of each draft this client has read or written, and
+        # the drafts a read by id found gone: what a converted invoice without
+        # CreatedFromDraftId is paired with (_paired).
+        self._drafts_seen: dict[str, tuple[str, str]] = {}
+        self._drafts_gone: set[str] = set()
 
     def close(self) -> None:
         self.api.close()
@@ -150,22 +174,63 @@ class VismaClient:
     ) -> Any:
         return self.api.call(method, path, params=params, body=body, idempotent=idempotent)
 
-    def _pages(self, path: str, orderby: str) -> Iterator[dict[str, Any]]:
+    def _pages(self, path: str, orderby: str) -> list[dict[str, Any]]:
         """Every item of a list endpoint ({"Meta": ..., "Data": [...]}), page after page from
-        $page 1, as many pages as Meta.TotalNumberOfPages says (0 when there is nothing)."""
+        $page 1, as many pages as Meta.TotalNumberOfPages says (0 when there is nothing).
+
+        $page counts positions, so a list that changes while it is read can hide an item: a
+        draft deleted from a page already read moves the next one onto that page, and it is
+        never shown. So the items read are counted against Meta.TotalNumberOfResults of the
+        first and of the last page (and no Id may come twice); when they disagree, the list
+        is read again from page 1, up to LISTING_ATTEMPTS times in all. A list that never
+        settles stops the run (RemoteUnavailableError, exit 4): acting on an incomplete list
+        could write a draft a second time."""
+        for attempt in range(1, LISTING_ATTEMPTS + 1):
+            items, count, first, last = self._read_pages(path, orderby)
+            ids = [guid(lowered(i).get("id")) for i in items]
+            ids = [i for i in ids if i]
+            if count == first == last and len(set(ids)) == len(ids):
+                return items
+            log.warning(
+                "visma.listing_changed",
+                path=path,
+                attempt=attempt,
+                read=count,
+                first_total=first,
+                last_total=last,
+            )
+        raise RemoteUnavailableError(
+            f"{errors.SYSTEM}'s list {path} changed while it was read page by page, "
+            f"{LISTING_ATTEMPTS} times in a row (someone is adding or deleting there right "
+            "now): the connector stops rather than act on an incomplete list; the next run "
+            "reads it again"
+        )
+
+    def _read_pages(self, path: str, orderby: str) -> tuple[list[dict[str, Any]], int, int, int]:
+        """One reading of a list, page by page: the items, how many Data held in all, and
+        Meta.TotalNumberOfResults of the first and of the last page read."""
+        found: list[dict[str, Any]] = []
+        count = 0
+        totals: list[int] = []
         page = 1
         while True:
             params = {"$orderby": orderby, "$page": str(page), "$pagesize": str(PAGE_SIZE)}
             answer = lowered(self._call("GET", path, params=params))
             items, meta = answer.get("data"), lowered(answer.get("meta"))
-            pages = meta.get("totalnumberofpages")
-            if not isinstance(items, list) or isinstance(pages, bool) or not isinstance(pages, int):
+            pages = _whole(meta.get("totalnumberofpages"))
+            total = _whole(meta.get("totalnumberofresults"))
+            if not isinstance(items, list) or pages is None or total is None:
                 # Without Data and Meta a page count cannot be trusted: a missed draft would
                 # be written a second time.
-                raise RemoteUnavailableError(f"Visma eAccounting answered {path} without Meta/Data")
-            yield from (i for i in items if isinstance(i, dict))
+                raise RemoteUnavailableError(
+                    f"{errors.SYSTEM} answered {path} without Meta (TotalNumberOfPages, "
+                    "TotalNumberOfResults) or Data"
+                )
+            totals.append(total)
+            count += len(items)
+            found.extend(i for i in items if isinstance(i, dict))
             if page >= pages or not items:
-                return
+                return found, count, totals[0], totals[-1]
             page += 1
 
     @staticmethod
@@ -234,7 +299,25 @@ class VismaClient:
                 "the customer as a company if it is one",
                 code=errors.CUSTOMER_PRIVATE,
             )
-        if customer.currency and customer.currency != invoice.currency:
+        if customer.currency is None:
+            # No currency of its own: its drafts take the company's currency.
+            company = self.company_currency()
+            if company is None:
+                return TargetRefusal(
+                    f"customer {number} has no currency of its own in {where}, so its drafts "
+                    "take the company's currency, and the connector could not read which that "
+                    f"is: set the customer's currency to {invoice.currency} there",
+                    code=errors.CUSTOMER_CURRENCY,
+                )
+            if company != invoice.currency:
+                return TargetRefusal(
+                    f"customer {number} has no currency of its own in {where}, so its drafts "
+                    f"take the company's currency, {company}, but these hours are in "
+                    f"{invoice.currency}: set the customer's currency there, or the entries' "
+                    "currency in the ledger",
+                    code=errors.CUSTOMER_CURRENCY,
+                )
+        elif customer.currency != invoice.currency:
             return TargetRefusal(
                 f"customer {number} is invoiced in {customer.currency} in {where}, but these "
                 f"hours are in {invoice.currency}; a draft always takes the customer's currency: "
@@ -268,17 +351,48 @@ class VismaClient:
         self._converted[invoice.remote_id] = invoice
         return invoice
 
-    def _invoices(self) -> Iterator[RemoteInvoice]:
+    def _seen(self, draft: RemoteInvoice) -> RemoteInvoice:
+        if draft.key:
+            self._drafts_seen[draft.remote_id] = (draft.key, draft.customer_number)
+        return draft
+
+    def _invoices(self) -> list[RemoteInvoice]:
         numbers = self._article_numbers()
-        for item in self._pages(INVOICES, INVOICE_ORDER):
-            yield self._remember(parse_invoice(item, numbers))
+        found = [parse_invoice(item, numbers) for item in self._pages(INVOICES, INVOICE_ORDER)]
+        return [self._remember(invoice) for invoice in self._paired(found)]
+
+    def _paired(self, invoices: list[RemoteInvoice]) -> list[RemoteInvoice]:
+        """An invoice converted from a draft is reported under the draft's id, its
+        CreatedFromDraftId. Whether Visma fills that in on a convert is unverified: one without
+        it is paired with its draft by exact key (ContractNumber) and customer number, when
+        exactly one draft this client has seen, and has since found gone by reading it, has
+        that key and customer, and exactly one such invoice does. Otherwise it keeps its own id:
+        an invoice of the connector's key that the state does not know, so the sync stops
+        rather than guess (a draft this client never saw cannot be paired: the state, which
+        knows it, is the sync's)."""
+        drafted = [guid(lowered(i.source).get("createdfromdraftid")) for i in invoices]
+        waiting: dict[tuple[str, str], list[str]] = {}
+        for draft_id in sorted(self._drafts_gone - set(drafted)):
+            seen = self._drafts_seen.get(draft_id)
+            if seen is not None:
+                waiting.setdefault(seen, []).append(draft_id)
+        undrafted: dict[tuple[str, str], list[int]] = {}
+        for index, (invoice, draft_id) in enumerate(zip(invoices, drafted, strict=True)):
+            if invoice.key and not draft_id:
+                undrafted.setdefault((invoice.key, invoice.customer_number), []).append(index)
+        paired = list(invoices)
+        for identity, indexes in undrafted.items():
+            drafts = waiting.get(identity, [])
+            if len(indexes) == 1 and len(drafts) == 1:
+                paired[indexes[0]] = replace(invoices[indexes[0]], remote_id=drafts[0])
+        return paired
 
     def _everything(self) -> list[RemoteInvoice]:
         """Every draft and every invoice. A draft converted while the lists were read shows
         twice under one id: the invoice (read last) wins."""
         numbers = self._article_numbers()
         found = {
-            d.remote_id: d
+            d.remote_id: self._seen(d)
             for d in (parse_draft(i, numbers) for i in self._pages(DRAFTS, DRAFT_ORDER))
         }
         found.update((i.remote_id, i) for i in self._invoices())
@@ -302,8 +416,9 @@ class VismaClient:
         return found
 
     def get(self, remote_id: str) -> RemoteInvoice:
-        """The draft; once converted, the invoice it became; else GONE (vanished). The invoice
-        list is read whole (no filter is trusted), fresh each time: only a found conversion is
+        """The draft; once converted, the invoice it became (by CreatedFromDraftId, else paired
+        by exact key and customer: _paired); else GONE (vanished). The invoice list is read
+        whole (no filter is trusted), fresh each time: only a found conversion is
         remembered."""
         draft_id = self._id(remote_id)
         try:
@@ -313,6 +428,7 @@ class VismaClient:
                 raise
         else:
             return self._draft(body, "GET", f"{DRAFTS}/{draft_id}")
+        self._drafts_gone.add(draft_id)
         if draft_id in self._converted:
             return self._converted[draft_id]
         for invoice in self._invoices():
@@ -333,7 +449,7 @@ class VismaClient:
             # A 2xx without the draft: what it holds is unknown, so the sync settles it by
             # reading (never by sending again).
             raise OutcomeUnknownError(method, path, "the answer holds no draft")
-        return parse_draft(body, self._article_numbers())
+        return self._seen(parse_draft(body, self._article_numbers()))
 
     # --- writing --------------------------------------------------------------------------
 
@@ -359,7 +475,13 @@ class VismaClient:
         """Replace the draft's rows with the plan's, keeping the header a person may have set
         (read-modify-write from `current.source`). `header_only` needs no step of its own here:
         the sync passes the rows to keep with the header in front, and a full replace writes
-        exactly those. A lost answer is settled by reading, never sent again."""
+        exactly those. A lost answer is settled by reading, never sent again.
+
+        What a person set on a row that the connector does not send (a project, cost centres)
+        is carried over onto the same row, same article and text, when that is unambiguous.
+        When it is not, or a row carries a setting that changes what it bills (a discount,
+        ROT/RUT), nothing is sent: a TargetRefusal (ROW_SETTINGS) leaves the draft alone
+        until a person removes those settings (still_refused reads the draft again)."""
         draft_id = self._id(remote_id)
         customer_id, article_ids = self._ids(invoice)
         source = current.source
@@ -370,6 +492,12 @@ class VismaClient:
         payload = draft_payload(
             invoice, customer_id, article_ids, invoice_date=invoice_date, kept=kept
         )
+        payload["Rows"], unkept = carry_row_fields(source, payload["Rows"], self._article_numbers())
+        if unkept:
+            # The PUT would drop what a person set on a row: the draft is left alone.
+            raise TargetRefusal(
+                errors.row_settings_kept(invoice, draft_id, unkept), code=errors.ROW_SETTINGS
+            )
         path = f"{DRAFTS}/{draft_id}"
         body = self._call("PUT", path, body=payload, idempotent=False)
         return self._draft(body, "PUT", path)
@@ -397,6 +525,22 @@ class VismaClient:
             if article.active
         }
 
+    def article_register(self) -> dict[str, RegisterArticle]:
+        """Every article, active or not, with its NetPrice (0 reads as none) and its unit."""
+        return {
+            number: RegisterArticle(
+                number=number,
+                active=article.active,
+                price=article.net_price or None,
+                unit=article.unit,
+            )
+            for number, article in self.articles().items()
+        }
+
+    def unit_codes(self) -> set[str] | None:
+        """None: a draft row takes its article's unit (UnitId is read-only)."""
+        return None
+
     def company_settings(self) -> dict[str, Any]:
         """GET /companysettings (ea:sales), once per client."""
         if self._company is None:
@@ -405,6 +549,20 @@ class VismaClient:
                 raise RemoteUnavailableError("Visma eAccounting answered without company settings")
             self._company = lowered(body)
         return self._company
+
+    def company_currency(self) -> str | None:
+        """CompanySettings.CurrencyCode ("Currency code used by the company"), the currency of
+        a customer without one of its own; read once per client, and only when such a customer
+        is met. None when it cannot be known (no scope to read it, or empty): such customers
+        are then refused rather than guessed."""
+        if self._company_currency is None:
+            try:
+                value = self.company_settings().get("currencycode")
+            except ScopeDeniedError as exc:
+                log.warning("visma.company_currency_unknown", reason=str(exc))
+                value = None
+            self._company_currency = (text(value).upper() or None,)
+        return self._company_currency[0]
 
     def locked_through(self) -> date | None:
         """CompanySettings.AccountingLockedTo, "Date until which accounting is locked", read as
@@ -443,7 +601,19 @@ class VismaClient:
         if code not in errors.OWN_CODES:
             return None
         refusal = self._refusal(invoice)
-        return None if refusal is None else refusal.message
+        if refusal is not None:
+            return refusal.message
+        if code == errors.ROW_SETTINGS and invoice.remote_id is not None:
+            # Whether the draft still carries the settings: read it again.
+            current = self.get(invoice.remote_id)
+            if current.state is not RemoteState.OPEN:
+                return None  # converted or deleted: the sync takes it from there
+            customer_id, article_ids = self._ids(invoice)
+            rows = draft_payload(invoice, customer_id, article_ids, invoice_date=None)["Rows"]
+            _, unkept = carry_row_fields(current.source, rows, self._article_numbers())
+            if unkept:
+                return errors.row_settings_kept(invoice, current.remote_id, unkept)
+        return None
 
     def explain(self, refusal: TargetRefusal, invoice: PlannedInvoice) -> str:
         customer_missing = False

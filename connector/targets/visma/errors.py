@@ -61,9 +61,12 @@ CUSTOMER_INACTIVE = "customer-inactive"
 CUSTOMER_PRIVATE = "customer-private-person"
 CUSTOMER_CURRENCY = "customer-currency"
 ARTICLE_MISSING = "article-missing"
-OWN_CODES = frozenset(
-    {CUSTOMER_MISSING, CUSTOMER_INACTIVE, CUSTOMER_PRIVATE, CUSTOMER_CURRENCY, ARTICLE_MISSING}
-)
+# The draft's rows carry what a person set that a full replace would drop (client.update).
+ROW_SETTINGS = "draft-row-settings"
+OWN_CODES = frozenset({
+    CUSTOMER_MISSING, CUSTOMER_INACTIVE, CUSTOMER_PRIVATE, CUSTOMER_CURRENCY, ARTICLE_MISSING,
+    ROW_SETTINGS,
+})  # fmt: skip
 
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?) second", re.IGNORECASE)
 _ROW_FIELD = re.compile(r"^Rows\[(\d+)\]", re.IGNORECASE)
@@ -248,6 +251,18 @@ def _problem_words(problems: tuple[Problem, ...], invoice: PlannedInvoice) -> st
     if len(problems) > 5:
         words.append(f"and {len(problems) - 5} more")
     return "; ".join(words)
+
+
+def row_settings_kept(invoice: PlannedInvoice, draft_id: str, unkept: list[str]) -> str:
+    """Why a draft is left alone: its rows carry what a person set that the connector's full
+    replace of the rows would drop or contradict."""
+    listed = "; ".join(unkept[:3]) + (f"; and {len(unkept) - 3} more" if len(unkept) > 3 else "")
+    return (
+        f"the draft of invoice {invoice.key} ({draft_id}) in {SYSTEM} has row settings a person "
+        f"made that the connector cannot keep when it writes the new rows: {listed}. The "
+        "connector leaves the draft alone and sends nothing for it; to let it write, remove "
+        f"those settings from the draft in {SYSTEM} (they can be set again after the next run)"
+    )
 
 
 def explain(

@@ -50,6 +50,43 @@ NOT_KEPT = frozenset({
     "ContributionMargin",
 })  # fmt: skip
 DATE_FIELDS = frozenset({"InvoiceDate", "DueDate", "DeliveryDate"})
+
+# The writable properties of CustomerInvoiceDraftRowApi (OpenAPI 2026-02-17), by what a
+# read-modify-write does with those of a row as read. A PUT replaces every row, and a property
+# not sent returns to its default: each of them is sent, derived, carried over, or stops the
+# write.
+# Sent by the connector on every row.
+ROW_SENT: tuple[str, ...] = (
+    "IsTextRow", "ArticleId", "Text", "Quantity", "UnitPrice",
+    "ReversedConstructionServicesVatFree",
+)  # fmt: skip
+# Worked out by Visma: the line from the row's place, the number and unit from the article, the
+# margin from purchase prices. Never a person's own setting, never sent back.
+ROW_DERIVED: tuple[str, ...] = (
+    "LineNumber", "ArticleNumber", "UnitAbbreviation", "UnitAbbreviationEnglish", "UnitName",
+    "ContributionMargin",
+)  # fmt: skip
+# Bookkeeping a person may add to a row without changing what it bills: carried over onto the
+# same row (same article and text) when that row is unambiguously one of the rows sent.
+ROW_CARRIED: tuple[str, ...] = (
+    "ProjectId", "CostCenterItemId1", "CostCenterItemId2", "CostCenterItemId3",
+)  # fmt: skip
+# Settings that change what a row bills or its VAT: a discount, ROT/RUT work, green technology.
+# Never carried over (the plan's amounts would no longer be what the draft bills); a row as read
+# with one of them, or with ReversedConstructionServicesVatFree true, or with a fixed discount
+# (read-only, so it cannot even be sent back), stops the write.
+ROW_BILLING: tuple[str, ...] = (
+    "DiscountPercentage", "WorkCostType", "IsWorkCost", "WorkHours", "MaterialCosts",
+    "GreenTechnologyType",
+)  # fmt: skip
+_ROW_WORDS = {
+    "ProjectId": "a project", "CostCenterItemId1": "a cost centre",
+    "CostCenterItemId2": "a cost centre", "CostCenterItemId3": "a cost centre",
+    "DiscountPercentage": "a discount", "DiscountFixedAmount": "a discount",
+    "ReversedConstructionServicesVatFree": "reverse charge VAT", "WorkCostType": "ROT/RUT work",
+    "IsWorkCost": "ROT/RUT work", "WorkHours": "ROT/RUT work", "MaterialCosts": "ROT/RUT work",
+    "GreenTechnologyType": "green technology",
+}  # fmt: skip
 _CANONICAL = {name.lower(): name for name in DRAFT_WRITABLE}
 
 
@@ -122,6 +159,8 @@ class Article:
     name: str
     active: bool
     net_price: Decimal | None
+    # UnitAbbreviation: the unit every row of this article carries.
+    unit: str | None = None
 
 
 def parse_customer(data: object) -> Customer:
@@ -144,6 +183,7 @@ def parse_article(data: object) -> Article:
         name=text(f.get("name")),
         active=truthy(f.get("isactive")),
         net_price=decimal_or_none(f.get("netprice")),
+        unit=text(f.get("unitabbreviation")) or None,
     )
 
 
@@ -300,3 +340,68 @@ def kept_fields(source: object, *, redated: bool) -> dict[str, Any]:
             value = raw[:10] if _DATE.match(raw) else value
         kept[name] = value
     return kept
+
+
+def _is_set(value: object) -> bool:
+    """Whether a row property holds more than its default (null, 0, false, empty)."""
+    return value is not None and value != "" and value is not False and value != 0
+
+
+def _row_identity(row: Mapping[str, Any]) -> tuple[str | None, str]:
+    """What makes a row the same row: its article (None on a text row) and its text."""
+    article = None if truthy(row.get("istextrow")) else guid(row.get("articleid")) or None
+    raw = row.get("text")
+    return article, "" if raw is None else str(raw)
+
+
+def _row_label(index: int, row: Mapping[str, Any], article_numbers: Mapping[str, str]) -> str:
+    article, words = _row_identity(row)
+    name = article_numbers.get(article, "") if article else ""
+    shown = words if len(words) <= 40 else words[:39] + "…"
+    return f"row {index + 1} ({name + ', ' if name else ''}{shown!r})"
+
+
+def carry_row_fields(
+    source: object, sent: list[dict[str, Any]], article_numbers: Mapping[str, str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows about to be sent, with the row properties a person set on the draft as read
+    (`source`) that the connector does not send itself (ROW_CARRIED) carried over, each onto
+    the row it belongs to: the one sent row with the same article and text, when exactly one
+    row as read and exactly one row sent have them. And what cannot be kept, in words, one per
+    row: a carried property on a row that is not unambiguously one of the rows sent, or a
+    setting of ROW_BILLING. Empty when everything a person set is kept."""
+    read = [lowered(r) for r in (lowered(source).get("rows") or []) if isinstance(r, dict)]
+    read_counts: dict[tuple[str | None, str], int] = {}
+    for row in read:
+        read_counts[_row_identity(row)] = read_counts.get(_row_identity(row), 0) + 1
+    sent_at: dict[tuple[str | None, str], list[int]] = {}
+    for index, row in enumerate(sent):
+        sent_at.setdefault(_row_identity(lowered(row)), []).append(index)
+    carried = [dict(r) for r in sent]
+    unkept: list[str] = []
+    for index, row in enumerate(read):
+        billing = [
+            name
+            for name in (*ROW_BILLING, "DiscountFixedAmount", "ReversedConstructionServicesVatFree")
+            if _is_set(row.get(name.lower()))
+        ]
+        marks = {name: row[name.lower()] for name in ROW_CARRIED if _is_set(row.get(name.lower()))}
+        if not (billing or marks):
+            continue
+        label = _row_label(index, row, article_numbers)
+        if billing:
+            what = " and ".join(sorted({_ROW_WORDS[n] for n in billing}))
+            unkept.append(f"{label} has {what} ({', '.join(billing)})")
+            continue
+        identity = _row_identity(row)
+        targets = sent_at.get(identity, [])
+        if read_counts[identity] != 1 or len(targets) != 1:
+            what = " and ".join(sorted({_ROW_WORDS[n] for n in marks}))
+            if not targets:
+                why = "the new rows have none with its article and text to keep it on"
+            else:
+                why = "more than one row has its article and text, so which one it is is unclear"
+            unkept.append(f"{label} has {what} ({', '.join(marks)}), but {why}")
+            continue
+        carried[targets[0]].update((name, guid(value)) for name, value in marks.items())
+    return carried, unkept
