@@ -486,3 +486,23 @@ def test_the_month_end_audit_agrees_with_the_books_either_way(world: World, over
     assert report.differences == [] and report.agrees
     listed = {f.ref: f.outcome for f in report.entries}
     assert listed["P-D2"] == ("attention" if overdraw == "attention" else "invoiced")
+
+
+@pytest.mark.parametrize("overdraw", ["attention", "invoice"])
+def test_the_month_report_counts_an_invoiced_overdraw_as_invoiced(
+    world: World, overdraw: str
+) -> None:
+    from connector.report import PREPAID, run_report
+
+    world.settings.prepaid.overdraw = overdraw  # type: ignore[assignment]
+    world.sync()
+    report = run_report(world.settings, "2026-10")
+    prepaid = report.not_invoiced.get((CUSTOMER, PREPAID, "installation"))
+    if overdraw == "invoice":
+        # Drawn 2.5 + 4 + 1.5 = 8, of which 2.5 overdrawn and invoiced: 5.5 prepaid.
+        assert prepaid == Decimal("5.5")
+        assert "P-D2" not in report.attention
+    else:
+        # P-D2 needs attention (all its 4 h listed there): 2.5 + 1.5 prepaid.
+        assert prepaid == Decimal("4.0")
+        assert report.attention["P-D2"].startswith(OVERDRAW_REASON)
