@@ -277,6 +277,17 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     _rule(
+        "prepaid_overdraw",
+        "prepaid hours overdrawn",
+        r"^customer (?P<customer>\S+) drew .+ more prepaid hours than bought",
+        lambda m, s, r: (
+            f"see the account: connector balance --customer {m['customer']}; add the missing "
+            "top-up in the ledger (dated on or before that day) or correct the draw's "
+            "prepaid_hours; to invoice such hours as ordinary hours, set "
+            "CONNECTOR_PREPAID__OVERDRAW=invoice"
+        ),
+    ),
+    _rule(
         "top_up_price",
         "top-up without price",
         r"top-up without price",

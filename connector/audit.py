@@ -48,6 +48,7 @@ from connector.planning import (
     entry_rows,
     plan,
 )
+from connector.prepaid import Prepaid, accounts, overdraws
 from connector.settings import Settings
 from connector.state import StateStore
 from connector.targets.base import RemoteInvoice, RemoteState, Target, TargetProfile
@@ -501,7 +502,7 @@ def expected_rows(entry: Entry, desired: tuple[Row, ...], invoiced: Invoiced) ->
         for p in invoiced.placements.get(entry.id, ())
         if p.revision == entry.revision and invoiced.status(p.key) is not InvoiceStatus.CANCELLED
         for r in p.rows
-        if r.role is RowRole.CHARGE and r.price is not None
+        if r.role in (RowRole.CHARGE, RowRole.OVERDRAW) and r.price is not None
     ]
     if written and _shape(written) == _shape(charges):
         return written
@@ -512,7 +513,8 @@ def _home(entry: Entry, result: EntryResult) -> tuple[str, str]:
     """Where an entry's rows belong: its customer and month, except an entry already invoiced
     whose date moved to another month since (same customer, same billing): the connector
     leaves it on the month it was invoiced in rather than crediting and charging it again."""
-    if result.outcome is Outcome.INVOICED and result.reason == "already invoiced":
+    # "already invoiced", also "... (with prepaid hours overdrawn)"
+    if result.outcome is Outcome.INVOICED and result.reason.startswith("already invoiced"):
         periods = {k.period for k in result.keys if k.customer_number == entry.customer_number}
         if len(periods) == 1 and len(result.keys) > 0:
             return entry.customer_number, next(iter(periods))
@@ -533,12 +535,20 @@ def audit_month(
     the_plan: Plan,
     invoice_attention: dict[str, str],
     limits: Limits | None = None,
+    prepaid: Prepaid | None = None,
 ) -> AuditReport:
     """The comparison itself, pure: the books as read, the ledger's entries, the plan.
     `rejected` is (ref, reason, customer, period) of every malformed entry (customer and
     period as far as they can be read)."""
     report = AuditReport(profile.name, period, customer)
     audit = _Audit(report, profile, invoiced)
+    # With CONNECTOR_PREPAID__OVERDRAW=invoice, prepaid hours drawn beyond the balance are
+    # billed as ordinary hours (docs/planning.md, Prepaid hours).
+    overdrawn = (
+        {e: m.overdraw for e, m in overdraws(accounts(entries)).items()}
+        if prepaid is not None and prepaid.overdraw == "invoice"
+        else {}
+    )
     audit.add_books(books)
     results = {r.ref: r for r in the_plan.results}
     planned = {i.key: i for i in the_plan.invoices}
@@ -601,7 +611,9 @@ def audit_month(
                 )
             )
             continue
-        desired = entry_rows(entry, mappings, profile, register, limits)
+        desired = entry_rows(
+            entry, mappings, profile, register, limits, overdrawn.get(entry.id, Decimal(0))
+        )
         rows = expected_rows(entry, desired, invoiced) if isinstance(desired, tuple) else []
         note = "" if home_period == entry.period else f"invoiced in {home_period}, dated later"
         for row in rows:
@@ -727,7 +739,10 @@ def run_audit(
             register = target.article_prices()
             entries, rejected = load_entries(store)
             invoiced = _with_remote_statuses(store.invoiced(name), books)
-            the_plan = plan(entries, mappings, profile, invoiced, rejected, register, limits)
+            prepaid = settings.prepaid.policy()
+            the_plan = plan(
+                entries, mappings, profile, invoiced, rejected, register, limits, prepaid
+            )
             attention = _invoice_attention(store, name, the_plan, books, target, period, customer)
             report = audit_month(
                 period=period,
@@ -742,6 +757,7 @@ def run_audit(
                 the_plan=the_plan,
                 invoice_attention=attention,
                 limits=limits,
+                prepaid=prepaid,
             )
             report.requests = target.stats.requests
             report.checked_at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -1325,6 +1325,49 @@ def auth_status(
     _guard(body)
 
 
+@app.command(short_help="Show each customer's prepaid hours: bought, drawn, left.")
+def balance(
+    customer: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NUMBER", help="Only this customer, with the entries behind each figure."
+        ),
+    ] = None,
+    no_pull: Annotated[
+        bool,
+        typer.Option(
+            "--no-pull",
+            help="Read the ledger as last pulled, without asking the ledger (and without its "
+            "settings).",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document, with every entry.")
+    ] = False,
+) -> None:
+    """Show each customer's prepaid hours (the timbank): hours bought with top-ups, hours drawn
+    by work, and what is left.
+
+    Pulls new ledger changes first, as `plan` does. A draw beyond what was left that day is an
+    overdraw: those hours are not invoiced unless CONNECTOR_PREPAID__OVERDRAW=invoice, so it is
+    listed as needing attention (exit 1). Sends nothing to any accounting system.
+    """
+
+    def body() -> int:
+        from connector.balance import run_balance
+        from connector.render import balance_text
+
+        report = run_balance(_settings(), pull_first=not no_pull)
+        document = report.to_json(customer)
+        if as_json:
+            _print_json(document)
+        else:
+            typer.echo(balance_text(document))
+        return int(report.exit_code(customer))
+
+    _guard(body)
+
+
 def main() -> None:
     try:
         app()

@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from connector.ledger import Entry, Kind, Status
+from connector.prepaid import Account, Movement, Prepaid, accounts, overdraw_reason
 
 if TYPE_CHECKING:  # types only: the target modules import the planner
     from connector.mappings import Category, Mappings
@@ -40,9 +41,21 @@ class RowRole(StrEnum):
     CHARGE = "charge"  # the entry's billed hours
     PREPAID_NOTE = "prepaid_note"  # text row: hours drawn from the prepaid balance
     CORRECTION = "correction"  # negation of rows on a booked invoice
+    # Prepaid hours drawn beyond the balance, charged as ordinary hours (overdraw = invoice).
+    OVERDRAW = "overdraw"
+    # Text row last on an invoice: the prepaid balance at month end (belongs to no entry).
+    BALANCE = "balance"
 
 
-_ROLE_ORDER = {RowRole.CORRECTION: 0, RowRole.CHARGE: 1, RowRole.PREPAID_NOTE: 2}
+# Rows of the invoice itself rather than of an entry.
+INVOICE_ROLES = frozenset({RowRole.HEADER, RowRole.BALANCE})
+_ROLE_ORDER = {
+    RowRole.CORRECTION: 0,
+    RowRole.CHARGE: 1,
+    RowRole.PREPAID_NOTE: 2,
+    RowRole.OVERDRAW: 3,
+}
+BALANCE_PREFIX = "Kvar i timbanken:"
 SWEDISH_MONTHS = (
     "januari", "februari", "mars", "april", "maj", "juni",
     "juli", "augusti", "september", "oktober", "november", "december",
@@ -231,8 +244,8 @@ class PlannedInvoice:
 
     @property
     def item_rows(self) -> tuple[Row, ...]:
-        """The rows that belong to entries: every row but the header."""
-        return tuple(r for r in self.rows if r.role is not RowRole.HEADER)
+        """The rows that belong to entries: every row but the header (and the balance row)."""
+        return tuple(r for r in self.rows if r.role not in INVOICE_ROLES)
 
     @property
     def total(self) -> Decimal:
@@ -254,7 +267,7 @@ class PlannedInvoice:
         """Each entry's rows on this invoice, as they are recorded once it is written."""
         by_entry: dict[str, list[Row]] = defaultdict(list)
         for row in self.rows:
-            if row.role is not RowRole.HEADER:
+            if row.role not in INVOICE_ROLES:
                 by_entry[row.entry_id].append(row)
         return [
             Placement(entry_id, self.key, self.revisions[entry_id], tuple(rows))
@@ -509,9 +522,12 @@ def entry_rows(
     profile: TargetProfile,
     register: Register | None = None,
     limits: Limits | None = None,
+    overdraw: Decimal = Decimal(0),
 ) -> tuple[Row, ...] | _Excluded | _Attention:
-    """The rows an active entry should have on an invoice, or why it has none."""
-    rows = _rows_of(entry, mappings, profile, register)
+    """The rows an active entry should have on an invoice, or why it has none. `overdraw`:
+    prepaid hours it draws beyond the balance, to charge as ordinary hours (overdraw =
+    invoice)."""
+    rows = _rows_of(entry, mappings, profile, register, overdraw)
     if isinstance(rows, tuple):
         problem = (limits or Limits()).problem(entry, rows)
         if problem is not None:
@@ -520,7 +536,11 @@ def entry_rows(
 
 
 def _rows_of(
-    entry: Entry, mappings: Mappings, profile: TargetProfile, register: Register | None
+    entry: Entry,
+    mappings: Mappings,
+    profile: TargetProfile,
+    register: Register | None,
+    overdraw: Decimal = Decimal(0),
 ) -> tuple[Row, ...] | _Excluded | _Attention:
     if entry.status is Status.VOID:
         return _Excluded("void in the ledger")
@@ -536,9 +556,12 @@ def _rows_of(
     if not category.billable:
         return _Excluded(f"included in the monthly fee ({category.slug})")
     quantity = category.rounding.apply(entry.hours - entry.prepaid_hours)
+    extra = category.rounding.apply(overdraw) if overdraw > 0 else Decimal(0)
     article = category.article_for(profile.name)
     assert article is not None, "validated: billable categories have an article"
-    price = _price(entry, category, article, profile, register) if quantity > 0 else None
+    price = (
+        _price(entry, category, article, profile, register) if quantity > 0 or extra > 0 else None
+    )
     if isinstance(price, _Attention):
         return price
     rows: list[Row] = []
@@ -560,6 +583,24 @@ def _rows_of(
             f"avräknade mot förbetalda timmar ({_clean(category.name)})"
         )
         rows.append(Row(entry.id, RowRole.PREPAID_NOTE, cut(note, profile.row_text_max)))
+    if extra > 0:
+        # Drawn from a prepaid balance that was not there: charged like the entry's other
+        # hours, at the same price, with a text that says why.
+        text = (
+            f"{entry.performed_on.isoformat()}: {swedish_number(overdraw)} tim saknades i "
+            f"timbanken och debiteras som vanliga timmar ({_clean(category.name)})"
+        )
+        rows.append(
+            Row(
+                entry_id=entry.id,
+                role=RowRole.OVERDRAW,
+                description=cut(text, profile.row_text_max),
+                article=article,
+                quantity=extra,
+                unit=category.unit if profile.row_units else None,
+                price=price,
+            )
+        )
     if not rows:
         if entry.prepaid_hours > 0:
             return _Excluded("fully covered by prepaid hours")
@@ -682,6 +723,7 @@ def plan(
     rejected: Iterable[tuple[str, str]] = (),
     register: Register | None = None,
     limits: Limits | None = None,
+    prepaid: Prepaid | None = None,
 ) -> Plan:
     """Compute the desired invoices.
 
@@ -690,8 +732,15 @@ def plan(
     `register` is the target's article register (article -> sales price): with it, every article
     row carries an explicit price; without it (a plan made offline) rows the ledger and the
     mappings leave unpriced show no price.
+    `prepaid` says what an overdraw of the prepaid balance does and whether invoices show the
+    balance (docs/planning.md, Prepaid hours); by default an overdraw needs attention.
     """
     invoiced = invoiced or Invoiced()
+    prepaid = prepaid or Prepaid()
+    entries = list(entries)
+    found = accounts(entries)
+    drawn_over = {m.entry_id: (a.customer_number, m) for a in found.values() for m in a.overdraws}
+    charge_over = prepaid.overdraw == "invoice"
     results: dict[str, EntryResult] = {}
     contributions: list[_Contribution] = []
 
@@ -699,12 +748,24 @@ def plan(
         results[ref] = EntryResult(ref, Outcome.ATTENTION, f"malformed entry: {reason}")
 
     for entry in entries:
-        result, parts = _plan_entry(entry, mappings, profile, invoiced, register, limits)
+        over = drawn_over.get(entry.id)
+        overdraw = over[1].overdraw if over and charge_over else Decimal(0)
+        result, parts = _plan_entry(
+            entry, mappings, profile, invoiced, register, limits, overdraw, charge_over
+        )
         results[entry.id] = result
         contributions.extend(parts)
 
     contributions, currencies = _enforce_currency(contributions, invoiced, results)
     contributions = _drop_text_only(contributions, results)
+    for entry in entries:
+        over = drawn_over.get(entry.id)
+        if over is None:
+            continue
+        customer, movement = over
+        if charge_over and _charges_overdraw(entry, movement, mappings, profile, register, limits):
+            continue
+        _flag_overdraw(results, entry.id, customer, movement, charge_over)
 
     by_key: dict[InvoiceKey, list[_Contribution]] = defaultdict(list)
     for part in contributions:
@@ -719,12 +780,66 @@ def plan(
         previous = invoiced.invoices.get(key)
         # A draft left without rows keeps the currency it was written in.
         currency = currencies.get(key) or (previous.currency if previous else None) or "SEK"
-        invoices.append(_invoice(key, parts, previous, currency, invoiced, profile))
+        balance = _balance_row(found.get(key.customer_number), key) if prepaid.balance_row else None
+        invoices.append(_invoice(key, parts, previous, currency, invoiced, profile, balance))
     return Plan(
         target=profile.name,
         invoices=tuple(invoices),
         results=tuple(results[ref] for ref in sorted(results)),
     )
+
+
+def _charges_overdraw(
+    entry: Entry,
+    movement: Movement,
+    mappings: Mappings,
+    profile: TargetProfile,
+    register: Register | None,
+    limits: Limits | None,
+) -> bool:
+    """Whether the entry's rows charge its overdraw (overdraw = invoice): not when its category
+    has no article (not billable, unknown) or the hours round to 0."""
+    rows = entry_rows(entry, mappings, profile, register, limits, movement.overdraw)
+    return isinstance(rows, tuple) and any(r.role is RowRole.OVERDRAW for r in rows)
+
+
+def _flag_overdraw(
+    results: dict[str, EntryResult],
+    entry_id: str,
+    customer: str,
+    movement: Movement,
+    charge_over: bool,
+) -> None:
+    """An overdraw needs attention: its hours would otherwise never be paid for. The entry's
+    other rows go out as planned (its result keeps the invoices they are on)."""
+    reason = overdraw_reason(customer, movement)
+    if charge_over:
+        reason += (
+            " and its category cannot invoice them (no article, or they round to 0): "
+            "correct prepaid_hours of the entry or add the top-up in the ledger"
+        )
+    else:
+        reason += (
+            ": those hours are not invoiced. Add the top-up in the ledger (dated on or "
+            "before that day), correct prepaid_hours of the entry, or set "
+            "CONNECTOR_PREPAID__OVERDRAW=invoice to invoice them as ordinary hours"
+        )
+    known = results[entry_id]
+    if known.outcome is Outcome.ATTENTION:
+        reason = f"{known.reason}; also: {reason}"
+    results[entry_id] = replace(known, outcome=Outcome.ATTENTION, reason=reason)
+
+
+def _balance_row(account: Account | None, key: InvoiceKey) -> str | None:
+    """The balance row's text for a customer with a prepaid account by the end of the month
+    (the same on every invoice of that month, so a quiet re-run writes nothing)."""
+    if account is None or not account.movements:
+        return None
+    year, month = (int(part) for part in key.period.split("-"))
+    end = date(year, month, calendar.monthrange(year, month)[1])
+    if account.movements[0].performed_on > end:
+        return None  # no account yet that month
+    return f"{BALANCE_PREFIX} {swedish_number(account.balance_on(end))} tim"
 
 
 def _plan_entry(
@@ -734,8 +849,10 @@ def _plan_entry(
     invoiced: Invoiced,
     register: Register | None,
     limits: Limits | None,
+    overdraw: Decimal = Decimal(0),
+    charge_over: bool = False,
 ) -> tuple[EntryResult, list[_Contribution]]:
-    desired = entry_rows(entry, mappings, profile, register, limits)
+    desired = entry_rows(entry, mappings, profile, register, limits, overdraw)
     placements = invoiced.placements.get(entry.id, ())
 
     def result(outcome: Outcome, reason: str, keys: tuple[InvoiceKey, ...] = ()) -> EntryResult:
@@ -779,9 +896,17 @@ def _plan_entry(
     # also be left on a closed invoice, and must not be carried over twice).
     own: tuple[Row, ...] = ()
     for placement in current:
-        mine = tuple(r for r in placement.rows if r.role in (RowRole.CHARGE, RowRole.PREPAID_NOTE))
+        mine = tuple(
+            r
+            for r in placement.rows
+            if r.role in (RowRole.CHARGE, RowRole.PREPAID_NOTE, RowRole.OVERDRAW)
+        )
         if mine:
             own = mine
+    followed: tuple[Row, ...] | None = None
+    if own and charge_over and isinstance(desired, tuple):
+        own = _follow_overdraw(own, desired)
+        followed = tuple(r for r in own if r.role is RowRole.OVERDRAW)
     if not own:
         # Not written for this revision (or only its credit was: a move left half done):
         # planned from the ledger and the mappings.
@@ -792,7 +917,9 @@ def _plan_entry(
     # net position is still computed, so an older row left on a closed invoice is corrected.
     # Rows on an invoice cancelled and then invoiced again on purpose charge nothing.
     drift = _mapping_drift(
-        desired, [p for p in current if (entry.id, p.key) not in invoiced.reinvoiced] or current
+        desired,
+        [p for p in current if (entry.id, p.key) not in invoiced.reinvoiced] or current,
+        followed,
     )
     found, parts = _plan_rows(entry, own, placements, invoiced, profile, result)
     if drift is None or found.outcome is Outcome.ATTENTION:
@@ -804,6 +931,20 @@ def _plan_entry(
         reason=f"{drift}; it stays on invoice {where} as written, because the ledger entry has "
         "not changed: correct the mappings, or re-invoice it on purpose",
     ), parts
+
+
+def _follow_overdraw(own: tuple[Row, ...], desired: tuple[Row, ...]) -> tuple[Row, ...]:
+    """The written rows of an unchanged entry, with its overdraw row following the balance.
+
+    The overdraw depends on other entries (a back-dated top-up, a voided one): a change there
+    is a ledger change, so the overdraw row is added, changed or withdrawn (credited once
+    billed) while the entry's own rows stay as written. An unchanged overdraw keeps its row,
+    price included."""
+    written = [r for r in own if r.role is RowRole.OVERDRAW]
+    wanted = [r for r in desired if r.role is RowRole.OVERDRAW]
+    if [(r.article, r.quantity) for r in written] == [(r.article, r.quantity) for r in wanted]:
+        return own
+    return tuple(r for r in own if r.role is not RowRole.OVERDRAW) + tuple(wanted)
 
 
 def _currency(invoiced: Invoiced, key: InvoiceKey, entry: Entry) -> str:
@@ -855,9 +996,17 @@ def _plan_rows(
             tuple(dict.fromkeys(p.key for p in closed)),
         ), []
     if net and _same_billing(net, new_rows, entry):
-        return result(
-            Outcome.INVOICED, "already invoiced", tuple(dict.fromkeys(p.key for p in closed))
-        ), []
+        # With an overdraw row on either side, the billed rows may split the hours otherwise
+        # than the entry does now (a charge of 2 h for 1 h charged and 1 h overdrawn): then
+        # the rows must not stand for this revision (the sync advances only "already
+        # invoiced"), or a later balance change could not tell which part to follow.
+        overdrawn = any(
+            r.role is RowRole.OVERDRAW
+            for rows in (new_rows, *(p.rows for p in placements))
+            for r in rows
+        )
+        reason = "already invoiced" + (" (with prepaid hours overdrawn)" if overdrawn else "")
+        return result(Outcome.INVOICED, reason, tuple(dict.fromkeys(p.key for p in closed))), []
     if not net and new_rows and all(r.is_text for r in new_rows):
         # Fully prepaid hours bill nothing, so the net cannot tell that their text row is
         # already on an invoice the customer holds: without this, every supplementary invoice
@@ -919,17 +1068,21 @@ def _billing_shape(rows: Iterable[Row]) -> Counter[tuple[str, Decimal, str | Non
 
 
 def _mapping_drift(
-    desired: tuple[Row, ...] | _Excluded | _Attention, placements: Sequence[Placement]
+    desired: tuple[Row, ...] | _Excluded | _Attention,
+    placements: Sequence[Placement],
+    overdraw: tuple[Row, ...] | None = None,
 ) -> str | None:
-    """Why the mappings would now plan an unchanged entry differently, or None."""
+    """Why the mappings would now plan an unchanged entry differently, or None. `overdraw`:
+    the entry's overdraw rows as they follow the balance (overdraw = invoice), in place of
+    the ones written: a balance change is a ledger change, not drift."""
     if isinstance(desired, _Attention):
         return desired.reason
     # What the entry charges now: the charge rows written for its current revision (a booked
     # invoice's older charge is netted by correction rows beside them).
     latest = max(p.revision for p in placements)
-    written = [
-        r for p in placements if p.revision == latest for r in p.rows if r.role is RowRole.CHARGE
-    ]
+    roles = (RowRole.CHARGE,) if overdraw is not None else (RowRole.CHARGE, RowRole.OVERDRAW)
+    written = [r for p in placements if p.revision == latest for r in p.rows if r.role in roles]
+    written.extend(overdraw or ())
     if isinstance(desired, _Excluded):
         return f"the mappings now leave it out ({desired.reason})" if written else None
     if _billing_shape(desired) != _billing_shape(written):
@@ -1039,6 +1192,7 @@ def _invoice(
     currency: str,
     invoiced: Invoiced,
     profile: TargetProfile,
+    balance: str | None = None,
 ) -> PlannedInvoice:
     parts = sorted(parts, key=lambda p: (p.entry.performed_on, p.entry.id))
     rows: list[Row] = []
@@ -1048,6 +1202,8 @@ def _invoice(
         rows.append(Row("", RowRole.HEADER, cut(header_text(key, invoiced), profile.row_text_max)))
     for part in parts:
         rows.extend(sorted(part.rows, key=lambda r: _ROLE_ORDER[r.role]))
+    if parts and balance is not None:
+        rows.append(Row("", RowRole.BALANCE, cut(balance, profile.row_text_max)))
     digest = rows_digest(rows, currency)
     if known is None or (known.digest is None and known.remote_id is None):
         action = Action.CREATE

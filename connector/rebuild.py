@@ -27,6 +27,8 @@ from connector.ledger import Entry, LedgerClient
 from connector.logs import get_logger
 from connector.mappings import Mappings, load_mappings
 from connector.planning import (
+    BALANCE_PREFIX,
+    INVOICE_ROLES,
     Action,
     InvoiceKey,
     InvoiceStatus,
@@ -157,6 +159,10 @@ def tie_rows(invoice: RebuiltInvoice, index: _Index) -> None:
         text = remote.description
         if position == 0 and remote.is_text and text.startswith(HEADER_PREFIXES):
             invoice.rows.append(Row("", RowRole.HEADER, text))
+            continue
+        if position == len(rows) - 1 and remote.is_text and text.startswith(BALANCE_PREFIX):
+            # The prepaid balance at month end (CONNECTOR_PREPAID__BALANCE_ROW): no entry's.
+            invoice.rows.append(Row("", RowRole.BALANCE, text))
             continue
         if remote.is_text:
             entry = _pick(index.notes.get(text, []), remote, key.customer_number, noted, index)
@@ -361,7 +367,7 @@ def _record(
         )
         by_entry: dict[str, list[Row]] = defaultdict(list)
         for row in invoice.rows:
-            if row.role is not RowRole.HEADER:
+            if row.role not in INVOICE_ROLES:
                 by_entry[row.entry_id].append(row)
         placements = [
             Placement(e, invoice.key, invoice.revisions[e], tuple(rows))

@@ -485,3 +485,92 @@ def _close_lists(doc: dict[str, Any]) -> list[str]:
         lines.append("Notes:")
         lines.extend(f"    {n}" for n in doc["notes"])
     return lines
+
+
+def _table_text(table: Any) -> str:
+    """A rich table as plain text (no colours: it goes to a terminal or a pipe alike)."""
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=110, color_system=None, force_terminal=False).print(table)
+    return out.getvalue().rstrip("\n")
+
+
+def balance_text(doc: dict[str, Any]) -> str:
+    """Human-readable prepaid balances from `BalanceReport.to_json()`: one line per customer,
+    and with a customer filter the entries behind each figure."""
+    from rich import box
+    from rich.table import Table
+
+    lines: list[str] = []
+    pulled = doc["pulled"]
+    lines.append(
+        "Prepaid hours (timbank), from the ledger"
+        + (
+            f" (pulled {pulled} new change(s))"
+            if pulled is not None
+            else " as last pulled (--no-pull)"
+        )
+        + f": {doc['counts']['customers']} customer(s), {doc['counts']['overdraws']} overdraw(s)"
+    )
+    if not doc["customers"]:
+        who = doc["filter"]["customer"]
+        lines.append(
+            f"Customer {who} has no prepaid hours." if who else "No customer has prepaid hours."
+        )
+        return "\n".join(lines)
+    summary = Table(box=box.SIMPLE)
+    summary.add_column("customer")
+    for name in ("bought h", "drawn h", "overdrawn h", "remaining h"):
+        summary.add_column(name, justify="right")
+    for account in doc["customers"]:
+        summary.add_row(
+            account["customer_number"],
+            account["bought"],
+            account["drawn"],
+            account["overdrawn"] if Decimal(account["overdrawn"]) else "-",
+            account["remaining"],
+        )
+    lines.append(_table_text(summary))
+    if doc["filter"]["customer"] is not None:
+        for account in doc["customers"]:
+            detail = Table(box=box.SIMPLE, title=f"customer {account['customer_number']}")
+            detail.add_column("date")
+            detail.add_column("entry")
+            detail.add_column("what")
+            for name in ("hours", "overdrawn", "left after"):
+                detail.add_column(name, justify="right")
+            moves = [("top-up", m) for m in account["topups"]] + [
+                ("draw", m) for m in account["draws"]
+            ]
+            # The account's own order: by date, top-ups first on a day, then by entry id.
+            moves.sort(key=lambda w: (w[1]["date"], w[0] != "top-up", w[1]["entry_id"]))
+            for what, move in moves:
+                over = move.get("overdrawn", "0")
+                detail.add_row(
+                    move["date"],
+                    clean(move["entry_id"]),
+                    what,
+                    ("+" if what == "top-up" else "-") + move["hours"],
+                    over if Decimal(over) else "",
+                    move["balance_after"],
+                )
+            lines.append(_table_text(detail))
+    if doc["attention"]:
+        lines.append("")
+        lines.append(f"Needs attention ({len(doc['attention'])}):")
+        lines.extend(f"    {a['ref']}: {a['reason']}" for a in doc["attention"])
+        lines.append(
+            "    Those hours are not invoiced: add the top-up in the ledger (dated on or before "
+            "the draw), correct the draw, or set CONNECTOR_PREPAID__OVERDRAW=invoice."
+        )
+    elif doc["overdraws"]:
+        lines.append("")
+        lines.append(
+            f"Overdraws invoiced as ordinary hours (CONNECTOR_PREPAID__OVERDRAW=invoice) "
+            f"({len(doc['overdraws'])}):"
+        )
+        lines.extend(f"    {a['ref']}: {a['reason']}" for a in doc["overdraws"])
+    return "\n".join(lines)

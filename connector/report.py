@@ -32,6 +32,7 @@ from connector.errors import ConfigError
 from connector.ledger import Entry, Kind, Status
 from connector.mappings import load_mappings
 from connector.planning import (
+    INVOICE_ROLES,
     Action,
     EntryResult,
     InvoiceKey,
@@ -42,6 +43,7 @@ from connector.planning import (
     RowRole,
     clean,
 )
+from connector.prepaid import accounts, overdraws
 from connector.settings import Settings
 from connector.state import DB_NAME, InvoiceRecord, StateStore
 
@@ -197,9 +199,12 @@ class MonthReport:
 # --- building it ---------------------------------------------------------------------------
 
 
-def _reason(entry: Entry, result: EntryResult, pending: bool) -> list[tuple[str, Decimal]]:
+def _reason(
+    entry: Entry, result: EntryResult, pending: bool, overdrawn: Decimal = Decimal(0)
+) -> list[tuple[str, Decimal]]:
     """The entry's hours that are not invoiced, by reason (an entry may have two: prepaid
-    hours drawn and the rest in the fee, say)."""
+    hours drawn and the rest in the fee, say). `overdrawn`: prepaid hours drawn beyond the
+    balance and invoiced as ordinary hours (CONNECTOR_PREPAID__OVERDRAW=invoice)."""
     hours = entry.hours
     if result.outcome is Outcome.ATTENTION:
         return [(ATTENTION, hours)]
@@ -207,8 +212,8 @@ def _reason(entry: Entry, result: EntryResult, pending: bool) -> list[tuple[str,
         return [(VOID, hours)] if result.outcome is Outcome.EXCLUDED else []
     found: list[tuple[str, Decimal]] = []
     prepaid = min(entry.prepaid_hours, hours) if entry.kind is Kind.DEBIT else Decimal(0)
-    if prepaid > 0:
-        found.append((PREPAID, prepaid))
+    if prepaid - overdrawn > 0:
+        found.append((PREPAID, prepaid - overdrawn))
     rest = hours - prepaid
     if result.outcome is Outcome.EXCLUDED:
         if result.reason.startswith("included in the monthly fee"):
@@ -231,6 +236,7 @@ def build_report(
     the_plan: Plan,
     rejected_refs: dict[str, str],
     invoice_attention: dict[str, str] | None = None,
+    overdrawn: dict[str, Decimal] | None = None,
 ) -> MonthReport:
     """The month's report, pure: the state's invoice records and placements, the entries of
     the mirror, and the plan made from them."""
@@ -274,7 +280,7 @@ def build_report(
             continue
         mine: dict[str, list[Any]] = defaultdict(list)
         for row in invoice.rows:
-            if row.role is not RowRole.HEADER:
+            if row.role not in INVOICE_ROLES:  # the header, the balance row: no entry's
                 mine[row.entry_id].append(row)
         changing[invoice.key] = {e: tuple(rows) for e, rows in mine.items()}
 
@@ -307,7 +313,9 @@ def build_report(
         )
         if result.outcome is Outcome.ATTENTION:
             report.attention[entry.id] = result.reason
-        for reason, spent in _reason(entry, result, pending):
+        for reason, spent in _reason(
+            entry, result, pending, (overdrawn or {}).get(entry.id, Decimal(0))
+        ):
             group = (entry.customer_number, reason, entry.category)
             report.not_invoiced[group] = report.not_invoiced.get(group, Decimal(0)) + spent
             report.not_invoiced_entries.setdefault(group, []).append(entry.id)
@@ -331,7 +339,9 @@ def run_report(settings: Settings, period: str) -> MonthReport:
     try:
         bind_system(store, profile.name, record=False)
         entries, rejected = load_entries(store)
-        the_plan = current_plan(store, mappings, profile, settings.limits.limits())
+        the_plan = current_plan(
+            store, mappings, profile, settings.limits.limits(), settings.prepaid.policy()
+        )
         invoiced = store.invoiced(profile.name)
         records = store.invoice_records(profile.name)
         # Invoices the last sync could not send, and why (entries are listed by their own
@@ -354,8 +364,14 @@ def run_report(settings: Settings, period: str) -> MonthReport:
     finally:
         store.close()
     placements = {e: list(chain) for e, chain in invoiced.placements.items()}
+    # Overdrawn prepaid hours the settings invoice are invoiced hours, not prepaid ones.
+    overdrawn = (
+        {e: m.overdraw for e, m in overdraws(accounts(entries)).items()}
+        if settings.prepaid.overdraw == "invoice"
+        else {}
+    )
     return build_report(
-        period, profile.name, records, placements, entries, the_plan, in_month, refused
+        period, profile.name, records, placements, entries, the_plan, in_month, refused, overdrawn
     )
 
 

@@ -35,6 +35,7 @@ from connector.errors import ConfigError
 
 if TYPE_CHECKING:
     from connector.planning import Limits
+    from connector.prepaid import Prepaid
 
 ENV_PREFIX = "CONNECTOR_"
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -151,6 +152,22 @@ class NotifySettings(BaseModel):
         return [a.strip() for a in (self.email_to or "").split(",") if a.strip()]
 
 
+class PrepaidSettings(BaseModel):
+    """The prepaid hours balance (docs/planning.md, Prepaid hours)."""
+
+    # attention: prepaid hours drawn beyond the balance need attention and are not invoiced;
+    # invoice: they are invoiced as ordinary hours of the entry's category.
+    overdraw: Literal["attention", "invoice"] = "attention"
+    # Each invoice of a customer with prepaid hours ends with a text row: the balance at the
+    # end of its month.
+    balance_row: bool = False
+
+    def policy(self) -> Prepaid:
+        from connector.prepaid import Prepaid
+
+        return Prepaid(overdraw=self.overdraw, balance_row=self.balance_row)
+
+
 class CommonSettings(BaseSettings):
     """Every setting but the accounting systems' own sections, which `Settings` adds from the
     target registry (one `CONNECTOR_<NAME>__*` section per system)."""
@@ -167,6 +184,7 @@ class CommonSettings(BaseSettings):
     invoice: InvoiceSettings = Field(default_factory=InvoiceSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    prepaid: PrepaidSettings = Field(default_factory=PrepaidSettings)
     state_dir: Path = Field(default_factory=default_state_dir)
     mappings_dir: Path = Path("./mappings")
     # Which accounting system `sync` writes to: a name in the target registry.

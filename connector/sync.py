@@ -49,6 +49,7 @@ from connector.planning import (
     invoice_date,
     plan,
 )
+from connector.prepaid import Prepaid
 from connector.settings import InvoiceSettings, Settings
 from connector.state import (
     BOUND_LEDGER,
@@ -113,13 +114,24 @@ def load_entries(store: StateStore) -> tuple[list[Entry], list[tuple[str, str]]]
 
 
 def current_plan(
-    store: StateStore, mappings: Mappings, profile: TargetProfile, limits: Limits | None = None
+    store: StateStore,
+    mappings: Mappings,
+    profile: TargetProfile,
+    limits: Limits | None = None,
+    prepaid: Prepaid | None = None,
 ) -> Plan:
     """The plan from the state alone, with the article register as last read."""
     entries, rejected = load_entries(store)
     invoiced = store.invoiced(profile.name)
     return plan(
-        entries, mappings, profile, invoiced, rejected, store.register(profile.name), limits
+        entries,
+        mappings,
+        profile,
+        invoiced,
+        rejected,
+        store.register(profile.name),
+        limits,
+        prepaid,
     )
 
 
@@ -246,7 +258,9 @@ def run_offline_plan(
         run_id = store.start_run("plan", profile.name)
         try:
             pulled = pull(store, ledger)
-            result = current_plan(store, mappings, profile, settings.limits.limits())
+            result = current_plan(
+                store, mappings, profile, settings.limits.limits(), settings.prepaid.policy()
+            )
         except ConnectorError as exc:
             store.finish_run(run_id, exc.exit_code, {"error": str(exc)})
             raise
@@ -291,6 +305,7 @@ def mapping_warnings(settings: Settings, mappings: Mappings, limit: int = 10) ->
             rejected,
             register,
             settings.limits.limits(),
+            settings.prepaid.policy(),
         )
     finally:
         store.close()
@@ -475,6 +490,7 @@ class _Sync:
         invoice_settings: InvoiceSettings | None = None,
         clock: Callable[[], datetime] | None = None,
         limits: Limits | None = None,
+        prepaid: Prepaid | None = None,
     ) -> None:
         self.store = store
         self.target = target
@@ -485,6 +501,7 @@ class _Sync:
         self.dry_run = report.dry_run
         self.invoice_settings = invoice_settings or InvoiceSettings()
         self.limits = limits or Limits()
+        self.prepaid = prepaid or Prepaid()
         # Called as (invoices done, invoices to write) while writing: a terminal's progress bar.
         self.progress: Callable[[int, int], None] | None = None
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -523,6 +540,7 @@ class _Sync:
             rejected,
             self.register(),
             self.limits,
+            self.prepaid,
         )
 
     def attention(self, key: InvoiceKey, reason: str) -> None:
@@ -1316,7 +1334,14 @@ def run_sync(
         report.target = target.profile.name
         run_id = None if dry_run else store.start_run("sync", target.profile.name)
         sync = _Sync(
-            store, target, mappings, report, settings.invoice, clock, settings.limits.limits()
+            store,
+            target,
+            mappings,
+            report,
+            settings.invoice,
+            clock,
+            settings.limits.limits(),
+            settings.prepaid.policy(),
         )
         sync.progress = progress
         try:

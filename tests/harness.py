@@ -150,7 +150,13 @@ class World:
             invoiced = store.invoiced(self.target)
             entries, rejected = load_entries(store)
             return plan_(
-                entries, self.mappings, self.profile, invoiced, rejected, self.driver.register()
+                entries,
+                self.mappings,
+                self.profile,
+                invoiced,
+                rejected,
+                self.driver.register(),
+                prepaid=self.settings.prepaid.policy(),
             )
         finally:
             store.close()
@@ -160,12 +166,18 @@ class World:
 
 
 def make_world(
-    tmp_path: Path, mappings: Mappings, *, rate_limit: str = "100000/1", target: str = "fortnox"
+    tmp_path: Path,
+    mappings: Mappings,
+    *,
+    rate_limit: str = "100000/1",
+    target: str = "fortnox",
+    ledger_file: Path | None = None,
 ) -> World:
+    """A world on the sample ledger, or on `ledger_file` (JSON lines) instead."""
     from connector.sandbox.demo import sandbox_settings
     from tests.conftest import MAPPINGS_DIR
 
-    app = build_app(rate_limit=rate_limit)
+    app = build_app(ledger_file, rate_limit=rate_limit)
     settings = sandbox_settings(BASE, tmp_path / "state", MAPPINGS_DIR, target)
     section = target_settings(settings)
     section.rate_limit = rate_limit
@@ -215,6 +227,37 @@ def remote_net(driver: Driver) -> Net:
     return {g: q for g, q in net.items() if q != 0}
 
 
+def oracle_overdraws(world: World) -> dict[str, Decimal]:
+    """Entry id -> prepaid hours it draws beyond the customer's balance, reckoned here from the
+    ledger and not by `connector.prepaid`, when the settings invoice overdraws (otherwise they
+    bill nothing). Per customer by performed date, top-ups first on a day, then entry id; a
+    top-up never covers an earlier draw."""
+    if world.settings.prepaid.overdraw != "invoice":
+        return {}
+    moves: dict[str, list[tuple[str, int, str, Decimal]]] = defaultdict(list)
+    for raw in world.app.ledger.entries():
+        try:
+            entry = parse_entry(raw)
+        except InvalidEntry:
+            continue
+        if entry.status.value != "active":
+            continue
+        day = entry.performed_on.isoformat()
+        if entry.kind.value == "topup":
+            moves[entry.customer_number].append((day, 0, entry.id, entry.hours))
+        elif entry.prepaid_hours > 0:
+            moves[entry.customer_number].append((day, 1, entry.id, -entry.prepaid_hours))
+    found: dict[str, Decimal] = {}
+    for customer_moves in moves.values():
+        left = Decimal(0)
+        for _day, _order, entry_id, hours in sorted(customer_moves):
+            left += hours
+            if left < 0:
+                found[entry_id] = -left
+                left = Decimal(0)
+    return found
+
+
 def ledger_net(world: World, skip_refs: set[str], kept: Net | None = None) -> Net:
     """What the ledger's current revisions should have billed, per the same groups, with the
     prices the connector must have resolved (entry, mapping, article register). `kept` adds
@@ -225,6 +268,7 @@ def ledger_net(world: World, skip_refs: set[str], kept: Net | None = None) -> Ne
     driver = world.driver
     register = driver.register()
     customers = driver.customers()
+    over = oracle_overdraws(world)
     for raw in world.app.ledger.entries():
         try:
             entry = parse_entry(raw)
@@ -232,7 +276,13 @@ def ledger_net(world: World, skip_refs: set[str], kept: Net | None = None) -> Ne
             continue
         if entry.id in skip_refs or entry.customer_number not in customers:
             continue
-        rows = entry_rows(entry, world.mappings, world.profile, register)
+        rows = entry_rows(
+            entry,
+            world.mappings,
+            world.profile,
+            register,
+            overdraw=over.get(entry.id, Decimal(0)),
+        )
         if not isinstance(rows, tuple):
             continue
         for row in rows:
@@ -247,13 +297,17 @@ def uninvoiceable(world: World) -> set[str]:
     """Entries whose current revision the ledger and mappings cannot invoice (by the oracle's
     own reckoning): unknown category, no price, beyond a sanity limit..."""
     register = world.driver.register()
+    over = oracle_overdraws(world)
     found = set()
     for raw in world.app.ledger.entries():
         try:
             entry = parse_entry(raw)
         except InvalidEntry:
             continue
-        if not isinstance(entry_rows(entry, world.mappings, world.profile, register), tuple):
+        rows = entry_rows(
+            entry, world.mappings, world.profile, register, overdraw=over.get(entry.id, Decimal(0))
+        )
+        if not isinstance(rows, tuple):
             found.add(entry.id)
     return found
 

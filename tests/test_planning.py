@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +30,7 @@ from connector.planning import (
     record_write,
     with_status,
 )
+from connector.prepaid import Prepaid
 from connector.targets import fortnox, visma
 
 FORTNOX = fortnox.PROFILE
@@ -140,11 +141,28 @@ def test_quantity_is_hours_minus_prepaid_rounded_per_category(
     assert note.description == "2026-09-14: 0,2 tim avräknade mot förbetalda timmar (installation)"
 
 
+def bought(make: Make, hours: str = "10") -> Entry:
+    """A top-up in August, so that September's draws have prepaid hours to draw on."""
+    return make(
+        id="T0",
+        kind="topup",
+        category="prepaid_hours",
+        hours=hours,
+        performed_on="2026-08-01",
+        unit_price="1000.00",
+    )
+
+
+def september(result: Plan) -> list[PlannedInvoice]:
+    return [i for i in result.invoices if i.key.period == "2026-09"]
+
+
 def test_fully_prepaid_debit_shows_as_text_row_beside_charges(
     make: Make, mappings: Mappings
 ) -> None:
-    result = plan([make(id="A", hours="2", prepaid_hours="2"), make(id="B")], mappings, FORTNOX)
-    (only,) = result.invoices
+    entries = [bought(make), make(id="A", hours="2", prepaid_hours="2"), make(id="B")]
+    result = plan(entries, mappings, FORTNOX)
+    (only,) = september(result)
     note, charge = only.item_rows
     assert note.is_text and charge.entry_id == "B"
     assert "2 tim avräknade mot förbetalda timmar (Installation)" in note.description
@@ -152,8 +170,8 @@ def test_fully_prepaid_debit_shows_as_text_row_beside_charges(
 
 
 def test_no_zero_invoice_when_everything_is_prepaid(make: Make, mappings: Mappings) -> None:
-    result = plan([make(id="A", hours="2", prepaid_hours="2")], mappings, FORTNOX)
-    assert result.invoices == ()
+    result = plan([bought(make), make(id="A", hours="2", prepaid_hours="2")], mappings, FORTNOX)
+    assert september(result) == []
     assert outcome(result, "A") == (Outcome.EXCLUDED, "fully covered by prepaid hours")
 
 
@@ -166,7 +184,9 @@ def test_no_prepaid_rows_when_switched_off(make: Make) -> None:
         custom,
         FORTNOX,
     )
-    assert outcome(result, "A") == (Outcome.EXCLUDED, "fully covered by prepaid hours")
+    # Drawn without a top-up: an overdraw, which needs attention and changes no row.
+    assert outcome(result, "A")[0] is Outcome.ATTENTION
+    assert "fully covered" not in outcome(result, "A")[1]
     (only,) = result.invoices
     assert [(r.entry_id, r.quantity) for r in only.item_rows] == [("B", Decimal("2.00"))]
 
@@ -290,10 +310,10 @@ def test_a_fully_prepaid_entry_is_not_noted_again_on_a_supplementary_invoice(
     """Found by the mapping-change property: a fully prepaid entry bills nothing, so only its
     text row tells that it is on the booked invoice; a supplementary invoice must not repeat
     it."""
-    first = [make(id="A", hours="2", prepaid_hours="2"), make(id="B")]
+    first = [bought(make), make(id="A", hours="2", prepaid_hours="2"), make(id="B")]
     state = booked(write_all(Invoiced(), plan(first, mappings, FORTNOX)), "SK-1001-2026-09")
     result = plan([*first, make(id="C")], mappings, FORTNOX, state)
-    (only,) = result.invoices
+    (only,) = [i for i in september(result) if i.action is not Action.UNCHANGED]
     assert only.key.text == "SK-1001-2026-09-2"
     assert [r.entry_id for r in only.item_rows] == ["C"]
     assert outcome(result, "A") == (Outcome.INVOICED, "already invoiced")
@@ -801,8 +821,11 @@ def test_every_entry_ends_in_exactly_one_outcome(
     by_ref = {r.ref: r for r in result.results}
     on_rows = {row.entry_id for i in result.invoices for row in i.item_rows}
     invoiced = {r.ref for r in result.results if r.outcome is Outcome.INVOICED}
-    # Without history, an entry is on a row exactly when it is invoiced.
-    assert on_rows == invoiced
+    # An overdraw of prepaid hours needs attention while its other rows go out.
+    overdrawn = {r.ref for r in result.results if "more prepaid hours than bought" in r.reason}
+    assert not overdrawn & invoiced
+    # Without history, an entry is on a row exactly when it is invoiced (or overdrawn).
+    assert on_rows - overdrawn == invoiced
     for ref in refs:
         assert by_ref[ref].outcome is Outcome.ATTENTION
     for inv in result.invoices:
@@ -822,9 +845,12 @@ def test_every_entry_ends_in_exactly_one_outcome(
 
 
 def desired_net(
-    entry: Entry, mappings: Mappings, register: dict[str, Decimal | None] | None = None
+    entry: Entry,
+    mappings: Mappings,
+    register: dict[str, Decimal | None] | None = None,
+    overdraw: Decimal = Decimal(0),
 ) -> dict[tuple[str, Decimal | None], Decimal]:
-    rows = entry_rows(entry, mappings, FORTNOX, register)
+    rows = entry_rows(entry, mappings, FORTNOX, register, overdraw=overdraw)
     net: dict[tuple[str, Decimal | None], Decimal] = defaultdict(Decimal)
     if isinstance(rows, tuple):
         for row in rows:
@@ -857,19 +883,44 @@ PROPERTY_REGISTER: dict[str, Decimal | None] = {
 }
 
 
+def overdrawn_by_hand(entries: Iterable[Entry]) -> dict[str, Decimal]:
+    """Prepaid hours each debit draws beyond its customer's balance, reckoned here rather than
+    by connector.prepaid: by date, top-ups first on a day, then id; never below 0."""
+    moves: dict[str, list[tuple[date, int, str, Decimal]]] = defaultdict(list)
+    for e in entries:
+        if e.status.value == "active" and e.kind.value == "topup":
+            moves[e.customer_number].append((e.performed_on, 0, e.id, e.hours))
+        elif e.status.value == "active" and e.prepaid_hours > 0:
+            moves[e.customer_number].append((e.performed_on, 1, e.id, -e.prepaid_hours))
+    found = {}
+    for customer_moves in moves.values():
+        left = Decimal(0)
+        for *_, entry_id, hours in sorted(customer_moves):
+            left += hours
+            if left < 0:
+                found[entry_id], left = -left, Decimal(0)
+    return found
+
+
 @PROPERTY
-@given(history=histories(), register=st.sampled_from([None, PROPERTY_REGISTER]))
+@given(
+    history=histories(),
+    register=st.sampled_from([None, PROPERTY_REGISTER]),
+    prepaid=st.sampled_from([None, Prepaid(overdraw="invoice", balance_row=True)]),
+)
 def test_net_billed_always_equals_the_ledger(
     history: tuple[list[Entry], list[tuple[list[Entry], list[int]]]],
     register: dict[str, Decimal | None] | None,
+    prepaid: Prepaid | None,
     mappings: Mappings,
 ) -> None:
     """Nothing billed twice, nothing lost: whatever was booked in between, after a clean sync
-    the sum of every entry's rows over all invoices equals what its current revision bills."""
+    the sum of every entry's rows over all invoices equals what its current revision bills
+    (with overdraws invoiced, its overdrawn hours too, as the balance now stands)."""
     first, steps = history
 
     def plan(entries: Any, mappings: Mappings, profile: Any, state: Invoiced | None = None) -> Plan:
-        return plan_(entries, mappings, profile, state, register=register)
+        return plan_(entries, mappings, profile, state, register=register, prepaid=prepaid)
 
     current = {e.id: e for e in first}
     state = write_all(Invoiced(), plan(current.values(), mappings, FORTNOX))
@@ -883,10 +934,13 @@ def test_net_billed_always_equals_the_ledger(
     final = plan(current.values(), mappings, FORTNOX, state)
     assert final.changes == []  # the last write already brought every draft in line
     net = net_billed(state)
+    over = overdrawn_by_hand(current.values()) if prepaid is not None else {}
     for result in final.results:
         if result.outcome is Outcome.ATTENTION:
             continue
-        wanted = desired_net(current[result.ref], mappings, register)
+        wanted = desired_net(
+            current[result.ref], mappings, register, over.get(result.ref, Decimal(0))
+        )
         assert net.get(result.ref, {}) == wanted, result
     # Booked invoices never change: every key written while open keeps its sequence.
     for key, known in state.invoices.items():

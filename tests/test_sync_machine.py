@@ -13,6 +13,7 @@ import contextlib
 import os
 import tempfile
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,9 @@ class Crash(BaseException):
 
 class SyncMachine(RuleBasedStateMachine):
     TARGET = "fortnox"
+    # Overdraws of prepaid hours invoiced, and the balance row on every invoice: rows that
+    # depend on other entries of the customer (CONNECTOR_PREPAID__*).
+    PREPAID = False  # see PrepaidMachine
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,6 +76,9 @@ class SyncMachine(RuleBasedStateMachine):
         )
         target_settings(settings_).rate_limit = "100000/1"
         target_settings(settings_).search_settle_seconds = SETTLE
+        if self.PREPAID:
+            settings_.prepaid.overdraw = "invoice"
+            settings_.prepaid.balance_row = True
         self.world = World(app=app, settings=settings_, mappings=MAPPINGS)
         self.saved: dict[str, Any] = {"pause": http.pause, "failpoint": sync_module.failpoint}
         http.pause = lambda seconds: None
@@ -244,14 +251,73 @@ class SyncMachine(RuleBasedStateMachine):
             self.tmp.cleanup()
 
 
-def machine_for(target: str) -> type[SyncMachine]:
-    class Machine(SyncMachine):
+class PrepaidMachine(SyncMachine):
+    """With overdraws invoiced and the balance row on: top-ups come, change and go, back-dated
+    too, so that overdraw rows of unchanged entries appear, shift and are credited, and the
+    balance rows of open drafts change while closed invoices keep theirs."""
+
+    PREPAID = True
+
+    @rule(
+        customer=st.sampled_from(["1003", "1004", "1005"]),
+        day=st.sampled_from(["2026-09-01", "2026-09-20", "2026-10-05", "2026-10-28"]),
+        hours=st.sampled_from(["1", "4"]),
+    )
+    def a_topup_arrives(self, customer: str, day: str, hours: str) -> None:
+        self.revision += 1
+        entry = dict(self._entries()[0])
+        entry.update(
+            id=f"T{self.revision}", revision=1, kind="topup", status="active",
+            customer_number=customer, category="prepaid_hours", hours=hours, prepaid_hours="0",
+            performed_on=day, unit_price="1000.00",
+        )  # fmt: skip
+        self.world.post_ledger([entry])
+
+    @rule(pick=st.integers(0, 1000), share=st.sampled_from(["all", "half"]))
+    def a_debit_draws_prepaid_hours(self, pick: int, share: str) -> None:
+        latest: dict[str, dict[str, Any]] = {}
+        for entry in self._entries():
+            latest[entry["id"]] = entry
+        debits = sorted(
+            (e for e in latest.values() if e["kind"] == "debit" and e["status"] == "active"),
+            key=lambda e: str(e["id"]),
+        )
+        self.revision += 1
+        entry = dict(debits[pick % len(debits)], revision=self.revision)
+        hours = Decimal(entry["hours"])
+        entry["prepaid_hours"] = str(hours if share == "all" else hours / 2)
+        self.world.post_ledger([entry])
+
+    @rule(pick=st.integers(0, 1000), change=st.sampled_from(["void", "0.5", "12"]))
+    def a_topup_changes(self, pick: int, change: str) -> None:
+        latest: dict[str, dict[str, Any]] = {}
+        for entry in self._entries():
+            latest[entry["id"]] = entry
+        topups = sorted(
+            (e for e in latest.values() if e["kind"] == "topup"), key=lambda e: str(e["id"])
+        )
+        if not topups:
+            return
+        self.revision += 1
+        entry = dict(topups[pick % len(topups)], revision=self.revision)
+        if change == "void":
+            entry["status"] = "void"
+        else:
+            entry.update(status="active", hours=change)
+        self.world.post_ledger([entry])
+
+
+def machine_for(target: str, prepaid: bool = False) -> type[SyncMachine]:
+    class Machine(PrepaidMachine if prepaid else SyncMachine):  # type: ignore[misc]
         TARGET = target
 
-    Machine.__name__ = Machine.__qualname__ = f"SyncMachine_{target}"
+    name = f"SyncMachine{'Prepaid' if prepaid else ''}_{target}"
+    Machine.__name__ = Machine.__qualname__ = name
+    examples = int(os.environ.get("MACHINE_EXAMPLES", "50"))
     Machine.TestCase.settings = settings(
-        # MACHINE_EXAMPLES=1000 for a long hunt; 50 per target keeps `make test` within minutes.
-        max_examples=int(os.environ.get("MACHINE_EXAMPLES", "50")),
+        # MACHINE_EXAMPLES=1000 for a long hunt; 50 per target keeps `make test` within minutes
+        # (half that with the prepaid settings on, which change only the prepaid rows).
+        max_examples=max(1, examples // 2) if prepaid else examples,
         stateful_step_count=10,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
@@ -262,3 +328,4 @@ def machine_for(target: str) -> type[SyncMachine]:
 # One test class per target in the registry (a new target is picked up without an edit here).
 for _target in TARGETS:
     globals()[f"TestSyncMachine_{_target}"] = machine_for(_target).TestCase
+    globals()[f"TestSyncMachinePrepaid_{_target}"] = machine_for(_target, prepaid=True).TestCase
