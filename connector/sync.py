@@ -837,6 +837,10 @@ class _Sync:
                 self.store.clear_pending(self.name, pending.key)
             return
         if remote.state is RemoteState.GONE:
+            if remote.vanished and not self._gone_for_good(pending.key, record.remote_id):
+                # Converted, maybe, and not listed yet: the pending rows are kept, to tell
+                # once it is found whether the write landed before the conversion.
+                return
             self.store.clear_pending(self.name, pending.key)
             self._closed(pending.key, record.remote_id, InvoiceStatus.CANCELLED, remote)
             return
@@ -1176,6 +1180,8 @@ class _Sync:
         status = remote_status(now)
         if landed and status is None:
             return True, now
+        if now.vanished and not self._gone_for_good(invoice.key, number):
+            return False, None  # the pending mark stays until it is found or has settled
         if landed:
             # Landed, then booked or sent before we looked: record what it bills first, or the
             # change would be billed a second time on a supplementary invoice.

@@ -254,6 +254,36 @@ def test_a_draft_closed_before_our_withdrawal_is_not_taken_as_withdrawn_by_us(
     assert_matches_ledger(world, report)
 
 
+def test_a_write_that_landed_before_a_person_closed_the_draft_is_not_lost_in_recovery(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the state machine (Visma): an update lands, the run dies before recording
+    it, a person converts the draft, and the next run cannot find it yet. The pending rows
+    must be kept until it is found, or the month is held for rows the connector did write."""
+    now = [NIGHT()]
+    world.driver.set_clock(lambda: now[0].timestamp())
+    target_settings(world.settings).search_settle_seconds = 600
+    world.sync(clock=lambda: now[0])
+    entry = an_entry(world, revision=2, hours="6")
+    key = key_of(entry)
+    world.post_ledger([entry])
+    with crash_at(monkeypatch, "after_put"):
+        world.sync(clock=lambda: now[0])
+    (draft,) = live(world, key)
+    world.driver.faults(search_lag_seconds=300)
+    world.driver.close(draft["remote_id"])
+    world.sync(clock=lambda: now[0])
+    now[0] += timedelta(hours=1)  # the listing has caught up
+    report = world.sync(clock=lambda: now[0])
+    assert not [
+        r for r in report.invoice_attention.values() if "held" in r or "until released" in r
+    ]
+    (closed,) = live(world, key)
+    assert closed["state"] == "closed"
+    assert_matches_ledger(world, report)
+    assert world.sync(clock=lambda: now[0]).created == []
+
+
 # --- faults -------------------------------------------------------------------------------------
 
 
