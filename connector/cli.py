@@ -206,7 +206,8 @@ def _guard(body: Callable[[], int]) -> None:
     global _unknown_reported
     _unknown_reported = False
     try:
-        code = body()
+        with _pull_bar():
+            code = body()
     except ConnectorError as exc:
         _fail(exc)
     except (typer.Exit, typer.TyperException):
@@ -616,6 +617,44 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+class _PullBar:
+    """The ledger pull's progress on a terminal: shown from the first page of a pull, gone when
+    the pull ends (before any question is asked); nothing under cron or with JSON logs."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __call__(self, stored: int, finished: bool) -> None:
+        if finished:
+            if self._bar is not None:
+                self._bar.stop()
+                self._bar = None
+            return
+        if self._bar is None:
+            if logs.active_format == "json" or not sys.stderr.isatty():
+                return
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("Reading the ledger", total=None)
+        self._bar.update(self._task, description=f"Reading the ledger: {stored} entries")
+
+
+@contextlib.contextmanager
+def _pull_bar() -> Iterator[None]:
+    from connector.progress import pull_progress
+
+    bar = _PullBar()
+    token = pull_progress.set(bar)
+    try:
+        yield
+    finally:
+        pull_progress.reset(token)
+        bar(0, True)
 
 
 def _stdin_is_terminal() -> bool:

@@ -50,6 +50,7 @@ from connector.planning import (
     plan,
 )
 from connector.prepaid import Prepaid
+from connector.progress import pull_progress
 from connector.settings import InvoiceSettings, Settings
 from connector.state import (
     BOUND_LEDGER,
@@ -85,11 +86,18 @@ class PullSummary:
 def pull(store: StateStore, ledger: LedgerClient) -> PullSummary:
     """Fetch the change feed from the stored cursor; each page commits with its cursor."""
     pages = items = without_id = 0
-    for page in ledger.feed(store.cursor()):
-        store.store_page(page.items, page.next_cursor)
-        pages += 1
-        items += len(page.items)
-        without_id += sum(1 for i in page.items if i.entry_id is None)
+    progress = pull_progress.get()
+    try:
+        for page in ledger.feed(store.cursor()):
+            store.store_page(page.items, page.next_cursor)
+            pages += 1
+            items += len(page.items)
+            without_id += sum(1 for i in page.items if i.entry_id is None)
+            if progress is not None:
+                progress(items, False)
+    finally:
+        if progress is not None:
+            progress(items, True)
     # Read to its end: what `connector status` shows as the last time the mirror caught up.
     store.set_meta(FEED_READ_AT, datetime.now(UTC).isoformat(timespec="seconds"))
     log.info("ledger.pulled", pages=pages, entries=items, without_id=without_id)

@@ -1287,3 +1287,18 @@ def test_credentials_of_the_other_system_hint_at_the_target_setting(
     monkeypatch.setenv("CONNECTOR_VISMA__CLIENT_SECRET", "s")
     with pytest.raises(ConfigError, match="did you mean CONNECTOR_TARGET=visma"):
         sync_module.run_sync(load_settings())
+
+
+def test_a_pull_tells_its_progress_page_by_page_and_when_it_ends(world: World) -> None:
+    """What a terminal's progress display for a long first pull is fed (connector.progress)."""
+    from connector.progress import pull_progress
+
+    told: list[tuple[int, bool]] = []
+    token = pull_progress.set(lambda stored, finished: told.append((stored, finished)))
+    try:
+        world.sync()
+    finally:
+        pull_progress.reset(token)
+    counts = [stored for stored, finished in told if not finished]
+    assert counts and counts == sorted(counts) and told[-1] == (counts[-1], True)
+    assert [finished for _, finished in told].count(True) == 1
