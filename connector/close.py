@@ -299,7 +299,18 @@ class _Close:
             assert record.remote_id is not None
             key = record.key
             remote = self.target.get(record.remote_id)
-            if closing is None or not (closing.booked or closing.booking_since is not None):
+            unbooked = closing is None or not (closing.booked or closing.booking_since is not None)
+            if unbooked and remote.state is RemoteState.GONE and not remote.vanished:
+                # A person cancelled it (the sync only looks at invoices it writes): record
+                # what the accounting system shows, as the sync would.
+                self.store.set_status(self.name, key, InvoiceStatus.CANCELLED, record.remote_id)
+                self.report.notes.append(
+                    f"{key} ({remote.label}) was {self.target.profile.withdrawn} in "
+                    f"{self.where} by a person: recorded, not closed; its entries are not "
+                    "invoiced again (connector resync --reinvoice-cancelled does it on purpose)"
+                )
+                continue
+            if unbooked:
                 problem = self.not_closable(record, remote)
                 if problem is not None:
                     self.report.attention[key.text] = problem
@@ -316,14 +327,30 @@ class _Close:
                 sent=closing.sent if closing is not None else None,
             )
             lines.append((line, record, closing))
+        self.still_open()
         return lines
+
+    def still_open(self) -> None:
+        """What of the month still needs attention (and is not acknowledged): the month
+        closes without it, so the close says so and exits 1."""
+        period, customer = self.request.period, self.request.customer
+        for stored in self.store.attention_items(self.name):
+            item = stored.item
+            if stored.ack is not None or item.period != period:
+                continue
+            if customer is not None and item.customer_number != customer:
+                continue
+            self.report.attention.setdefault(
+                item.ref, f"not closed with the month, still needs attention: {item.reason}"
+            )
 
     def not_closable(self, record: InvoiceRecord, remote: RemoteInvoice) -> str | None:
         key = record.key
         if remote.state is RemoteState.GONE:
             return (
-                f"{key} ({remote.label}) is not found, or {self.target.profile.withdrawn}, in "
-                f"{self.where}: run connector sync first; it is not closed"
+                f"{key} ({remote.label}) is not found in {self.where} now (a person may have "
+                f"{self.target.profile.withdrawn} or converted it): check it there; it is not "
+                "closed, and a later close looks again"
             )
         if remote.state is RemoteState.OPEN:
             written = record.written
