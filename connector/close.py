@@ -301,8 +301,8 @@ class _Close:
             remote = self.target.get(record.remote_id)
             unbooked = closing is None or not (closing.booked or closing.booking_since is not None)
             if unbooked and remote.state is RemoteState.GONE and not remote.vanished:
-                # A person cancelled it (the sync only looks at invoices it writes): record
-                # what the accounting system shows, as the sync would.
+                # A person cancelled it since the last sync: record what the accounting
+                # system shows, as the sync would.
                 self.store.set_status(self.name, key, InvoiceStatus.CANCELLED, record.remote_id)
                 self.report.notes.append(
                     f"{key} ({remote.label}) was {self.target.profile.withdrawn} in "

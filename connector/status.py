@@ -138,7 +138,7 @@ def auth_status(
             f"{app.refresh_token_days} days): run {login}",
         )
     else:
-        state, message = "usable", "a refresh token is stored; the next run renews the access"
+        state, message = "usable", "a refresh token is stored; the next run renews the access token"
     code = {
         "usable": ExitCode.OK,
         "needs_reauthorisation": ExitCode.REAUTH,

@@ -692,6 +692,35 @@ class _Sync:
                 continue
         return changed
 
+    def watch_open(self, planned: set[InvoiceKey]) -> bool:
+        """Open drafts this run will not write are looked at too, one listing per month: a
+        person may have booked, sent, cancelled or deleted one, and the state must know it
+        before the month is planned, reported or closed. True when a status changed."""
+        records = [
+            r
+            for r in self.store.invoice_records(self.name)
+            if r.status is InvoiceStatus.OPEN
+            and r.remote_id
+            and r.pending is None
+            and r.key not in planned
+            and r.key not in self.skip
+        ]
+        if not records:
+            return False
+        listed: dict[str, RemoteInvoice] = {}
+        for remote in self.target.find_all(sorted({r.key.period for r in records})):
+            listed.setdefault(remote.remote_id, remote)
+        changed = False
+        for record in records:
+            assert record.remote_id is not None
+            # A listing may miss a fresh invoice: read it before calling it gone.
+            remote = listed.get(record.remote_id) or self.target.get(record.remote_id)
+            status = remote_status(remote)
+            if status is not None:
+                self._closed(record.key, record.remote_id, status, remote)
+                changed = True
+        return changed
+
     def _closed(
         self, key: InvoiceKey, number: str, status: InvoiceStatus, remote: RemoteInvoice
     ) -> None:
@@ -903,6 +932,8 @@ class _Sync:
         current = self.plan()
         if current.changes:
             self.check_fresh_state()
+        if self.watch_open({c.key for c in current.changes}):
+            current = self.plan()
         for _ in range(self.MAX_ROUNDS):
             changes = [c for c in current.changes if c.key not in self.skip]
             if not changes:

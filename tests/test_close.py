@@ -231,9 +231,9 @@ def test_a_ledger_change_after_close_goes_to_a_supplement(world: World) -> None:
 
 
 def test_a_draft_a_person_withdrew_is_never_booked(world: World) -> None:
-    """Found by a tester: the nightly sync only looks at invoices it writes, so a draft a
-    person cancelled may still be open in the state. Close reads it: a visible cancellation
-    (Fortnox) is recorded as the sync would; a draft not found (Visma deletes) is listed."""
+    """A draft a person cancelled since the last sync may still be open in the state. Close
+    reads it: a visible cancellation (Fortnox) is recorded as the sync would; a draft not
+    found (Visma deletes) is listed."""
     prepare(world)
     first = month(world)[0]
     world.driver.withdraw(str(first["remote_id"]))

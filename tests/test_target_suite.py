@@ -28,7 +28,7 @@ from connector import targets
 from connector.auth import TokenFile
 from connector.errors import ExitCode, OutcomeUnknownError, RemoteUnavailableError, TargetRefusal
 from connector.mappings import Mappings
-from connector.planning import InvoiceStatus
+from connector.planning import InvoiceKey, InvoiceStatus
 from connector.targets.base import Delivery, RemoteState
 from tests.harness import (
     NIGHT,
@@ -174,6 +174,29 @@ def test_a_draft_a_person_withdraws_is_not_invoiced_again(world: World) -> None:
     assert live(world, key) == [] and not [k for k in report.created if k.startswith(key)]
     result = next(r for r in report.plan.results if r.ref == entry["id"]) if report.plan else None
     assert result is not None and f"was {world.profile.withdrawn}" in result.reason
+    assert_matches_ledger(world, report)
+
+
+def test_a_draft_a_person_withdraws_is_noticed_without_a_ledger_change(world: World) -> None:
+    """Found by a tester: the sync also looks at open drafts it has nothing to write to (one
+    listing per month), so the state, status, report and close know what a person did."""
+    now = [NIGHT()]
+    world.driver.set_clock(lambda: now[0].timestamp())
+    target_settings(world.settings).search_settle_seconds = 600
+    world.sync(clock=lambda: now[0])
+    key = key_of(an_entry(world))
+    (draft,) = live(world, key)
+    world.driver.withdraw(draft["remote_id"])
+    report = world.sync(clock=lambda: now[0])
+    now[0] += timedelta(hours=1)  # past the settle time of a deleted draft
+    report = world.sync(clock=lambda: now[0])
+    store = world.store()
+    try:
+        status = store.invoiced(world.target).status(InvoiceKey.parse(key))
+    finally:
+        store.close()
+    assert status is InvoiceStatus.CANCELLED
+    assert report.created == [] and report.updated == []
     assert_matches_ledger(world, report)
 
 
