@@ -710,6 +710,7 @@ def run_audit(
         open_ledger,
         open_target,
         pull,
+        require_known_customer,
         require_target,
     )
 
@@ -735,6 +736,7 @@ def run_audit(
         run_id = store.start_run("audit", name)
         try:
             pull(store, ledger)
+            require_known_customer(store, name, customer)
             books = read_books(target, period, customer)
             register = target.article_prices()
             entries, rejected = load_entries(store)

@@ -52,6 +52,7 @@ from connector.sync import (
     open_ledger,
     open_target,
     remote_status,
+    require_known_customer,
     require_target,
 )
 from connector.targets.base import RemoteRow, RemoteState, Target, rows_match
@@ -622,6 +623,7 @@ def _resync(
     window = Window(report.period, frozenset(customers), report.entry)
     report.customers = sorted(customers)
     report.fetched = fetch_window(store, ledger, window, report.notes) if customers else 0
+    require_known_customer(store, name, customer)
     if report.entry is not None:
         window = _entry_window(store, name, window)
     if not customers:

@@ -143,6 +143,22 @@ def current_plan(
     )
 
 
+def require_known_customer(store: StateStore, target: str, customer: str | None) -> None:
+    """A `--customer` that neither the ledger mirror nor the state has ever seen is most likely
+    a typo: refused (exit 2) rather than answered with an empty "all well"."""
+    if customer is None:
+        return
+    if any(r.key.customer_number == customer for r in store.invoice_records(target)):
+        return
+    for _ref, raw in store.raw_entries():
+        if isinstance(raw, dict) and str(raw.get("customer_number", "")).strip() == customer:
+            return
+    raise ConfigError(
+        f"customer {customer} has no entry in the ledger and no invoice of the connector: "
+        "check the number given to --customer"
+    )
+
+
 def open_ledger(settings: Settings) -> LedgerClient:
     url, token = settings.require_ledger()
     return LedgerClient(

@@ -385,3 +385,14 @@ def test_a_lost_state_directory_does_not_change_the_books(world: World, tmp_path
     assert result.exit_code is ExitCode.OK, audit_text(result.to_json())
     assert "state rebuild" in result.invoice_attention["SK-1004-2026-09"]
     assert result.listed("invoiced")
+
+
+def test_cli_audit_and_resync_refuse_a_customer_no_one_knows(cli_env: str) -> None:
+    """Found by a tester: a mistyped --customer gave an empty "AGREES" (exit 0)."""
+    audited = run("audit", "--period", "2026-09", "--customer", "9999")
+    assert audited.exit_code == 2, audited.output
+    assert "customer 9999 has no entry in the ledger" in audited.stderr
+    resynced = run("resync", "--period", "2026-09", "--customer", "9999", "--dry-run")
+    assert resynced.exit_code == 2, resynced.output
+    assert "check the number given to --customer" in resynced.stderr
+    assert run("audit", "--period", "2026-09", "--customer", "1004").exit_code in (0, 1)
