@@ -1,20 +1,24 @@
-"""Planning throughput (validation + plan) and peak memory on generated ledgers.
+"""Planning throughput (validation + plan) and peak memory on generated ledgers, and the
+cost of storing a first pull in the state store.
 
 Run: `make bench` (or `python -m bench --customers 2000`). Prints one line per size with
-entries per second and the peak memory traced while planning.
+entries per second and the peak memory traced while planning, then one line per size for
+storing the feed page by page (each page committed with its cursor, as a pull does).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-from connector.ledger import parse_entry
+from connector.ledger import FeedItem, parse_entry
 from connector.mappings import load_mappings
 from connector.planning import plan
 from connector.sandbox.sample import generate
+from connector.state import StateStore
 from connector.targets import fortnox
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
@@ -46,6 +50,34 @@ def bench_plan(customers: int, months: tuple[str, ...]) -> str:
     )
 
 
+def bench_store(customers: int, months: tuple[str, ...], page_size: int = 500) -> str:
+    """A first pull's storage: every page in its own transaction with its cursor. Reports the
+    rate over the whole pull and over its last tenth (a rate that falls as the mirror grows
+    means a cost per page that grows with history)."""
+    raw = generate(customers=customers, months=months, specials=False)
+    items = [FeedItem(f"p{n}", r, str(r["id"]), int(r["revision"])) for n, r in enumerate(raw)]
+    pages = [items[i : i + page_size] for i in range(0, len(items), page_size)]
+    with tempfile.TemporaryDirectory() as folder:
+        store = StateStore(Path(folder))
+        try:
+            started = time.perf_counter()
+            tail_from = len(pages) - max(1, len(pages) // 10)
+            tail_started = started
+            for n, page in enumerate(pages):
+                if n == tail_from:
+                    tail_started = time.perf_counter()
+                store.store_page(page, f"cursor-{n}")
+            ended = time.perf_counter()
+        finally:
+            store.close()
+    tail = sum(len(p) for p in pages[tail_from:])
+    return (
+        f"store customers={customers:>6} entries={len(items):>7} pages={len(pages):>5}  "
+        f"{ended - started:6.2f} s  {len(items) / (ended - started):>9,.0f} entries/s  "
+        f"last tenth {tail / (ended - tail_started):>9,.0f} entries/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, nargs="*", default=[40, 400, 4000])
@@ -53,6 +85,8 @@ def main() -> None:
     months = tuple(f"2026-{m:02d}" for m in range(1, 13))
     for customers in args.customers:
         print(bench_plan(customers, months), flush=True)
+    for customers in args.customers:
+        print(bench_store(customers, months), flush=True)
 
 
 if __name__ == "__main__":

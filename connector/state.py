@@ -201,6 +201,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (target, entry_id, key)
     );
     """,
+    # 8: the pull asks for the highest feed position on every page; without an index that
+    # read scans the whole mirror, so a first pull slowed as it grew (issue 10).
+    """
+    CREATE INDEX entries_by_feed_seq ON entries (feed_seq);
+    """,
 )
 
 # What a state directory is bound to (meta keys): the ledger it mirrors, and per target the
