@@ -10,7 +10,7 @@ import contextlib
 import datetime
 import enum
 import functools
-import importlib.metadata
+import importlib
 import json
 import os
 import re
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 import connector
-from connector import logs, targets
+from connector import targets
 from connector.errors import (
     ConfigError,
     ConnectorError,
@@ -31,7 +31,36 @@ from connector.errors import (
     MappingError,
     RemoteUnavailableError,
 )
-from connector.settings import Settings, default_state_dir, load_settings, unknown_variables
+from connector.locations import default_state_dir
+
+
+class _OnFirstUse:
+    """A module imported when first used: `connector --help` then does not pay for structlog,
+    rich and pydantic, which only commands that run need."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+if TYPE_CHECKING:
+    from connector import logs
+    from connector.settings import Settings, load_settings, unknown_variables
+else:
+    logs = _OnFirstUse("connector.logs")
+
+    def load_settings() -> Any:
+        from connector.settings import load_settings as load
+
+        return load()
+
+    def unknown_variables() -> Any:
+        from connector.settings import unknown_variables as unknown
+
+        return unknown()
+
 
 # Not ExitCode members: no connector error maps to them; they say how the run was stopped.
 INTERRUPTED = 130  # Ctrl-C, or a prompt abandoned (128 + SIGINT)
@@ -91,6 +120,8 @@ _unknown_reported = False
 
 def version() -> str:
     try:
+        import importlib.metadata
+
         return importlib.metadata.version("connector")
     except importlib.metadata.PackageNotFoundError:
         return connector.__version__

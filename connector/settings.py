@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import platformdirs
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
@@ -32,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.errors import ConfigError
+from connector.locations import default_state_dir
 
 if TYPE_CHECKING:
     from connector.planning import Limits
@@ -42,13 +42,6 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 # CONNECTOR_* variables read outside the Settings model, so that they are not reported as
 # unknown. Prefer a settings field; list a variable here only when it cannot be one.
 OTHER_VARIABLES = frozenset({"CONNECTOR_FAILPOINT"})  # crash tests' kill points (sync.py)
-
-
-def default_state_dir() -> Path:
-    """The platform's per-user state folder: `$XDG_STATE_HOME/connector` on Linux (normally
-    `~/.local/state/connector`), `~/Library/Application Support/connector` on macOS. Never
-    relative to the working directory, so cron and a person at a terminal share one state."""
-    return platformdirs.user_state_path("connector")
 
 
 class LedgerSettings(BaseModel):

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 import connector
 from connector.cli import app
 from connector.errors import ExitCode
+from connector.locations import default_state_dir
 from connector.sandbox.server import SandboxServer
-from connector.settings import default_state_dir
 from tests.conftest import MAPPINGS_DIR, REPO, connector_env
 
 LEDGER_SECRET = "ledger-secret-1a2b3c4d5e"
@@ -485,3 +485,20 @@ def test_a_bug_on_a_terminal(terminal_env: dict[str, str]) -> None:
         " log above. Please report it."
     )
     assert TOKEN_IN_LOCAL not in shown
+
+
+def test_help_does_not_import_what_only_running_commands_need() -> None:
+    """`connector --help` stays fast (issue 10): structlog, rich, pydantic and the HTTP client
+    are imported by the commands that run, not by the command line's definition."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, connector.cli; "
+        "print(sorted(m for m in ('structlog', 'pydantic', 'pydantic_settings', 'httpx', "
+        "'connector.settings', 'connector.sync') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[]", out
