@@ -375,6 +375,9 @@ def report(
             "standard output.",
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document (as --format json).")
+    ] = False,
 ) -> None:
     """What was invoiced for a month, per customer: each invoice's number, state, hours per
     category and amounts excluding VAT; and the month's hours not invoiced, by reason
@@ -395,8 +398,10 @@ def report(
         _check_period(period)
         from connector.report import render, run_report, write_atomically
 
+        if as_json and fmt not in (ReportFormat.table, ReportFormat.json):
+            raise ConfigError(f"--json and --format {fmt.value} contradict each other")
         month = run_report(settings, period)
-        text = render(month, fmt.value, width=_width())
+        text = render(month, "json" if as_json else fmt.value, width=_width())
         if output is not None:
             write_atomically(output, text)
             typer.echo(f"Wrote {output}")

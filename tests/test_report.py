@@ -170,6 +170,10 @@ def test_cli_report_formats(cli_env: str, tmp_path: Path) -> None:  # noqa: F811
     as_csv = run("report", "--period", PERIOD, "--format", "csv")
     assert as_csv.exit_code == 0
     assert excel_rows(as_csv.stdout_bytes)
+    # --json as every other command has it; contradicting --format is a usage error.
+    flag = run("report", "--period", PERIOD, "--json")
+    assert flag.exit_code == 0 and json.loads(flag.stdout) == doc
+    assert run("report", "--period", PERIOD, "--json", "--format", "csv").exit_code == 2
 
 
 def test_cli_report_output_is_atomic_and_never_a_directory(
