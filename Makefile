@@ -25,8 +25,11 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/connector demo
 
+# Benchmarks, then the soak of the sync state machines (400 examples per target and variant,
+# a few minutes): the long runs that found the recovery bugs belong here, not in `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	MACHINE_EXAMPLES=400 $(BIN)/python -m pytest -q -n auto -p no:cacheprovider tests/test_sync_machine.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
