@@ -31,7 +31,7 @@ from connector import targets
 from connector.errors import ConnectorError, ExitCode
 from connector.ledger import Entry, LedgerClient
 from connector.logs import get_logger
-from connector.mappings import Mappings, load_mappings
+from connector.mappings import Mappings
 from connector.planning import (
     Action,
     EntryResult,
@@ -707,27 +707,14 @@ def run_audit(
         bind_system,
         bind_target,
         load_entries,
-        open_ledger,
-        open_target,
+        opened,
         pull,
         require_known_customer,
-        require_target,
     )
 
-    if ledger is None:
-        settings.require_ledger()  # settings first: they name the variable to set
-    if target is None:
-        require_target(settings)
-    mappings = load_mappings(settings.mappings_dir)
     limits = settings.limits.limits()
-    with contextlib.ExitStack() as resources:
-        ledger = ledger or open_ledger(settings)
-        resources.callback(ledger.close)
-        target = target or open_target(settings)
-        resources.callback(target.close)
-        store = StateStore(settings.state_dir)
-        resources.callback(store.close)
-        resources.enter_context(store.lock())
+    with opened(settings, ledger=ledger, target=target) as (run, mappings):
+        ledger, target, store = run.ledger, run.target, run.store
         profile = target.profile
         name = profile.name
         bind_ledger(store, settings, record=False)

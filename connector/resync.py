@@ -30,7 +30,7 @@ from typing import Any
 from connector.errors import ConfigError, ConnectorError, ExitCode
 from connector.ledger import LedgerClient, parse_entry
 from connector.logs import get_logger
-from connector.mappings import Mappings, load_mappings
+from connector.mappings import Mappings
 from connector.planning import (
     Invoiced,
     InvoiceKey,
@@ -49,11 +49,9 @@ from connector.sync import (
     bind_system,
     bind_target,
     load_entries,
-    open_ledger,
-    open_target,
+    opened,
     remote_status,
     require_known_customer,
-    require_target,
 )
 from connector.targets.base import RemoteRow, RemoteState, Target, rows_match
 
@@ -552,21 +550,8 @@ def run_resync(
     """`connector resync`: fetch the window again, show what would change (the preview, a dry
     run), ask `confirm`, then bring the accounting system in line for that window only. One
     lock for the whole of it, so what was shown is what is done."""
-    if ledger is None:
-        settings.require_ledger()
-    if target is None:
-        require_target(settings)
-    mappings = load_mappings(settings.mappings_dir)
-    with contextlib.ExitStack() as resources:
-        ledger = ledger or open_ledger(settings)
-        resources.callback(ledger.close)
-        target = target or open_target(settings)
-        resources.callback(target.close)
-        store = StateStore(settings.state_dir)
-        resources.callback(store.close)
-        resources.enter_context(store.lock())
-        if clock is not None:
-            store.clock = clock
+    with opened(settings, ledger=ledger, target=target, clock=clock) as (run, mappings):
+        ledger, target, store = run.ledger, run.target, run.store
         name = target.profile.name
         report = ResyncReport(
             target=name,

@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -1366,22 +1366,31 @@ def open_target(settings: Settings) -> Target:
     return targets.spec(settings.target).open(settings)
 
 
-def run_sync(
+@dataclass(frozen=True)
+class Opened:
+    """What one command works with: the ledger, the accounting system, the locked state."""
+
+    ledger: LedgerClient
+    target: Target
+    store: StateStore
+
+
+@contextlib.contextmanager
+def opened(
     settings: Settings,
     *,
     ledger: LedgerClient | None = None,
     target: Target | None = None,
-    dry_run: bool = False,
     clock: Callable[[], datetime] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> SyncReport:
-    """`connector sync`: finish unfinished work, pull, plan, and bring the target in line."""
+) -> Iterator[tuple[Opened, Mappings]]:
+    """Open what a command that reads the ledger and the accounting system needs, under the
+    run lock, and close it all whatever happens. The settings are checked first (their
+    messages name the variable to set), then the mapping files, before anything is opened."""
     if ledger is None:
-        settings.require_ledger()  # settings first: they name the variable to set
+        settings.require_ledger()
     if target is None:
         require_target(settings)
-    mappings = load_mappings(settings.mappings_dir)
-    report = SyncReport(dry_run=dry_run)
+    loaded = load_mappings(settings.mappings_dir)
     with contextlib.ExitStack() as resources:
         ledger = ledger or open_ledger(settings)
         resources.callback(ledger.close)
@@ -1392,6 +1401,22 @@ def run_sync(
         resources.enter_context(store.lock())
         if clock is not None:
             store.clock = clock
+        yield Opened(ledger, target, store), loaded
+
+
+def run_sync(
+    settings: Settings,
+    *,
+    ledger: LedgerClient | None = None,
+    target: Target | None = None,
+    dry_run: bool = False,
+    clock: Callable[[], datetime] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyncReport:
+    """`connector sync`: finish unfinished work, pull, plan, and bring the target in line."""
+    report = SyncReport(dry_run=dry_run)
+    with opened(settings, ledger=ledger, target=target, clock=clock) as (run, mappings):
+        ledger, target, store = run.ledger, run.target, run.store
         report.target = target.profile.name
         run_id = None if dry_run else store.start_run("sync", target.profile.name)
         sync = _Sync(
