@@ -33,7 +33,7 @@ from connector.mappings import (
     MONEY_PLACES,
     Mappings,
     _syntax_problem,
-    parse_mapping_files,
+    load_mappings,
     read_mapping_file,
 )
 
@@ -319,25 +319,7 @@ def _add_change(prices: Array, item: Any, since: date, path: Path, slug: str) ->
 
 def validate_with(folder: Path, path: Path, text: str) -> Mappings:
     """Validate the folder as `connector mappings validate` would, with `path` holding `text`."""
-    sources: list[tuple[Path, str]] = []
-    problems: list[str] = []
-    files = sorted({*folder.glob("*.toml"), path})
-    for each in files:
-        if each == path:
-            sources.append((each, text))
-            continue
-        content, problem = read_mapping_file(each)
-        if problem is not None:
-            problems.append(problem)
-        elif content is not None:
-            sources.append((each, content))
-    try:
-        mappings = parse_mapping_files(sources, require_categories=not problems)
-    except MappingError as exc:
-        raise MappingError(problems + exc.problems) from None
-    if problems:
-        raise MappingError(problems)
-    return mappings
+    return load_mappings(folder, edited=(path, text))
 
 
 def write_atomically(path: Path, text: str, expected: bytes | None) -> None:

@@ -369,16 +369,21 @@ def _check_articles(
             check.problem(where, problem + hint)
 
 
-def load_mappings(directory: Path) -> Mappings:
-    """Read and validate every *.toml file in `directory`; MappingError lists all problems."""
+def load_mappings(directory: Path, edited: tuple[Path, str] | None = None) -> Mappings:
+    """Read and validate every *.toml file in `directory`; MappingError lists all problems.
+    `edited` is one file's text as it would be saved (`connector mappings set` validates an
+    edit before writing it)."""
     if not directory.is_dir():
         raise MappingError([f"{directory}: mappings folder not found (CONNECTOR_MAPPINGS_DIR)"])
-    files = sorted(directory.glob("*.toml"))
+    files = sorted({*directory.glob("*.toml"), *([edited[0]] if edited else [])})
     if not files:
         raise MappingError([f"{directory}: no *.toml mapping files"])
     problems: list[str] = []
     sources: list[tuple[Path, str]] = []
     for path in files:
+        if edited is not None and path == edited[0]:
+            sources.append(edited)
+            continue
         text, problem = read_mapping_file(path)
         if problem is not None:
             problems.append(problem)
