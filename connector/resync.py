@@ -38,7 +38,6 @@ from connector.planning import (
     Plan,
     PlannedInvoice,
     Row,
-    plan,
 )
 from connector.settings import Settings
 from connector.state import StateStore
@@ -302,16 +301,7 @@ class _Resync(_Sync):
             },
             reinvoiced=stored.reinvoiced | self.marks,
         )
-        full = plan(
-            entries,
-            self.mappings,
-            self.target.profile,
-            invoiced,
-            rejected,
-            self.register(),
-            self.limits,
-        )
-        return self.narrow(full, invoiced)
+        return self.narrow(self.plan_of(entries, rejected, invoiced), invoiced)
 
     def narrow(self, full: Plan, invoiced: Invoiced) -> Plan:
         """The plan's invoices in the window, and the window's entries. An entry moving
@@ -596,7 +586,16 @@ def _resync(
     bind_target(store, target, record=not dry_run)
 
     def worker(into: SyncReport, window: Window | None = None) -> _Sync:
-        common = (store, target, mappings, into, settings.invoice, clock, settings.limits.limits())
+        common = (
+            store,
+            target,
+            mappings,
+            into,
+            settings.invoice,
+            clock,
+            settings.limits.limits(),
+            settings.prepaid.policy(),
+        )
         if window is None:
             return _Sync(*common)
         return _Resync(*common, window=window, reinvoice_cancelled=report.reinvoice_cancelled)

@@ -35,6 +35,7 @@ from connector.mappings import Mappings, load_mappings
 from connector.planning import (
     Action,
     EntryResult,
+    Invoiced,
     InvoiceKey,
     InvoiceStatus,
     KnownInvoice,
@@ -556,6 +557,13 @@ class _Sync:
                 invoices={**invoiced.invoices, **self.overrides},
                 holds={**invoiced.holds, **self.held},
             )
+        return self.plan_of(entries, rejected, invoiced)
+
+    def plan_of(
+        self, entries: list[Entry], rejected: list[tuple[str, str]], invoiced: Invoiced
+    ) -> Plan:
+        """The planner with this run's mappings, register, limits and prepaid policy: one
+        place, so that a re-sync never plans with other rules than the sync."""
         return plan(
             entries,
             self.mappings,

@@ -216,6 +216,18 @@ def test_a_resync_of_a_month_that_is_right_sends_nothing_and_asks_nothing(world:
     )  # fmt: skip
 
 
+def test_a_resync_plans_with_the_prepaid_settings_of_the_sync(world: World) -> None:
+    """Found in the merge of the prepaid balance: the re-sync planned without the prepaid
+    policy, so with the balance row on it would strip every draft's balance row (and with
+    overdraws invoiced, their rows) that the next sync then put back."""
+    world.settings.prepaid.balance_row = True
+    world.settings.prepaid.overdraw = "invoice"
+    world.sync()
+    writes, report = writes_during(world, lambda: resync(world, "2026-09", customer=None))
+    assert writes == 0 and report.done is None
+    assert report.preview is not None and report.preview.would == []
+
+
 def test_a_refused_confirmation_sends_nothing(world: World) -> None:
     world.sync()
     key = "SK-1004-2026-09"
