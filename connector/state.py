@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -415,7 +416,7 @@ class StateStore:
             self.db = sqlite3.connect(
                 state_dir / DB_NAME, isolation_level=None, timeout=30.0, check_same_thread=False
             )
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._use_wal()
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.create_function("stable_reason", 1, stable_reason, deterministic=True)
@@ -426,6 +427,19 @@ class StateStore:
         for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
             with contextlib.suppress(OSError):
                 os.chmod(state_dir / name, 0o600)
+
+    def _use_wal(self) -> None:
+        """Switch a new database to WAL (it stays so). Two processes creating the state at
+        once (found by the overlap test, about 1 in 15): SQLite answers "locked" to the switch
+        without waiting on its busy timeout, so it is tried again for a few seconds."""
+        for attempt in range(100):
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05)
 
     @classmethod
     def open_existing(cls, state_dir: Path) -> StateStore:
