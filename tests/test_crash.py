@@ -161,7 +161,9 @@ def test_two_overlapping_syncs(
     codes = sorted(code for code, _, _ in results)
     assert ExitCode.BUG not in codes, [err[-3000:] for code, _, err in results if code == 70]
     # Either the second found the lock held (3), or it ran after the first finished (1).
-    assert codes in ([1, 1], [1, 3]), [err[-2000:] for code, _, err in results if code not in (1, 3)]
+    assert codes in ([1, 1], [1, 3]), [
+        err[-2000:] for code, _, err in results if code not in (1, 3)
+    ]
     assert_no_duplicates(driver)
     driver.faults(latency_ms=0)
     clean_sync_matches(env, sandbox_app, mappings, tmp_path)
