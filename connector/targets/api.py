@@ -143,3 +143,23 @@ def where(response: httpx.Response) -> str:
     """The address answered, without query (it may carry filters) for messages."""
     url = response.request.url
     return f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+
+
+class ApiBacked:
+    """What every target client does with its `ApiClient` the same way: call it, close it."""
+
+    api: ApiClient
+
+    def close(self) -> None:
+        self.api.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        return self.api.call(method, path, params=params, body=body, idempotent=idempotent)

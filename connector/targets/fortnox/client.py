@@ -32,7 +32,7 @@ from connector.http import RateLimiter, RetryPolicy, Stats
 from connector.logs import get_logger
 from connector.planning import KEY_PREFIX, InvoiceKey, InvoiceStatus, PlannedInvoice
 from connector.settings import Settings
-from connector.targets.api import ApiClient
+from connector.targets.api import ApiBacked, ApiClient
 from connector.targets.base import (
     Delivery,
     NeedsStepping,
@@ -67,7 +67,7 @@ def section(settings: Settings) -> FortnoxSettings:
     return fortnox
 
 
-class FortnoxClient:
+class FortnoxClient(ApiBacked):
     """The Fortnox operations the sync needs, with rate limiting, retries and token refresh."""
 
     profile = PROFILE
@@ -104,20 +104,6 @@ class FortnoxClient:
         self.search_settle_seconds = settings.search_settle_seconds
         self._prices: dict[str, Decimal | None] | None = None
         self._customer_numbers: set[str] | None = None  # read once per run, for dry runs
-
-    def close(self) -> None:
-        self.api.close()
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        body: dict[str, Any] | None = None,
-        idempotent: bool | None = None,
-    ) -> Any:
-        return self.api.call(method, path, params=params, body=body, idempotent=idempotent)
 
     def _pages(self, path: str, wrapper: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, page after page. Callers ask for a sort order: the

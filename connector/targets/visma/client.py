@@ -61,7 +61,7 @@ from connector.http import RateLimiter, RetryPolicy, Stats
 from connector.logs import get_logger
 from connector.planning import InvoiceKey, InvoiceStatus, PlannedInvoice
 from connector.settings import Settings
-from connector.targets.api import ApiClient
+from connector.targets.api import ApiBacked, ApiClient
 from connector.targets.base import (
     Delivery,
     RegisterArticle,
@@ -120,7 +120,7 @@ def section(settings: Settings) -> VismaSettings:
     return visma
 
 
-class VismaClient:
+class VismaClient(ApiBacked):
     """The Visma eAccounting operations the sync needs, with rate limiting, retries and token
     refresh."""
 
@@ -166,20 +166,6 @@ class VismaClient:
         # CreatedFromDraftId is paired with (_paired).
         self._drafts_seen: dict[str, tuple[str, str]] = {}
         self._drafts_gone: set[str] = set()
-
-    def close(self) -> None:
-        self.api.close()
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        body: dict[str, Any] | None = None,
-        idempotent: bool | None = None,
-    ) -> Any:
-        return self.api.call(method, path, params=params, body=body, idempotent=idempotent)
 
     def _pages(self, path: str, orderby: str) -> list[dict[str, Any]]:
         """Every item of a list endpoint ({"Meta": ..., "Data": [...]}), page after page from
