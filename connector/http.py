@@ -99,19 +99,57 @@ def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+# What the stdlib encoder writes for a Decimal in `dumps_exact`'s first pass: a string no
+# ledger or invoice holds; should one hold it, the count tells and the slow path answers.
+_DECIMAL_MARK = "\x00connector-exact-decimal\x00"
+_DECIMAL_QUOTED = json.dumps(_DECIMAL_MARK)
+
+
 def dumps_exact(value: Any) -> str:
-    """JSON text in which Decimals are written verbatim as numbers, never via float."""
+    """JSON text in which Decimals are written verbatim as numbers, never via float.
+
+    The stdlib's C encoder does the work (several times faster than walking the value in
+    Python): each Decimal is first written as a marker string, then the markers are replaced,
+    in order, by the Decimals' own text. If a string of the value itself reads as a marker
+    (the count of markers differs), the value is written by the plain recursive walk."""
+    numbers: list[str] = []
+
+    def default(obj: object) -> str:
+        if isinstance(obj, Decimal):
+            numbers.append(_decimal_text(obj))
+            return _DECIMAL_MARK
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=default)
+    if not numbers:
+        return text
+    parts = text.split(_DECIMAL_QUOTED)
+    if len(parts) != len(numbers) + 1:
+        return _dumps_walk(value)
+    out = [parts[0]]
+    for number, part in zip(numbers, parts[1:], strict=True):
+        out.append(number)
+        out.append(part)
+    return "".join(out)
+
+
+def _decimal_text(value: Decimal) -> str:
+    if not value.is_finite():
+        raise ValueError(f"not a finite number: {value}")
+    return str(value)
+
+
+def _dumps_walk(value: Any) -> str:
+    """`dumps_exact` the slow way: the value walked in Python."""
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"not a finite number: {value}")
-        return str(value)
+        return _decimal_text(value)
     if isinstance(value, dict):
         items = (
-            f"{json.dumps(str(k), ensure_ascii=False)}:{dumps_exact(v)}" for k, v in value.items()
+            f"{json.dumps(str(k), ensure_ascii=False)}:{_dumps_walk(v)}" for k, v in value.items()
         )
         return "{" + ",".join(items) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(dumps_exact(v) for v in value) + "]"
+        return "[" + ",".join(_dumps_walk(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
 
 

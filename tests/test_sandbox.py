@@ -10,10 +10,20 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from connector.http import _dumps_walk, dumps_exact
 from connector.ledger import InvalidEntry, parse_entry
 from connector.mappings import Mappings
-from connector.sandbox.app import DropConnection, Ledger, Request, Response, SandboxApp
+from connector.sandbox.app import (
+    DropConnection,
+    Ledger,
+    Request,
+    Response,
+    SandboxApp,
+    _in_window,
+)
 from connector.sandbox.sample import SAMPLE_PATH, generate, load
 from connector.sandbox.server import SandboxServer, running, transport
 
@@ -205,3 +215,104 @@ def test_fortnox_requires_a_token_and_answers_error_information(sandbox_app: San
     bad = client.post("/fortnox/3/invoices", headers=headers,
                       json={"Invoice": {"CustomerNumber": "1004", "Colour": "red"}})  # fmt: skip
     assert bad.json()["ErrorInformation"]["code"] == 2001399
+
+
+def _naive_page(
+    feed: list[tuple[int, object]], after: int, limit: int, keep: Callable[[object], bool]
+) -> tuple[list[object], int, bool]:
+    """The contract read literally: filter the whole feed after `after`, take `limit`."""
+    kept = [(s, raw) for s, raw in feed if s > after and keep(raw)]
+    chosen = kept[:limit]
+    return [raw for _, raw in chosen], chosen[-1][0] if chosen else after, len(kept) > limit
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from("ABCDEFG"), st.sampled_from(["1003", "1004", "1005"])),
+        max_size=60,
+    ),
+    after=st.integers(0, 70),
+    limit=st.integers(1, 8),
+    customer=st.sampled_from([None, "1003", "1004"]),
+)
+def test_pages_agree_with_filtering_the_whole_feed(
+    ops: list[tuple[str, str]], after: int, limit: int, customer: str | None
+) -> None:
+    """Bisected pages (with gaps left by replaced entries, and per-customer windows) are the
+    pages of the plain definition, whatever the order of appends and replacements."""
+    ledger = Ledger()
+    feed: list[tuple[int, object]] = []
+    for seq, (entry_id, number) in enumerate(ops, start=1):
+        raw = {"id": entry_id, "customer_number": number, "performed_on": "2026-09-01"}
+        ledger.append([raw])
+        feed = [(s, r) for s, r in feed if isinstance(r, dict) and r["id"] != entry_id]
+        feed.append((seq, raw))
+    ledger._compact()  # gaps dropped or not, the answer is the same
+    keep: Callable[[object], bool] = lambda raw: True  # noqa: E731
+    if customer is not None:
+        keep = _in_window(customer, "2026-01-01", "2026-12-31")
+    expected = _naive_page(feed, after, limit, keep)
+    assert ledger.page(after, limit, None if customer is None else keep, customer) == expected
+    assert ledger.entries() == [raw for _, raw in feed]
+
+
+def test_a_page_costs_the_page_not_the_feed() -> None:
+    """The last page of a long feed is read without touching the rest of it (the fake must not
+    be what the scale benchmark measures)."""
+    ledger = Ledger({"id": f"E{n}", "customer_number": "1003"} for n in range(50_000))
+    touched = 0
+
+    def keep(raw: object) -> bool:
+        nonlocal touched
+        touched += 1
+        return True
+
+    entries, last, more = ledger.page(49_990, 100, keep)
+    assert (len(entries), last, more, touched) == (10, 50_000, False, 10)
+
+
+def test_decimals_pass_verbatim() -> None:
+    """Amounts go out exactly as they came: trailing zeros kept, sums exact, never via float;
+    a string that looks like the encoder's own marker is still written as a string."""
+    total = Decimal("0.1") + Decimal("0.2")
+    row = {"q": Decimal("2.250"), "text": "Timbank 10 timmar"}
+    value: dict[str, object] = {
+        "price": Decimal("1.50"),
+        "sum": total,
+        "tiny": Decimal("1E-30"),
+        "big": Decimal("12345678901234567890.123456789"),
+        "rows": [row, (Decimal("-0.00"),)],
+        "tricky": "\x00connector-exact-decimal\x00",
+        "plain": [1, 1.5, True, None, 'ä/"\\'],
+    }
+    text = dumps_exact(value)
+    assert '"price":1.50' in text and '"sum":0.3,' in text and '"q":2.250' in text
+    assert '"tiny":1E-30' in text and '"big":12345678901234567890.123456789' in text
+    assert "[-0.00]" in text and '"tricky":"\\u0000connector-exact-decimal\\u0000"' in text
+    decoded = json.loads(text, parse_float=Decimal)
+    assert decoded == {**value, "rows": [row, [Decimal("-0.00")]]}
+    assert str(decoded["price"]) == "1.50" and str(decoded["sum"]) == "0.3"
+    assert dumps_exact(["x", Decimal("1.0")]) == '["x",1.0]'
+    assert dumps_exact({"a": [1, "b"]}) == json.dumps({"a": [1, "b"]}, separators=(",", ":"))
+    with pytest.raises(ValueError, match="finite"):
+        dumps_exact({"x": Decimal("NaN")})
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text(max_size=8)
+        | st.decimals(allow_nan=False, allow_infinity=False),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=5), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_fast_encoding_equals_the_plain_walk(value: Any) -> None:
+    assert dumps_exact(value) == _dumps_walk(value)
