@@ -520,6 +520,12 @@ class StateStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. Inside another one it is a savepoint: its failure undoes it
+        alone, and what it wrote commits (or not) with the outer transaction."""
+        if self.db.in_transaction:
+            with self._savepoint():
+                yield self.db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -527,6 +533,17 @@ class StateStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self.db.execute("SAVEPOINT nested")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO nested")
+            self.db.execute("RELEASE nested")
+            raise
+        self.db.execute("RELEASE nested")
 
     # --- lock -----------------------------------------------------------------------------
 
@@ -640,6 +657,14 @@ class StateStore:
                         "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                         (FEED_ADVANCED_AT, now),
                     )
+
+    def store_pages(self, pages: Sequence[tuple[Sequence[FeedItem], str | None]]) -> None:
+        """Several pages in one transaction (one disk sync instead of one per page), each
+        stored with its cursor as `store_page` does: the batch commits whole or not at all, so
+        the stored cursor never runs ahead of the stored entries."""
+        with self.transaction():
+            for items, next_cursor in pages:
+                self.store_page(items, next_cursor)
 
     def raw_entries(self) -> Iterator[tuple[str, Any]]:
         """(id, raw) of the latest revision of every mirrored entry."""

@@ -167,3 +167,32 @@ def test_two_overlapping_syncs(
     assert_no_duplicates(driver)
     driver.faults(latency_ms=0)
     clean_sync_matches(env, sandbox_app, mappings, tmp_path)
+
+
+def test_kill_in_the_middle_of_a_pull_batch(
+    env: dict[str, str], sandbox_app: SandboxApp, mappings: Mappings, tmp_path: Path
+) -> None:
+    """Killed with one batch of pages committed and the next half read: the stored cursor is
+    exactly the end of the stored entries, and the next run reads on from there."""
+    small_pages = {"CONNECTOR_LEDGER__PAGE_SIZE": "10"}
+    code, _, _ = finish(start(env, CONNECTOR_FAILPOINT="pull_mid_batch", **small_pages))
+    assert code == -signal.SIGKILL
+    from connector.state import StateStore
+
+    store = StateStore(tmp_path / "state")
+    try:
+        cursor = store.cursor()
+        assert cursor is not None and cursor.startswith("v1.")
+        feed = sandbox_app.ledger.entries()
+        stored = {entry_id for entry_id, _ in store.raw_entries()}
+    finally:
+        store.close()
+
+    # The sandbox's cursor "v1.N" is after feed position N: the stored entries are exactly
+    # the feed up to there, and some of the feed (the half-read batch and after) is not.
+    def ids(entries: list[object]) -> set[str]:
+        return {e["id"] for e in entries if isinstance(e, dict)}
+
+    after, _, _ = sandbox_app.ledger.page(int(cursor.removeprefix("v1.")), 1000)
+    assert after and stored == ids(feed) - ids(after)
+    clean_sync_matches({**env, **small_pages}, sandbox_app, mappings, tmp_path)

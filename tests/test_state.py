@@ -76,6 +76,47 @@ def test_page_and_cursor_commit_together(
     assert store.raw_entry("C") is None
 
 
+def test_a_batch_of_pages_commits_whole_or_not_at_all(
+    tmp_path: Path, raw_entry: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StateStore(tmp_path)
+    store.store_pages([([item(raw_entry(id="A"))], "c1"), ([item(raw_entry(id="B"))], "c2")])
+    assert store.cursor() == "c2" and store.entry_count() == 2
+    real = state._dumps
+
+    def failing(value: Any) -> str:
+        if isinstance(value, dict) and value.get("id") == "E":
+            raise OSError("disk full")
+        return real(value)
+
+    monkeypatch.setattr(state, "_dumps", failing)
+    pages = [([item(raw_entry(id="C"))], "c3"), ([item(raw_entry(id="D"))], "c4"),
+             ([item(raw_entry(id="E"))], "c5")]  # fmt: skip
+    with pytest.raises(OSError, match="disk full"):
+        store.store_pages(pages)
+    # The third page failed: the two before it, stored in the same batch, went with it.
+    assert store.cursor() == "c2" and store.entry_count() == 2
+    assert store.raw_entry("C") is None and not store.db.in_transaction
+    monkeypatch.setattr(state, "_dumps", real)
+    store.store_pages(pages)
+    assert store.cursor() == "c5" and store.entry_count() == 5
+
+
+def test_a_transaction_inside_another_is_undone_alone(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+
+    def failing_inner() -> None:
+        with store.transaction() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES ('undone', '1')")
+            raise RuntimeError("inner failure")
+
+    with store.transaction():
+        store.set_meta("kept", "1")
+        with pytest.raises(RuntimeError):
+            failing_inner()
+    assert store.meta("kept") == "1" and store.meta("undone") is None
+
+
 def test_newest_revision_wins(tmp_path: Path, raw_entry: Callable[..., dict[str, Any]]) -> None:
     store = StateStore(tmp_path)
     store.store_page([item(raw_entry(revision=2, hours="4"))], "c1")
