@@ -1,9 +1,10 @@
-"""Planning throughput (validation + plan) and peak memory on generated ledgers, and the
-cost of storing a first pull in the state store.
+"""Planning throughput (validation + plan) and peak memory on generated ledgers, the cost of
+storing a first pull in the state store, and the scale benchmark (`bench/scale.py`).
 
 Run: `make bench` (or `python -m bench --customers 2000`). Prints one line per size with
 entries per second and the peak memory traced while planning, then one line per size for
-storing the feed page by page (each page committed with its cursor, as a pull does).
+storing the feed page by page (each page committed with its cursor, as a pull does), then the
+connector run as a process at 10k and 100k entries (`--max-entries 1000000` adds 1M).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from bench import scale
 from connector.ledger import FeedItem, parse_entry
 from connector.mappings import load_mappings
 from connector.planning import plan
@@ -81,12 +83,20 @@ def bench_store(customers: int, months: tuple[str, ...], page_size: int = 500) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, nargs="*", default=[40, 400, 4000])
+    parser.add_argument(
+        "--max-entries",
+        type=int,
+        default=100_000,
+        help="scale benchmark: largest ledger (10k, 100k, 1M up to this; 1000000 for all)",
+    )
     args = parser.parse_args()
     months = tuple(f"2026-{m:02d}" for m in range(1, 13))
     for customers in args.customers:
         print(bench_plan(customers, months), flush=True)
     for customers in args.customers:
         print(bench_store(customers, months), flush=True)
+    # Issue 10, benchmark 3: the connector as a process against a sandbox ledger over loopback.
+    scale.main(["--max-entries", str(args.max_entries)])
 
 
 if __name__ == "__main__":
