@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ class Run:
     sandbox_seconds: float
     output_bytes: int
     pulled: int | None  # entries the run says it pulled (its log), None if it did not say
+    pull_seconds: float | None  # from the process's start to its `ledger.pulled` log line
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,10 @@ def run_connector(
     """One connector process; its own peak RSS from wait4 (RUSAGE_CHILDREN would give the
     largest child so far, not this one). Output goes to files: a pipe left unread would
     stall a large `--json` document."""
-    out_path, err_path = folder / f"{name}.out", folder / f"{name}.err"
+    out_path, err_path = folder / f"{name}.out", folder / f"{name}.err"  # name: size and run
     timed.take()
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         proc = subprocess.Popen(
             [sys.executable, "-m", "connector", *args], env=env, stdout=out, stderr=err, cwd=REPO
         )
@@ -146,21 +148,28 @@ def run_connector(
     # ru_maxrss is in KiB on Linux, in bytes on macOS.
     rss = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
     size = out_path.stat().st_size
-    return Run(name, seconds, code, rss, timed.take(), size, pulled(err_path))
+    entries, pulled_at = pulled(err_path)
+    pull_seconds = None if pulled_at is None else pulled_at - started_at
+    return Run(name, seconds, code, rss, timed.take(), size, entries, pull_seconds)
 
 
-def pulled(log_path: Path) -> int | None:
-    """The entries pulled, from the run's `ledger.pulled` log line (JSON lines on stderr)."""
+def pulled(log_path: Path) -> tuple[int | None, float | None]:
+    """The entries pulled and when the pull ended (epoch seconds), from the run's
+    `ledger.pulled` log line (JSON lines on stderr); None for what it does not say."""
     for line in log_path.read_text(errors="replace").splitlines():
         if '"ledger.pulled"' not in line:
             continue
         try:
-            entries = json.loads(line).get("entries")
+            record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(entries, int):
-            return entries
-    return None
+        entries = record.get("entries")
+        try:
+            at = datetime.fromisoformat(str(record.get("timestamp"))).timestamp()
+        except ValueError:
+            at = None
+        return (entries if isinstance(entries, int) else None), at
+    return None, None
 
 
 def changes(entries: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -190,11 +199,12 @@ def bench_size(target_entries: int, keep_dir: Path | None = None) -> SizeResult:
         folder.mkdir(parents=True, exist_ok=True)
         env = child_env(server.url, folder / f"state-{len(raw)}")
         plan = ["plan", "--json"]
-        runs = [run_connector("first", plan, env, folder, timed)]
-        runs.append(run_connector("quiet", plan, env, folder, timed))
+        size = len(raw)
+        runs = [run_connector(f"{size}-first", plan, env, folder, timed)]
+        runs.append(run_connector(f"{size}-quiet", plan, env, folder, timed))
         with app.lock:
             app.ledger.append(changes(raw, CHANGES))
-        runs.append(run_connector("changes", plan, env, folder, timed))
+        runs.append(run_connector(f"{size}-changes", plan, env, folder, timed))
     return SizeResult(customers, len(raw), tuple(runs))
 
 
@@ -206,15 +216,16 @@ def _exponent(small: float, large: float, n_small: int, n_large: int) -> str:
 
 def table(results: list[SizeResult]) -> Iterator[str]:
     yield (
-        "| entries | customers | first plan (pull + plan) | quiet night | 1,000 changes "
-        "| peak memory (largest run) | sandbox time (first) |"
+        "| entries | customers | first plan (pull + plan) | of which start + pull | quiet night "
+        "| 1,000 changes | peak memory (largest run) | sandbox time (first) |"
     )
-    yield "|---|---|---|---|---|---|---|"
+    yield "|---|---|---|---|---|---|---|---|"
     for r in results:
         first, quiet, changed = r.runs
         peak = max(run.peak_mib for run in r.runs)
         yield (
-            f"| {r.entries:,} | {r.customers:,} | {first.seconds:.2f} s | {quiet.seconds:.2f} s "
+            f"| {r.entries:,} | {r.customers:,} | {first.seconds:.2f} s "
+            f"| {_secs(first.pull_seconds)} | {quiet.seconds:.2f} s "
             f"| {changed.seconds:.2f} s | {peak:,.0f} MiB | {first.sandbox_seconds:.2f} s |"
         )
     if len(results) > 1:
@@ -237,6 +248,10 @@ def table(results: list[SizeResult]) -> Iterator[str]:
             yield f"| {a.entries:,} -> {b.entries:,} | {' | '.join(cells)} | {memory} |"
 
 
+def _secs(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f} s"
+
+
 def _count(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
 
@@ -245,9 +260,10 @@ def per_run(results: list[SizeResult]) -> Iterator[str]:
     for r in results:
         for run in r.runs:
             yield (
-                f"scale entries={r.entries:>9,} {run.name:<8} {run.seconds:8.2f} s  "
+                f"scale entries={r.entries:>9,} {run.name.split('-')[-1]:<8} {run.seconds:8.2f} s  "
                 f"exit {run.exit_code}  peak {run.peak_mib:7.0f} MiB  "
-                f"sandbox {run.sandbox_seconds:6.2f} s  pulled {_count(run.pulled):>9}  "
+                f"sandbox {run.sandbox_seconds:6.2f} s  pulled {_count(run.pulled):>9} "
+                f"in {_secs(run.pull_seconds):>9}  "
                 f"output {run.output_bytes / 2**20:7.1f} MiB"
             )
 
@@ -278,12 +294,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = [n for n in SIZES if n <= args.max_entries] or [args.max_entries]
     results: list[SizeResult] = []
-    print(f"scale: {machine()}, sizes {', '.join(f'{n:,}' for n in sizes)}", flush=True)
+    print(
+        f"scale: {machine()}, sizes {', '.join(f'{n:,}' for n in sizes)}, load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        flush=True,
+    )
     for size in sizes:
         result = bench_size(size, args.keep)
         results.append(result)
         for line in per_run([result]):
             print(line, flush=True)
+    # The machine is shared: the load says how much of the time was waiting for a core.
+    print(f"scale: load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print()
     for line in table(results):
         print(line)
