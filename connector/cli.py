@@ -274,10 +274,19 @@ def plan(
         str | None, typer.Option(metavar="NUMBER", help="Only show this customer number.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    everything: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Plan every customer, not only those changed since the last complete sync.",
+        ),
+    ] = False,
 ) -> None:
     """Pull new ledger changes and show the invoices that would be created or changed.
 
-    Sends nothing to any accounting system.
+    Sends nothing to any accounting system. Plans the customers whose entries, invoices or
+    holds changed since the last complete sync (all of them after a mapping, price or setting
+    change); the entries needing attention of the others are listed as they were found.
     """
 
     def body() -> int:
@@ -286,7 +295,7 @@ def plan(
         from connector.render import plan_json, plan_text
         from connector.sync import run_plan
 
-        view = run_plan(_settings())
+        view = run_plan(_settings(), everything=everything)
         document = plan_json(view, period=period, customer=customer)
         if as_json:
             _print_json(document)
@@ -435,12 +444,20 @@ def sync(
         bool, typer.Option("--dry-run", help="Look, but send no write request.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    everything: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Plan every customer, not only those changed since the last complete sync.",
+        ),
+    ] = False,
 ) -> None:
     """The nightly job: finish unfinished work, pull the ledger, bring the invoice drafts in line.
 
     Safe to kill at any moment and to run again; a second run with no ledger change sends no
-    write request. With CONNECTOR_NOTIFY__* set, a run that needs a person sends an alert
-    (webhook or e-mail).
+    write request. Plans only the customers changed since the last complete sync (every one
+    after a mapping, price or setting change, or with --all). With CONNECTOR_NOTIFY__* set, a
+    run that needs a person sends an alert (webhook or e-mail).
     """
 
     def body() -> int:
@@ -451,7 +468,7 @@ def sync(
         settings = _settings()
         # Alerts (CONNECTOR_NOTIFY__*) for however the run ends; never change its exit code.
         with watch_sync(settings, dry_run=dry_run) as watch, _progress("Writing invoices") as bar:
-            report = run_sync(settings, dry_run=dry_run, progress=bar)
+            report = run_sync(settings, dry_run=dry_run, progress=bar, everything=everything)
             watch.done(report)
         document = report.to_json()
         if as_json:

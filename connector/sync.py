@@ -7,7 +7,11 @@ and `http` (when to retry).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
 import os
+import re
 import signal
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -59,6 +63,7 @@ from connector.state import (
     BOUND_TARGET,
     DB_NAME,
     FEED_READ_AT,
+    PLAN_CONTEXT,
     AttentionItem,
     InvoiceRecord,
     StateStore,
@@ -128,20 +133,96 @@ def current_plan(
     profile: TargetProfile,
     limits: Limits | None = None,
     prepaid: Prepaid | None = None,
+    *,
+    everything: bool = True,
 ) -> Plan:
-    """The plan from the state alone, with the article register as last read."""
-    entries, rejected = load_entries(store)
-    invoiced = store.invoiced(profile.name)
-    return plan(
-        entries,
-        mappings,
-        profile,
-        invoiced,
-        rejected,
-        store.register(profile.name),
-        limits,
-        prepaid,
-    )
+    """The plan from the state alone, with the article register as last read. With
+    `everything` False, only the customers changed since the last complete sync are planned
+    (when the mappings, prices and policy are still those it planned with), and the entries
+    needing attention of the others are carried from the state."""
+    register = store.register(profile.name)
+    context = plan_context(mappings, profile, register, limits, prepaid)
+    scope = None if everything else settled_scope(store, profile.name, context)
+    entries, rejected, invoiced = planning_inputs(store, profile.name, scope)
+    result = plan(entries, mappings, profile, invoiced, rejected, register, limits, prepaid)
+    return result if scope is None else with_carried(result, store, profile.name, scope)
+
+
+def settled_scope(store: StateStore, target: str, context: str) -> set[str] | None:
+    """The customers to plan when the last complete sync planned with `context`: those
+    changed since, with every customer tied to them. None (plan everyone) otherwise."""
+    if store.meta(PLAN_CONTEXT) != context:
+        return None
+    return store.closure(target, store.dirty_customers())
+
+
+def planning_inputs(
+    store: StateStore, target: str, scope: set[str] | None
+) -> tuple[list[Entry], list[tuple[str, str]], Invoiced]:
+    """Entries, rejected entries and what was invoiced: of every customer (scope None) or of
+    the customers in `scope` (closed under `StateStore.closure`)."""
+    if scope is None:
+        entries, rejected = load_entries(store)
+        return entries, rejected, store.invoiced(target)
+    return store.scope_entries(scope), store.rejected(), store.invoiced(target, scope)
+
+
+def with_carried(result: Plan, store: StateStore, target: str, scope: set[str]) -> Plan:
+    """A plan of some customers, with the entries of the others that needed attention when
+    they were last planned (nothing of theirs changed since, so neither did that)."""
+    planned = {r.ref for r in result.results}
+    carried = [
+        EntryResult(
+            s.item.ref, Outcome.ATTENTION, s.item.reason, (), s.item.customer_number,
+            s.item.period,
+        )
+        for s in store.attention_items(target)
+        if s.item.scope == "entry"
+        and s.item.customer_number is not None
+        and s.item.customer_number not in scope
+        and s.item.ref not in planned
+    ]  # fmt: skip
+    if not carried:
+        return result
+    results = sorted((*result.results, *carried), key=lambda r: r.ref)
+    return replace(result, results=tuple(results))
+
+
+# Raised whenever the planner's rules change, so that a new version plans every customer
+# again rather than trusting what an older one left settled.
+PLANNER_VERSION = "2026-11-27.1"
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able form with one spelling per value (sets sorted, decimals as written)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda i: str(i[0]))}
+    if isinstance(value, (set, frozenset)):
+        return sorted((_canonical(v) for v in value), key=repr)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    return str(value)  # Decimal, date, enum members, paths
+
+
+def plan_context(
+    mappings: Mappings,
+    profile: TargetProfile,
+    register: dict[str, Decimal | None] | None,
+    limits: Limits | None,
+    prepaid: Prepaid | None,
+) -> str:
+    """The digest of everything besides the ledger and the state that a plan depends on. A
+    customer left settled by a sync stays so only while this is unchanged: any other mapping,
+    price, limit or policy plans every customer again."""
+    document = [PLANNER_VERSION, mappings, profile, register, limits, prepaid]
+    text = json.dumps(_canonical(document), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def require_known_customer(store: StateStore, target: str, customer: str | None) -> None:
@@ -244,14 +325,20 @@ def target_configured(settings: Settings) -> bool:
 
 
 def run_plan(
-    settings: Settings, ledger: LedgerClient | None = None, target: Target | None = None
+    settings: Settings,
+    ledger: LedgerClient | None = None,
+    target: Target | None = None,
+    *,
+    everything: bool = False,
 ) -> PlanView:
     """`connector plan`: what `sync` would do now, without sending anything. With the
     accounting system's credentials set, it is a dry-run sync (reads only: remote statuses,
     prices from the article register, refusals a create would meet); without them, the plan
     from the ledger and the state alone."""
     if target is not None or target_configured(settings):
-        report = run_sync(settings, ledger=ledger, target=target, dry_run=True)
+        report = run_sync(
+            settings, ledger=ledger, target=target, dry_run=True, everything=everything
+        )
         assert report.plan is not None
         store = StateStore(settings.state_dir)
         try:  # a plan is a run worth recording, though it changes nothing else
@@ -260,12 +347,12 @@ def run_plan(
         finally:
             store.close()
         return PlanView(report.plan, True, dict(report.invoice_attention), tuple(report.notes))
-    plan_only, _ = run_offline_plan(settings, ledger)
+    plan_only, _ = run_offline_plan(settings, ledger, everything=everything)
     return PlanView(plan_only, False)
 
 
 def run_offline_plan(
-    settings: Settings, ledger: LedgerClient | None = None
+    settings: Settings, ledger: LedgerClient | None = None, *, everything: bool = False
 ) -> tuple[Plan, ExitCode]:
     """Pull new ledger changes and plan from the state alone; asks no accounting system."""
     if ledger is None:
@@ -284,7 +371,12 @@ def run_offline_plan(
         try:
             pulled = pull(store, ledger)
             result = current_plan(
-                store, mappings, profile, settings.limits.limits(), settings.prepaid.policy()
+                store,
+                mappings,
+                profile,
+                settings.limits.limits(),
+                settings.prepaid.policy(),
+                everything=everything,
             )
         except ConnectorError as exc:
             store.finish_run(run_id, exc.exit_code, {"error": str(exc)})
@@ -395,6 +487,10 @@ class SyncReport:
     # ref -> reason of items a person has acknowledged (connector attention ack): listed
     # apart, and not counted in the exit code while their reason stays the same.
     acknowledged: dict[str, str] = field(default_factory=dict)
+    # Customers planned (incremental planning): those changed since the last complete sync,
+    # or every one (`planned_all`).
+    planned_customers: int = 0
+    planned_all: bool = True
 
     def count_requests(self, stats: Stats) -> None:
         self.requests = stats.requests
@@ -437,6 +533,7 @@ class SyncReport:
             "cancelled_empty": len(self.cancelled),
             "recovered": len(self.recovered),
             "unchanged": self.unchanged,
+            "customers_planned": self.planned_customers,
             "invoices_need_attention": len(self.invoice_attention),
             **{f"entries_{o.value}": sum(1 for r in results if r.outcome is o) for o in Outcome},
             "requests": self.requests,
@@ -472,6 +569,7 @@ class SyncReport:
                 sorted(Counter(r.reason for r in results if r.outcome is Outcome.EXCLUDED).items())
             ),
             "notes": self.notes,
+            "planned": {"customers": self.planned_customers, "all": self.planned_all},
             "requests": self.requests,
             "rate_limited": self.rate_limited,
             "exit_code": int(self.exit_code),
@@ -537,6 +635,12 @@ class _Sync:
         self.skip: set[InvoiceKey] = set()
         self._register: dict[str, Decimal | None] | None = None
         self._locked: tuple[date | None] | None = None
+        # Incremental planning: plan every customer (plan --all, or mappings, prices or
+        # policy changed since the last complete sync), or only `scope`, the customers changed
+        # since (growing during the run as statuses are learnt and invoices written).
+        self.everything = False
+        self.scope: set[str] | None = None
+        self.context: str | None = None
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -549,15 +653,43 @@ class _Sync:
         return self._register
 
     def plan(self) -> Plan:
-        entries, rejected = load_entries(self.store)
-        invoiced = self.store.invoiced(self.name)
+        if self.context is None:
+            self.context = plan_context(
+                self.mappings, self.target.profile, self.register(), self.limits, self.prepaid
+            )
+            if not self.everything:
+                self.scope = settled_scope(self.store, self.name, self.context)
+        if self.scope is not None:
+            # Statuses learnt in a dry run are not stored (so mark nothing): their customers
+            # join by hand.
+            learnt = {k.customer_number for k in self.overrides} | {c for c, _ in self.held}
+            self.scope = self.store.closure(
+                self.name, self.scope | self.store.dirty_customers() | learnt
+            )
+        entries, rejected, invoiced = planning_inputs(self.store, self.name, self.scope)
         if self.overrides or self.held:
             invoiced = replace(
                 invoiced,
                 invoices={**invoiced.invoices, **self.overrides},
                 holds={**invoiced.holds, **self.held},
             )
-        return self.plan_of(entries, rejected, invoiced)
+        found = self.plan_of(entries, rejected, invoiced)
+        return (
+            found if self.scope is None else with_carried(found, self.store, self.name, self.scope)
+        )
+
+    def settle(self, final: Plan) -> None:
+        """After a complete run: every customer planned is settled, except those with changes
+        still unsent (refused, skipped, held back), which the next run plans again; and the
+        context planned with is recorded."""
+        if self.context is None:
+            return
+        keep = {c.key.customer_number for c in final.changes}
+        for text in self.report.invoice_attention:
+            with contextlib.suppress(ValueError):
+                keep.add(InvoiceKey.parse(text).customer_number)
+        self.store.settle_dirty(keep)
+        self.store.set_meta(PLAN_CONTEXT, self.context)
 
     def plan_of(
         self, entries: list[Entry], rejected: list[tuple[str, str]], invoiced: Invoiced
@@ -690,7 +822,7 @@ class _Sync:
     def check_fresh_state(self) -> None:
         """A state that has never written to this target checks the whole target first: its
         months may hold the connector's invoices although this run plans none there."""
-        if self.store.invoice_records(self.name):
+        if self.store.has_invoices(self.name):
             return
         self.check_known(self.target.find_all())
 
@@ -722,7 +854,7 @@ class _Sync:
         before the month is planned, reported or closed. True when a status changed."""
         records = [
             r
-            for r in self.store.invoice_records(self.name)
+            for r in self.store.invoice_records(self.name, InvoiceStatus.OPEN)
             if r.status is InvoiceStatus.OPEN
             and r.remote_id
             and r.pending is None
@@ -839,8 +971,8 @@ class _Sync:
     def recover(self) -> None:
         """Finish what a crashed or cut-off run left: writes whose outcome is unknown are
         looked up before anything new is sent. A refused read flags that invoice only."""
-        for record in self.store.invoice_records(self.name):
-            if record.pending is None:
+        for record in self.store.invoice_records(self.name, pending=True):
+            if record.pending is None:  # not after the query above; for the type checker
                 continue
             log.info("recovery.pending", key=record.key.text, number=record.remote_id)
             pending = record.pending.as_planned(record.key, record.remote_id)
@@ -978,6 +1110,11 @@ class _Sync:
             for i in current.invoices
             if i.action is Action.UNCHANGED and i.key.text not in written
         )
+        if self.scope is not None:  # the open drafts of the customers not planned
+            report.unchanged += self.store.count_written_open(self.name, excluding=self.scope)
+            report.planned_customers, report.planned_all = len(self.scope), False
+        else:
+            report.planned_customers = len({r.customer_number for r in current.results} - {None})
         current = self.truthful(current)
         if not self.dry_run:
             self.store.advance_placements(
@@ -996,7 +1133,7 @@ class _Sync:
         refused, skipped or left unwritten needs attention, with that invoice's reason."""
         unwritten = set() if self.dry_run else {i.key for i in plan.changes}
         existing = {
-            key for key, known in self.store.invoiced(self.name).invoices.items()
+            key for key, known in self.store.invoiced(self.name, self.scope).invoices.items()
             if known.remote_id
         }  # fmt: skip
         refused = {
@@ -1322,9 +1459,9 @@ def standing_attention(
     item (an invoice the state does not know), with the reason recorded when it was found."""
     stored = {s.item.ref: s.item for s in store.attention_items(profile.name)}
     standing: dict[str, str] = {}
-    for record in store.invoice_records(profile.name):
+    for record in store.invoice_records(profile.name, InvoiceStatus.LOCKED):
         key = record.key.text
-        if record.status is not InvoiceStatus.LOCKED or key in found:
+        if key in found:
             continue
         before = stored.get(key)
         number = record.display_number or record.remote_id
@@ -1420,8 +1557,12 @@ def run_sync(
     dry_run: bool = False,
     clock: Callable[[], datetime] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    everything: bool = False,
 ) -> SyncReport:
-    """`connector sync`: finish unfinished work, pull, plan, and bring the target in line."""
+    """`connector sync`: finish unfinished work, pull, plan, and bring the target in line.
+
+    Only the customers changed since the last complete sync are planned, unless `everything`
+    (or the mappings, prices or policy changed since): docs/sync.md, Incremental planning."""
     report = SyncReport(dry_run=dry_run)
     with opened(settings, ledger=ledger, target=target, clock=clock) as (run, mappings):
         ledger, target, store = run.ledger, run.target, run.store
@@ -1438,6 +1579,7 @@ def run_sync(
             settings.prepaid.policy(),
         )
         sync.progress = progress
+        sync.everything = everything
         try:
             bind_ledger(store, settings, record=not dry_run)
             bind_system(store, target.profile.name, record=not dry_run)
@@ -1458,6 +1600,9 @@ def run_sync(
         )
         if run_id is not None:
             store.replace_attention_items(target.profile.name, attention_items(report))
+            # Only now: a kill before this leaves the customers to be planned again, never
+            # settled with an attention list of an earlier run.
+            sync.settle(report.plan)
         report.acknowledged = store.acknowledged(target.profile.name)
         if run_id is not None:
             store.finish_run(run_id, report.exit_code, report.to_json())
