@@ -1228,15 +1228,24 @@ class StateStore:
         )
 
     def invoice_records(
-        self, target: str, status: InvoiceStatus | None = None, *, pending: bool = False
+        self,
+        target: str,
+        status: InvoiceStatus | None = None,
+        *,
+        pending: bool = False,
+        periods: Iterable[str] | None = None,
     ) -> list[InvoiceRecord]:
         """Every invoice record, or those with this status, or (`pending`) those with a write
-        under way: the nightly paths read only what they need, not the whole history."""
+        under way, or those of these months: the nightly paths read only what they need, not
+        the whole history."""
         args: tuple[str, ...] = (target,)
         if pending:
             query = self._RECORD + " AND pending IS NOT NULL"
         elif status is not None:
             query, args = self._RECORD + " AND status = ?", (target, status.value)
+        elif periods is not None:
+            self._fill_scope(self.db, periods)
+            query = self._RECORD + " AND period IN temp.scope"
         else:
             query = self._RECORD
         rows = self.db.execute(query + " ORDER BY customer_number, period, sequence", args)

@@ -140,12 +140,36 @@ def current_plan(
     `everything` False, only the customers changed since the last complete sync are planned
     (when the mappings, prices and policy are still those it planned with), and the entries
     needing attention of the others are carried from the state."""
+    return scoped_plan(store, mappings, profile, limits, prepaid, everything=everything)[0]
+
+
+def scoped_plan(
+    store: StateStore,
+    mappings: Mappings,
+    profile: TargetProfile,
+    limits: Limits | None = None,
+    prepaid: Prepaid | None = None,
+    *,
+    everything: bool = True,
+) -> tuple[Plan, set[str] | None]:
+    """`current_plan`, and the customers it planned (None: every one)."""
     register = store.register(profile.name)
     context = plan_context(mappings, profile, register, limits, prepaid)
     scope = None if everything else settled_scope(store, profile.name, context)
     entries, rejected, invoiced = planning_inputs(store, profile.name, scope)
     result = plan(entries, mappings, profile, invoiced, rejected, register, limits, prepaid)
-    return result if scope is None else with_carried(result, store, profile.name, scope)
+    if scope is None:
+        return result, None
+    return with_carried(result, store, profile.name, scope), scope
+
+
+def scope_note(store: StateStore, target: str, planned: int) -> str:
+    """What a plan of some customers says of the others."""
+    others = len(store.customers(target)) - planned
+    return (
+        f"planned the {planned} customer(s) changed since the last complete sync; the other "
+        f"{others} are as it left them (connector plan --all plans every one)"
+    )
 
 
 def settled_scope(store: StateStore, target: str, context: str) -> set[str] | None:
@@ -340,20 +364,23 @@ def run_plan(
             settings, ledger=ledger, target=target, dry_run=True, everything=everything
         )
         assert report.plan is not None
+        notes = list(report.notes)
         store = StateStore(settings.state_dir)
         try:  # a plan is a run worth recording, though it changes nothing else
             run_id = store.start_run("plan", settings.target)
             store.finish_run(run_id, report.exit_code, report.to_json())
+            if not report.planned_all:
+                notes.append(scope_note(store, report.target or "", report.planned_customers))
         finally:
             store.close()
-        return PlanView(report.plan, True, dict(report.invoice_attention), tuple(report.notes))
-    plan_only, _ = run_offline_plan(settings, ledger, everything=everything)
-    return PlanView(plan_only, False)
+        return PlanView(report.plan, True, dict(report.invoice_attention), tuple(notes))
+    plan_only, _, notes = run_offline_plan(settings, ledger, everything=everything)
+    return PlanView(plan_only, False, notes=tuple(notes))
 
 
 def run_offline_plan(
     settings: Settings, ledger: LedgerClient | None = None, *, everything: bool = False
-) -> tuple[Plan, ExitCode]:
+) -> tuple[Plan, ExitCode, list[str]]:
     """Pull new ledger changes and plan from the state alone; asks no accounting system."""
     if ledger is None:
         settings.require_ledger()  # settings first: they name the variable to set
@@ -370,7 +397,7 @@ def run_offline_plan(
         run_id = store.start_run("plan", profile.name)
         try:
             pulled = pull(store, ledger)
-            result = current_plan(
+            result, scope = scoped_plan(
                 store,
                 mappings,
                 profile,
@@ -378,6 +405,7 @@ def run_offline_plan(
                 settings.prepaid.policy(),
                 everything=everything,
             )
+            notes = [] if scope is None else [scope_note(store, profile.name, len(scope))]
         except ConnectorError as exc:
             store.finish_run(run_id, exc.exit_code, {"error": str(exc)})
             raise
@@ -392,7 +420,7 @@ def run_offline_plan(
                 **{o.value: len(result.by_outcome(o)) for o in Outcome},
             },
         )
-    return result, code
+    return result, code, notes
 
 
 def mapping_warnings(settings: Settings, mappings: Mappings, limit: int = 10) -> list[str]:
@@ -766,13 +794,14 @@ class _Sync:
         """Refuse to write when the target holds invoices of the connector's key form that the
         state does not know, live or not, any suffix: the state is not the one that made them
         (lost, replaced, an old backup), and writing could invoice the same hours again."""
-        records = {r.key.text: r for r in self.store.invoice_records(self.name)}
-        unknown: list[tuple[RemoteInvoice, InvoiceKey]] = []
+        ours: list[tuple[RemoteInvoice, InvoiceKey]] = []
         for remote in remotes:
-            try:
-                key = InvoiceKey.parse(remote.key or "")
-            except ValueError:
-                continue  # not the connector's
+            with contextlib.suppress(ValueError):  # not the connector's otherwise
+                ours.append((remote, InvoiceKey.parse(remote.key or "")))
+        periods = {key.period for _, key in ours}
+        records = {r.key.text: r for r in self.store.invoice_records(self.name, periods=periods)}
+        unknown: list[tuple[RemoteInvoice, InvoiceKey]] = []
+        for remote, key in ours:
             record = records.get(key.text)
             if record is not None and (
                 record.remote_id == remote.remote_id
