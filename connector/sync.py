@@ -615,6 +615,13 @@ def bills_as(remote: Sequence[RemoteRow], rows: Sequence[Row]) -> bool:
     return not row_differences(remote, rows, texts=False)
 
 
+def _period_of(remote: RemoteInvoice) -> str | None:
+    try:
+        return InvoiceKey.parse(remote.key or "").period
+    except ValueError:
+        return None  # not of the connector's key form: nothing a look-up needs
+
+
 def remote_status(remote: RemoteInvoice) -> InvoiceStatus | None:
     """The closed status a remote invoice has reached, or None while it is an open draft."""
     if remote.state is RemoteState.OPEN:
@@ -669,6 +676,8 @@ class _Sync:
         self.everything = False
         self.scope: set[str] | None = None
         self.context: str | None = None
+        # The months `watch_open` just listed, for the first look-up to use (see `_listed`).
+        self._listing: tuple[frozenset[str], list[RemoteInvoice]] | None = None
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -783,12 +792,21 @@ class _Sync:
         invoice of the connector's key form in those months must be one the state knows."""
         wanted = {i.key.text for i in invoices}
         found: dict[str, list[RemoteInvoice]] = defaultdict(list)
-        seen = self.target.find_all({i.key.period for i in invoices})
+        periods = {i.key.period for i in invoices}
+        seen = self._listed(periods)
         for remote in seen:
             if remote.key in wanted:
                 found[remote.key].append(remote)
         self.check_known(seen)
         return found
+
+    def _listed(self, periods: set[str]) -> list[RemoteInvoice]:
+        """These months' listing. The one `watch_open` made moments before, with nothing
+        written since, is used again (its months' part) rather than asked for twice."""
+        fresh, self._listing = self._listing, None
+        if fresh is not None and periods <= fresh[0]:
+            return [r for r in fresh[1] if _period_of(r) in periods]
+        return self.target.find_all(periods)
 
     def check_known(self, remotes: Iterable[RemoteInvoice]) -> None:
         """Refuse to write when the target holds invoices of the connector's key form that the
@@ -893,7 +911,9 @@ class _Sync:
         if not records:
             return False
         listed: dict[str, RemoteInvoice] = {}
-        for remote in self.target.find_all(sorted({r.key.period for r in records})):
+        periods = {r.key.period for r in records}
+        listing = self.target.find_all(sorted(periods))
+        for remote in listing:
             listed.setdefault(remote.remote_id, remote)
         changed = False
         for record in records:
@@ -904,6 +924,7 @@ class _Sync:
             if status is not None:
                 self._closed(record.key, record.remote_id, status, remote)
                 changed = True
+        self._listing = (frozenset(periods), listing)
         return changed
 
     def _closed(

@@ -104,6 +104,7 @@ class FortnoxClient(ApiBacked):
         self.search_settle_seconds = settings.search_settle_seconds
         self._prices: dict[str, Decimal | None] | None = None
         self._customer_numbers: set[str] | None = None  # read once per run, for dry runs
+        self._missing_customers: dict[str, bool] = {}  # refused for it: still missing?
 
     def _pages(self, path: str, wrapper: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, page after page. Callers ask for a sort order: the
@@ -363,7 +364,11 @@ class FortnoxClient(ApiBacked):
 
     def still_refused(self, code: str | None, invoice: PlannedInvoice) -> str | None:
         if code in errors.CUSTOMER_MISSING:
-            if not self.customer_exists(invoice.key.customer_number):
+            # One read per customer and run, however many of its months wait for it.
+            number = invoice.key.customer_number
+            if number not in self._missing_customers:
+                self._missing_customers[number] = not self.customer_exists(number)
+            if self._missing_customers[number]:
                 return f"customer {invoice.key.customer_number} does not exist in Fortnox"
             return None
         if code in errors.ARTICLE_MISSING:
