@@ -156,8 +156,13 @@ def scoped_plan(
     register = store.register(profile.name)
     context = plan_context(mappings, profile, register, limits, prepaid)
     scope = None if everything else settled_scope(store, profile.name, context)
-    entries, rejected, invoiced = planning_inputs(store, profile.name, scope)
-    result = plan(entries, mappings, profile, invoiced, rejected, register, limits, prepaid)
+
+    def part(
+        entries: list[Entry], rejected: list[tuple[str, str]], invoiced: Invoiced, _: set[str]
+    ) -> Plan:
+        return plan(entries, mappings, profile, invoiced, rejected, register, limits, prepaid)
+
+    result = plan_in_parts(store, profile.name, scope, part)
     if scope is None:
         return result, None
     return with_carried(result, store, profile.name, scope), scope
@@ -181,14 +186,53 @@ def settled_scope(store: StateStore, target: str, context: str) -> set[str] | No
 
 
 def planning_inputs(
-    store: StateStore, target: str, scope: set[str] | None
+    store: StateStore, target: str, scope: set[str]
 ) -> tuple[list[Entry], list[tuple[str, str]], Invoiced]:
-    """Entries, rejected entries and what was invoiced: of every customer (scope None) or of
-    the customers in `scope` (closed under `StateStore.closure`)."""
-    if scope is None:
-        entries, rejected = load_entries(store)
-        return entries, rejected, store.invoiced(target)
+    """Entries, rejected entries and what was invoiced, of the customers in `scope` (closed
+    under `StateStore.closure`)."""
     return store.scope_entries(scope), store.rejected(), store.invoiced(target, scope)
+
+
+# Customers planned together when every customer is planned: memory follows a part, not the
+# whole history (the plan itself is still whole).
+PLAN_PART_CUSTOMERS = 500
+
+PlanPart = Callable[[list[Entry], list[tuple[str, str]], Invoiced, set[str]], Plan]
+
+
+def plan_in_parts(store: StateStore, target: str, scope: set[str] | None, part: PlanPart) -> Plan:
+    """`part` over the customers in `scope`, or over every customer a few hundred at a time
+    (each part closed under `StateStore.closure`, so customers tied by an entry are planned
+    together), merged in the planner's own order. The same plan as one call over everything:
+    the planner is local to tied customers (tests/test_incremental.py proves it)."""
+    if scope is not None:
+        entries, rejected, invoiced = planning_inputs(store, target, scope)
+        return part(entries, rejected, invoiced, scope)
+    customers = sorted(store.customers(target))
+    rejected = store.rejected()
+    if not customers:
+        return part([], rejected, store.invoiced(target, ()), set())
+    done: set[str] = set()
+    invoices: list[PlannedInvoice] = []
+    results: list[EntryResult] = []
+    found: Plan | None = None
+    for start in range(0, len(customers), PLAN_PART_CUSTOMERS):
+        chunk = set(customers[start : start + PLAN_PART_CUSTOMERS]) - done
+        if not chunk:
+            continue
+        tied = store.closure(target, chunk)
+        done |= tied
+        entries, _, invoiced = planning_inputs(store, target, tied)
+        found = part(entries, rejected, invoiced, tied)
+        rejected = []  # planned once, with the first part
+        invoices.extend(found.invoices)
+        results.extend(found.results)
+    assert found is not None
+    return replace(
+        found,
+        invoices=tuple(sorted(invoices, key=lambda i: i.key)),
+        results=tuple(sorted(results, key=lambda r: r.ref)),
+    )
 
 
 def with_carried(result: Plan, store: StateStore, target: str, scope: set[str]) -> Plan:
@@ -703,14 +747,32 @@ class _Sync:
             self.scope = self.store.closure(
                 self.name, self.scope | self.store.dirty_customers() | learnt
             )
-        entries, rejected, invoiced = planning_inputs(self.store, self.name, self.scope)
-        if self.overrides or self.held:
-            invoiced = replace(
-                invoiced,
-                invoices={**invoiced.invoices, **self.overrides},
-                holds={**invoiced.holds, **self.held},
-            )
-        found = self.plan_of(entries, rejected, invoiced)
+
+        def part(
+            entries: list[Entry],
+            rejected: list[tuple[str, str]],
+            invoiced: Invoiced,
+            customers: set[str],
+        ) -> Plan:
+            if self.overrides or self.held:
+                invoiced = replace(
+                    invoiced,
+                    invoices={
+                        **invoiced.invoices,
+                        **{
+                            k: v
+                            for k, v in self.overrides.items()
+                            if k.customer_number in customers
+                        },
+                    },
+                    holds={
+                        **invoiced.holds,
+                        **{m: r for m, r in self.held.items() if m[0] in customers},
+                    },
+                )
+            return self.plan_of(entries, rejected, invoiced)
+
+        found = plan_in_parts(self.store, self.name, self.scope, part)
         return (
             found if self.scope is None else with_carried(found, self.store, self.name, self.scope)
         )
