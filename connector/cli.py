@@ -116,6 +116,13 @@ app.add_typer(attention_app, name="attention")
 
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _unknown_reported = False
+# `plan --all`, `sync --all`: incremental planning switched off for one run.
+_PlanAll = Annotated[
+    bool,
+    typer.Option(
+        "--all", help="Plan every customer, not only those changed since the last complete sync."
+    ),
+]
 
 
 def version() -> str:
@@ -274,13 +281,7 @@ def plan(
         str | None, typer.Option(metavar="NUMBER", help="Only show this customer number.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-    everything: Annotated[
-        bool,
-        typer.Option(
-            "--all",
-            help="Plan every customer, not only those changed since the last complete sync.",
-        ),
-    ] = False,
+    everything: _PlanAll = False,
 ) -> None:
     """Pull new ledger changes and show the invoices that would be created or changed.
 
@@ -444,13 +445,7 @@ def sync(
         bool, typer.Option("--dry-run", help="Look, but send no write request.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-    everything: Annotated[
-        bool,
-        typer.Option(
-            "--all",
-            help="Plan every customer, not only those changed since the last complete sync.",
-        ),
-    ] = False,
+    everything: _PlanAll = False,
 ) -> None:
     """The nightly job: finish unfinished work, pull the ledger, bring the invoice drafts in line.
 
