@@ -489,6 +489,14 @@ def bills_as(remote: Sequence[RemoteRow], rows: Sequence[Row]) -> bool:
     return not row_differences(remote, rows, texts=False)
 
 
+def _period(remote: RemoteInvoice) -> str | None:
+    """The service month of a listed invoice's key, or None when it is not the connector's."""
+    try:
+        return InvoiceKey.parse(remote.key or "").period
+    except ValueError:
+        return None
+
+
 def remote_status(remote: RemoteInvoice) -> InvoiceStatus | None:
     """The closed status a remote invoice has reached, or None while it is an open draft."""
     if remote.state is RemoteState.OPEN:
@@ -537,6 +545,10 @@ class _Sync:
         self.skip: set[InvoiceKey] = set()
         self._register: dict[str, Decimal | None] | None = None
         self._locked: tuple[date | None] | None = None
+        # The months listed since this run last wrote, and what the listing showed: the look
+        # before writing reuses the watch's listing of the same months moments earlier rather
+        # than list them again. Any write makes it stale (apply clears it).
+        self._listed: tuple[frozenset[str], list[RemoteInvoice]] | None = None
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -623,12 +635,26 @@ class _Sync:
         invoice of the connector's key form in those months must be one the state knows."""
         wanted = {i.key.text for i in invoices}
         found: dict[str, list[RemoteInvoice]] = defaultdict(list)
-        seen = self.target.find_all({i.key.period for i in invoices})
+        seen = self.months({i.key.period for i in invoices})
         for remote in seen:
             if remote.key in wanted:
                 found[remote.key].append(remote)
         self.check_known(seen)
         return found
+
+    def months(self, periods: Iterable[str]) -> list[RemoteInvoice]:
+        """The target's invoices of the connector's key form in these months. Months listed
+        since the run last wrote are not listed again: nothing of the connector's has changed
+        there since, and a person's change is no likelier to show seconds later."""
+        wanted = frozenset(periods)
+        listed, shown = self._listed or (frozenset(), [])
+        kept = [r for r in shown if _period(r) in wanted]
+        missing = wanted - listed
+        if missing:
+            fresh = self.target.find_all(sorted(missing))
+            kept += [r for r in fresh if _period(r) in missing]
+            self._listed = (listed | missing, [*shown, *fresh])
+        return kept
 
     def check_known(self, remotes: Iterable[RemoteInvoice]) -> None:
         """Refuse to write when the target holds invoices of the connector's key form that the
@@ -732,7 +758,7 @@ class _Sync:
         if not records:
             return False
         listed: dict[str, RemoteInvoice] = {}
-        for remote in self.target.find_all(sorted({r.key.period for r in records})):
+        for remote in self.months({r.key.period for r in records}):
             listed.setdefault(remote.remote_id, remote)
         changed = False
         for record in records:
@@ -1021,6 +1047,7 @@ class _Sync:
 
     def apply(self, changes: list[PlannedInvoice]) -> bool:
         """Write each change; True when a status changed on the way (plan again)."""
+        self._listed = None  # what is written from here on makes any listing stale
         changed = False
         for done, invoice in enumerate(changes):
             if self.progress is not None:

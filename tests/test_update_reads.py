@@ -152,3 +152,62 @@ def test_a_persons_edit_in_the_second_of_our_write_is_never_overwritten(
     assert report.created == [f"{key}-2"]
     assert_no_duplicates(world.driver)
     assert_matches_ledger(world, world.sync())
+
+
+# The listing requests of each target: Fortnox lists invoices per month (one request per
+# month of 500 or fewer), Visma lists every draft and every invoice (one request each here).
+LISTINGS = {
+    "fortnox": ("/fortnox/3/invoices",),
+    "visma": ("/visma/v2/customerinvoicedrafts", "/visma/v2/customerinvoices"),
+}
+
+
+def test_a_night_with_changes_lists_each_month_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch of open drafts and the look before writing need the same months moments apart,
+    before anything is written: one listing serves both. After a write, a month is listed
+    again (the second sync's writes are followed by no listing here: nothing is left)."""
+    world.sync()
+    changes = changed_entries(world, ("1004",))
+    world.post_ledger(list(changes.values()))
+    log = record_requests(world, monkeypatch)
+    report = world.sync()
+    assert sorted(report.updated) == sorted(changes)
+    months = {key.rsplit("-", 2)[1] + "-" + key.rsplit("-", 1)[1] for key in changes}
+    paths = LISTINGS[world.target]
+    listed = [(m, p) for m, p in log if m == "GET" and p in paths]
+    if world.target == "fortnox":
+        assert len(listed) == len(months) == 3  # the sample's three months, once each
+    else:
+        assert sorted(p for _, p in listed) == sorted(paths)
+    first_write = min(i for i, (m, _) in enumerate(log) if m in ("PUT", "POST", "DELETE"))
+    assert all(log.index(item) < first_write for item in listed)
+
+
+def test_a_month_is_listed_again_once_the_run_has_written(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One draft a person edited is locked and another updated in the first round; the locked
+    one's change goes to a supplementary invoice in a second round, whose look before writing
+    lists the month again after the first round's write rather than trust the listing from
+    before it."""
+    world.sync()
+    changes = changed_entries(world, ("1004",))
+    key, other = sorted(changes)[:2]
+    (draft,) = [i for i in world.driver.invoices() if i["key"] == key and i["state"] == "open"]
+    world.driver.edit_text(draft["remote_id"], 0, "Ändrad av ekonomiavdelningen")
+    world.edited.add(str(draft["remote_id"]))
+    world.post_ledger([changes[key], changes[other]])
+    log = record_requests(world, monkeypatch)
+    report = world.sync()
+    assert report.updated == [other]
+    assert report.created == [f"{key}-2"]
+    paths = LISTINGS[world.target]
+    put = min(i for i, (m, _) in enumerate(log) if m == "PUT")
+    create = max(i for i, (m, _) in enumerate(log) if m == "POST")
+    assert put < create
+    assert any(m == "GET" and p in paths for m, p in log[put:create]), (
+        "the second round wrote on a listing from before the run's writes"
+    )
+    assert_no_duplicates(world.driver)
