@@ -30,6 +30,13 @@ from tests.harness import (
     make_world,
 )
 
+# The listing requests of each target: Fortnox lists invoices per month (one request per
+# month of 500 or fewer), Visma lists every draft and every invoice (one request each here).
+LISTINGS = {
+    "fortnox": ("/fortnox/3/invoices",),
+    "visma": ("/visma/v2/customerinvoicedrafts", "/visma/v2/customerinvoices"),
+}
+
 
 @pytest.fixture(params=TARGETS)
 def world(
@@ -66,7 +73,7 @@ def record_requests(world: World, monkeypatch: pytest.MonkeyPatch) -> list[tuple
     return log
 
 
-def test_each_update_reads_its_draft_once_right_before_its_put(
+def test_each_update_reads_its_draft_once_and_each_month_is_listed_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.sync()
@@ -87,6 +94,14 @@ def test_each_update_reads_its_draft_once_right_before_its_put(
         assert ("GET", api[index][1]) in api[since + 1 : index]
     reads = [(m, p) for m, p in api if m == "GET" and p in {api[i][1] for i in puts}]
     assert len(reads) == len(puts)  # once each: no other read of an updated draft
+    # The watch of open drafts and the look before writing need the same months moments
+    # apart, before anything is written: one listing serves both.
+    listed = [i for i, (m, p) in enumerate(api) if m == "GET" and p in LISTINGS[world.target]]
+    if world.target == "fortnox":
+        assert len(listed) == 3  # the sample's three months, once each
+    else:
+        assert sorted(api[i][1] for i in listed) == sorted(LISTINGS["visma"])
+    assert max(listed) < min(puts)
     assert_matches_ledger(world, report)
 
 
@@ -152,37 +167,6 @@ def test_a_persons_edit_in_the_second_of_our_write_is_never_overwritten(
     assert report.created == [f"{key}-2"]
     assert_no_duplicates(world.driver)
     assert_matches_ledger(world, world.sync())
-
-
-# The listing requests of each target: Fortnox lists invoices per month (one request per
-# month of 500 or fewer), Visma lists every draft and every invoice (one request each here).
-LISTINGS = {
-    "fortnox": ("/fortnox/3/invoices",),
-    "visma": ("/visma/v2/customerinvoicedrafts", "/visma/v2/customerinvoices"),
-}
-
-
-def test_a_night_with_changes_lists_each_month_once(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The watch of open drafts and the look before writing need the same months moments apart,
-    before anything is written: one listing serves both. After a write, a month is listed
-    again (the second sync's writes are followed by no listing here: nothing is left)."""
-    world.sync()
-    changes = changed_entries(world, ("1004",))
-    world.post_ledger(list(changes.values()))
-    log = record_requests(world, monkeypatch)
-    report = world.sync()
-    assert sorted(report.updated) == sorted(changes)
-    months = {key.rsplit("-", 2)[1] + "-" + key.rsplit("-", 1)[1] for key in changes}
-    paths = LISTINGS[world.target]
-    listed = [(m, p) for m, p in log if m == "GET" and p in paths]
-    if world.target == "fortnox":
-        assert len(listed) == len(months) == 3  # the sample's three months, once each
-    else:
-        assert sorted(p for _, p in listed) == sorted(paths)
-    first_write = min(i for i, (m, _) in enumerate(log) if m in ("PUT", "POST", "DELETE"))
-    assert all(log.index(item) < first_write for item in listed)
 
 
 def test_a_month_is_listed_again_once_the_run_has_written(
