@@ -55,7 +55,11 @@ def changed_entries(world: World, customers: tuple[str, ...]) -> dict[str, dict[
         key = f"SK-{raw['customer_number']}-{raw['performed_on'][:7]}"
         found.setdefault(
             key,
-            {**raw, "revision": int(raw["revision"]) + 1, "hours": str(Decimal(raw["hours"]) + 1)},
+            {
+                **raw,
+                "revision": int(raw["revision"]) + 1,
+                "hours": str(Decimal(str(raw["hours"])) + 1),
+            },
         )
     return found
 
