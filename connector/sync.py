@@ -659,11 +659,12 @@ def bills_as(remote: Sequence[RemoteRow], rows: Sequence[Row]) -> bool:
     return not row_differences(remote, rows, texts=False)
 
 
-def _period_of(remote: RemoteInvoice) -> str | None:
+def _period(remote: RemoteInvoice) -> str | None:
+    """The service month of a listed invoice's key, or None when it is not the connector's."""
     try:
         return InvoiceKey.parse(remote.key or "").period
     except ValueError:
-        return None  # not of the connector's key form: nothing a look-up needs
+        return None
 
 
 def remote_status(remote: RemoteInvoice) -> InvoiceStatus | None:
@@ -720,8 +721,10 @@ class _Sync:
         self.everything = False
         self.scope: set[str] | None = None
         self.context: str | None = None
-        # The months `watch_open` just listed, for the first look-up to use (see `_listed`).
-        self._listing: tuple[frozenset[str], list[RemoteInvoice]] | None = None
+        # The months listed since this run last wrote, and what the listing showed: the look
+        # before writing reuses the watch's listing of the same months moments earlier rather
+        # than list them again. Any write makes it stale (apply clears it).
+        self._listed: tuple[frozenset[str], list[RemoteInvoice]] | None = None
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -854,21 +857,26 @@ class _Sync:
         invoice of the connector's key form in those months must be one the state knows."""
         wanted = {i.key.text for i in invoices}
         found: dict[str, list[RemoteInvoice]] = defaultdict(list)
-        periods = {i.key.period for i in invoices}
-        seen = self._listed(periods)
+        seen = self.months({i.key.period for i in invoices})
         for remote in seen:
             if remote.key in wanted:
                 found[remote.key].append(remote)
         self.check_known(seen)
         return found
 
-    def _listed(self, periods: set[str]) -> list[RemoteInvoice]:
-        """These months' listing. The one `watch_open` made moments before, with nothing
-        written since, is used again (its months' part) rather than asked for twice."""
-        fresh, self._listing = self._listing, None
-        if fresh is not None and periods <= fresh[0]:
-            return [r for r in fresh[1] if _period_of(r) in periods]
-        return self.target.find_all(periods)
+    def months(self, periods: Iterable[str]) -> list[RemoteInvoice]:
+        """The target's invoices of the connector's key form in these months. Months listed
+        since the run last wrote are not listed again: nothing of the connector's has changed
+        there since, and a person's change is no likelier to show seconds later."""
+        wanted = frozenset(periods)
+        listed, shown = self._listed or (frozenset(), [])
+        kept = [r for r in shown if _period(r) in wanted]
+        missing = wanted - listed
+        if missing:
+            fresh = self.target.find_all(sorted(missing))
+            kept += [r for r in fresh if _period(r) in missing]
+            self._listed = (listed | missing, [*shown, *fresh])
+        return kept
 
     def check_known(self, remotes: Iterable[RemoteInvoice]) -> None:
         """Refuse to write when the target holds invoices of the connector's key form that the
@@ -973,9 +981,7 @@ class _Sync:
         if not records:
             return False
         listed: dict[str, RemoteInvoice] = {}
-        periods = {r.key.period for r in records}
-        listing = self.target.find_all(sorted(periods))
-        for remote in listing:
+        for remote in self.months({r.key.period for r in records}):
             listed.setdefault(remote.remote_id, remote)
         changed = False
         for record in records:
@@ -986,7 +992,6 @@ class _Sync:
             if status is not None:
                 self._closed(record.key, record.remote_id, status, remote)
                 changed = True
-        self._listing = (frozenset(periods), listing)
         return changed
 
     def _closed(
@@ -1270,6 +1275,7 @@ class _Sync:
 
     def apply(self, changes: list[PlannedInvoice]) -> bool:
         """Write each change; True when a status changed on the way (plan again)."""
+        self._listed = None  # what is written from here on makes any listing stale
         changed = False
         for done, invoice in enumerate(changes):
             if self.progress is not None:
