@@ -1282,13 +1282,14 @@ def status(
     """
 
     def body() -> int:
-        from connector.render_status import status_text
         from connector.status import status_document
 
         document = status_document(_settings())
         if as_json:
             _print_json(document)
         else:
+            from connector.render_status import status_text  # rich: for the table only
+
             typer.echo(status_text(document))
         return int(document["exit_code"])
 

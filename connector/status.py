@@ -13,7 +13,6 @@ from typing import Any
 
 from connector import targets
 from connector.attention import advise, item_json, state_system
-from connector.auth import TokenFile, TokenSet
 from connector.errors import ExitCode, ReauthRequiredError
 from connector.planning import InvoiceStatus, clean
 from connector.settings import Settings
@@ -28,6 +27,7 @@ from connector.state import (
     RunRecord,
     StateStore,
 )
+from connector.tokens import TokenFile, TokenSet
 
 RUNS_SHOWN = 5
 
