@@ -283,17 +283,18 @@ def plan(
     def body() -> int:
         if period is not None and not _PERIOD.match(period):
             raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
-        from connector.render import plan_json, plan_text
+        from connector.render import plan_document, plan_text, write_json
         from connector.sync import run_plan
 
         view = run_plan(_settings())
-        document = plan_json(view, period=period, customer=customer)
+        document = plan_document(view, period=period, customer=customer)
         if as_json:
-            _print_json(document)
+            write_json(document, sys.stdout.write)  # invoice by invoice, never held whole
         else:
-            typer.echo(plan_text(document))
+            typer.echo(plan_text(document, terminal=_stdout_is_terminal()))
         # The exit code speaks of what was shown: a filtered view without problems exits 0.
-        troubled = document["attention"] or document["invoice_attention"]
+        counts = document["counts"]
+        troubled = counts["attention"] or counts["invoices_need_attention"]
         return int(ExitCode.ATTENTION if troubled else ExitCode.OK)
 
     _guard(body)
@@ -691,6 +692,13 @@ def _pull_bar() -> Iterator[None]:
     finally:
         pull_progress.reset(token)
         bar(0, True)
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # closed, or replaced by something without isatty
+        return False
 
 
 def _stdin_is_terminal() -> bool:
