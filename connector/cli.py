@@ -2,9 +2,12 @@
 
 The only module that imports typer. Results go to standard output; logs and errors to standard
 error. Exit codes are documented in the README and defined in `connector.errors.ExitCode`.
-"""
 
-from __future__ import annotations
+Unlike the other modules, no `from __future__ import annotations`: typer reads every command's
+parameters each time the program starts, and string annotations would be evaluated again
+(twice per command, making every typer.Option anew), a third of the start-up of the command
+line itself. Name a type imported only for type checking in quotes ("Settings").
+"""
 
 import contextlib
 import datetime
@@ -148,7 +151,7 @@ def _root(
     pass
 
 
-def _settings() -> Settings:
+def _settings() -> "Settings":
     global _unknown_reported
     settings = load_settings()
     logs.configure(settings.log_format, level=settings.log_level, secrets=settings.secrets())
@@ -167,7 +170,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _warn_old_state_dir(settings: Settings) -> None:
+def _warn_old_state_dir(settings: "Settings") -> None:
     """The state directory's default was `./var`: a state left there is not used any more."""
     from connector.state import DB_NAME
 
@@ -515,7 +518,7 @@ def resync(
 
         shown: list[bool] = []
 
-        def ask(report: ResyncReport) -> bool:
+        def ask(report: "ResyncReport") -> bool:
             if yes:
                 return True
             # The plan goes where the prompt goes: standard error when standard output
@@ -608,7 +611,7 @@ def close(
         from connector.close import CloseReport, CloseRequest, audit_with, run_close
         from connector.render import close_preview_text, close_text
 
-        def confirm(preview: CloseReport) -> bool:
+        def confirm(preview: "CloseReport") -> bool:
             if yes:
                 return True
             if not _stdin_is_terminal():
