@@ -30,6 +30,11 @@ from connector.state import (
 from connector.tokens import TokenFile, TokenSet
 
 RUNS_SHOWN = 5
+NEWEST_CHANGE = (
+    "SELECT json_extract(raw, '$.changed_at') FROM entries"
+    " WHERE json_valid(raw) AND json_type(raw, '$.changed_at') = 'text'"
+    " ORDER BY feed_seq DESC LIMIT 1"
+)
 
 
 def _iso(epoch: float) -> str:
@@ -241,10 +246,11 @@ def _run_json(run: RunRecord, running: bool) -> dict[str, Any]:
 
 
 def _ledger_json(store: StateStore) -> dict[str, Any]:
-    newest = store.db.execute(
-        "SELECT MAX(json_extract(raw, '$.changed_at')) FROM entries"
-        " WHERE json_valid(raw) AND json_type(raw, '$.changed_at') = 'text'"
-    ).fetchone()[0]
+    # The feed lists entries in the order they last changed (docs/ledger-api.md): the newest
+    # change is the last entry stored with a readable time, found through the index on the
+    # feed position rather than by reading the whole mirror (0.4 s at 169,248 entries).
+    row = store.db.execute(NEWEST_CHANGE).fetchone()
+    newest = None if row is None else row[0]
     return {
         "cursor": store.cursor(),
         "cursor_advanced_at": store.meta(FEED_ADVANCED_AT),

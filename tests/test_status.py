@@ -466,3 +466,27 @@ def test_alerts_leave_out_acknowledged_items_and_keep_standing_ones(world: World
     assert outcome is not None
     refs = {ref for ref, _ in outcome.attention}
     assert "E900002" not in refs and "SK-1042-2026-08" in refs
+
+
+def test_newest_change_is_the_last_in_feed_order_read_through_the_index(tmp_path: Path) -> None:
+    """The feed lists entries in the order they last changed: status takes the newest change
+    from the last entry stored (skipping one without a readable time) through the index on the
+    feed position, so it does not read the whole mirror (0.4 s at 169,248 entries)."""
+    from connector.ledger import FeedItem
+    from connector.sandbox.sample import generate
+    from connector.status import NEWEST_CHANGE, _ledger_json
+
+    raws = generate(customers=3, specials=False)
+    store = StateStore(tmp_path / "state")
+    try:
+        assert _ledger_json(store)["newest_change"] is None  # nothing mirrored yet
+        items = [FeedItem(f"p{n}", r, str(r["id"]), int(r["revision"])) for n, r in enumerate(raws)]
+        store.store_page(items[:-1], "c1")
+        unreadable = {**raws[0], "id": "LAST", "changed_at": 20261231}
+        store.store_page([items[-1], FeedItem("p-last", unreadable, "LAST", 1)], "c2")
+        assert _ledger_json(store)["newest_change"] == raws[-1]["changed_at"]
+        assert raws[-1]["changed_at"] == max(r["changed_at"] for r in raws)
+        [(*_, plan)] = store.db.execute("EXPLAIN QUERY PLAN " + NEWEST_CHANGE).fetchall()
+        assert "USING INDEX" in plan, plan
+    finally:
+        store.close()
