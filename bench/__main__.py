@@ -14,7 +14,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from bench import updates
+from bench import startup, updates
 from connector.ledger import FeedItem, parse_entry
 from connector.mappings import load_mappings
 from connector.planning import plan
@@ -89,6 +89,7 @@ def main() -> None:
     for customers in args.customers:
         print(bench_store(customers, months), flush=True)
     updates.main()
+    startup.run()  # start-up of small commands; plan --json whole and streamed
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 The only module that imports typer. Results go to standard output; logs and errors to standard
 error. Exit codes are documented in the README and defined in `connector.errors.ExitCode`.
-"""
 
-from __future__ import annotations
+Unlike the other modules, no `from __future__ import annotations`: typer reads every command's
+parameters each time the program starts, and string annotations would be evaluated again
+(twice per command, making every typer.Option anew), a third of the start-up of the command
+line itself. Name a type imported only for type checking in quotes ("Settings").
+"""
 
 import contextlib
 import datetime
@@ -155,7 +158,7 @@ def _root(
     pass
 
 
-def _settings() -> Settings:
+def _settings() -> "Settings":
     global _unknown_reported
     settings = load_settings()
     logs.configure(settings.log_format, level=settings.log_level, secrets=settings.secrets())
@@ -174,7 +177,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _warn_old_state_dir(settings: Settings) -> None:
+def _warn_old_state_dir(settings: "Settings") -> None:
     """The state directory's default was `./var`: a state left there is not used any more."""
     from connector.state import DB_NAME
 
@@ -293,17 +296,18 @@ def plan(
     def body() -> int:
         if period is not None and not _PERIOD.match(period):
             raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
-        from connector.render import plan_json, plan_text
+        from connector.render import plan_document, plan_text, write_json
         from connector.sync import run_plan
 
         view = run_plan(_settings(), everything=everything)
-        document = plan_json(view, period=period, customer=customer)
+        document = plan_document(view, period=period, customer=customer)
         if as_json:
-            _print_json(document)
+            write_json(document, sys.stdout.write)  # invoice by invoice, never held whole
         else:
-            typer.echo(plan_text(document))
+            typer.echo(plan_text(document, terminal=_stdout_is_terminal()))
         # The exit code speaks of what was shown: a filtered view without problems exits 0.
-        troubled = document["attention"] or document["invoice_attention"]
+        counts = document["counts"]
+        troubled = counts["attention"] or counts["invoices_need_attention"]
         return int(ExitCode.ATTENTION if troubled else ExitCode.OK)
 
     _guard(body)
@@ -526,7 +530,7 @@ def resync(
 
         shown: list[bool] = []
 
-        def ask(report: ResyncReport) -> bool:
+        def ask(report: "ResyncReport") -> bool:
             if yes:
                 return True
             # The plan goes where the prompt goes: standard error when standard output
@@ -619,7 +623,7 @@ def close(
         from connector.close import CloseReport, CloseRequest, audit_with, run_close
         from connector.render import close_preview_text, close_text
 
-        def confirm(preview: CloseReport) -> bool:
+        def confirm(preview: "CloseReport") -> bool:
             if yes:
                 return True
             if not _stdin_is_terminal():
@@ -703,6 +707,13 @@ def _pull_bar() -> Iterator[None]:
     finally:
         pull_progress.reset(token)
         bar(0, True)
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # closed, or replaced by something without isatty
+        return False
 
 
 def _stdin_is_terminal() -> bool:
@@ -1294,13 +1305,14 @@ def status(
     """
 
     def body() -> int:
-        from connector.render_status import status_text
         from connector.status import status_document
 
         document = status_document(_settings())
         if as_json:
             _print_json(document)
         else:
+            from connector.render_status import status_text  # rich: for the table only
+
             typer.echo(status_text(document))
         return int(document["exit_code"])
 

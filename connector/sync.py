@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from connector import targets
@@ -32,7 +32,6 @@ from connector.errors import (
     StateMismatchError,
     TargetRefusal,
 )
-from connector.http import Stats
 from connector.ledger import Entry, InvalidEntry, LedgerClient, parse_entry
 from connector.logs import get_logger
 from connector.mappings import Mappings, load_mappings
@@ -78,6 +77,9 @@ from connector.targets.base import (
     row_differences,
     rows_match,
 )
+
+if TYPE_CHECKING:  # `mappings validate` imports this module: no HTTP client at import
+    from connector.http import Stats
 
 log = get_logger(__name__)
 
