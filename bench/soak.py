@@ -47,11 +47,8 @@ from tests.harness import (
     World,
     assert_matches_ledger,
     driver_for,
-    ledger_net,
     live_by_key,
-    remote_net,
-    uninvoiceable,
-    written_net,
+    oracle_nets,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,6 +96,7 @@ class SoakResult:
     hours_lost: Decimal = Decimal(0)
     rows_twice: int = 0  # groups billed more than the ledger says
     hours_twice: Decimal = Decimal(0)
+    differences: list[str] = field(default_factory=list)  # per group, when not equal
     oracle_failure: str | None = None  # the row-by-row oracle's message, if it failed
     final_writes: int = 0  # writes of a sync after the clean one (must be 0)
     live_invoices: int = 0
@@ -137,7 +135,7 @@ class SoakResult:
         )
 
 
-def _environment(url: str, state_dir: Path, target: str) -> dict[str, str]:
+def _environment(url: str, state_dir: Path, target: str, prepaid: bool) -> dict[str, str]:
     """The variables a `connector sync` process needs against the sandbox at `url`; nothing
     from the caller's CONNECTOR_ variables leaks in."""
     spec = targets.spec(target)
@@ -157,6 +155,10 @@ def _environment(url: str, state_dir: Path, target: str) -> dict[str, str]:
             spec.env("search_settle_seconds"): "0",
         }
     )
+    if prepaid:
+        env.update(
+            {"CONNECTOR_PREPAID__OVERDRAW": "invoice", "CONNECTOR_PREPAID__BALANCE_ROW": "true"}
+        )
     return env
 
 
@@ -263,7 +265,13 @@ class Soak:
     world, and a random generator that decides everything (same seed, same rounds)."""
 
     def __init__(
-        self, target: str, folder: Path, seed: int, customers: int, runner: Runner
+        self,
+        target: str,
+        folder: Path,
+        seed: int,
+        customers: int,
+        runner: Runner,
+        prepaid: bool = False,
     ) -> None:
         self.target = target
         self.rng = random.Random(seed)
@@ -274,6 +282,10 @@ class Soak:
         # Stores the fake's seed refresh token in the state directory where the target needs
         # one; the same settings serve the oracle.
         settings = sandbox_settings("http://unused", self.state_dir, MAPPINGS_DIR, target)
+        self.prepaid = prepaid
+        if prepaid:  # overdraws invoiced and the balance row: rows that depend on other entries
+            settings.prepaid.overdraw = "invoice"
+            settings.prepaid.balance_row = True
         self.world = World(app=self.app, settings=settings, mappings=load_mappings(MAPPINGS_DIR))
         self.customers = [str(1003 + n) for n in range(customers)]
         self.revision = 100
@@ -334,7 +346,10 @@ class Soak:
         latest = self._latest()
         for _ in range(self.rng.choice((0, 1, 2, 3, 4, 6))):
             self.revision += 1
-            what = self.rng.choice(("new", "new", "revise", "revise", "void", "move", "category"))
+            kinds = ["new", "new", "revise", "revise", "void", "move", "category"]
+            if self.prepaid:
+                kinds += ["topup", "draw", "topup_change"]
+            what = self.rng.choice(kinds)
             self.result.ledger_changes[what] += 1
             if what == "new":
                 entry = dict(latest[0])
@@ -348,9 +363,34 @@ class Soak:
                 )  # fmt: skip
                 changed.append(entry)
                 continue
+            if what == "topup":
+                entry = dict(latest[0])
+                entry.update(
+                    id=f"T{self.revision}", revision=1, kind="topup", status="active",
+                    customer_number=self.rng.choice(self.customers), category="prepaid_hours",
+                    hours=self.rng.choice(("1", "4", "10")), prepaid_hours="0",
+                    performed_on=f"{self.rng.choice(MONTHS)}-{self.rng.choice(('01', '20'))}",
+                    unit_price="1000.00",
+                )  # fmt: skip
+                changed.append(entry)
+                continue
+            if what == "topup_change":
+                topups = [e for e in latest if e["kind"] == "topup"]
+                if topups:
+                    entry = dict(self.rng.choice(topups), revision=self.revision)
+                    change = self.rng.choice(("void", "0.5", "12"))
+                    if change == "void":
+                        entry["status"] = "void"
+                    else:
+                        entry.update(status="active", hours=change)
+                    changed.append(entry)
+                continue
             entry = dict(self.rng.choice([e for e in latest if e["kind"] == "debit"]))
             entry["revision"] = self.revision
-            if what == "revise":
+            if what == "draw":  # all or half of its hours from the customer's prepaid hours
+                hours = Decimal(entry["hours"])
+                entry["prepaid_hours"] = str(hours if self.rng.random() < 0.5 else hours / 2)
+            elif what == "revise":
                 entry.update(status="active", hours=self.rng.choice(("0.25", "1.5", "3", "7.5")))
                 entry["prepaid_hours"] = min(entry["prepaid_hours"], entry["hours"], key=Decimal)
             elif what == "void":
@@ -481,18 +521,14 @@ class Soak:
         world = self.world
         report = SyncReport(dry_run=False, plan=world.current_plan())
         assert report.plan is not None
-        withdrawn = {
-            r.ref
-            for r in report.plan.results
-            if f"was {world.profile.withdrawn}" in r.reason and r.outcome.value == "excluded"
-        }
-        stuck = uninvoiceable(world) | {
-            r.ref for r in report.plan.results if r.reason.startswith("held: ")
-        }
-        expected = ledger_net(world, stuck | withdrawn, written_net(world, stuck))
-        actual = remote_net(world.driver)
+        expected, actual = oracle_nets(world, report.plan)
         for group in set(expected) | set(actual):
             gap = expected.get(group, Decimal(0)) - actual.get(group, Decimal(0))
+            if gap:
+                self.result.differences.append(
+                    f"{'/'.join(map(str, group))}: ledger {expected.get(group, 0)}, "
+                    f"invoiced {actual.get(group, 0)}"
+                )
             if gap > 0:
                 self.result.rows_lost += 1
                 self.result.hours_lost += gap
@@ -508,7 +544,7 @@ class Soak:
 @contextmanager
 def _served(soak: Soak) -> Iterator[dict[str, str]]:
     with running(soak.app) as server:
-        yield _environment(server.url, soak.state_dir, soak.target)
+        yield _environment(server.url, soak.state_dir, soak.target, soak.prepaid)
 
 
 def run_soak(
@@ -519,6 +555,7 @@ def run_soak(
     customers: int = 5,
     cold: bool = False,
     modes: Sequence[str] = (),
+    prepaid: bool = False,
     progress: Callable[[SoakResult], None] | None = None,
 ) -> SoakResult:
     """`rounds` rounds against `target`'s fake, then the clean sync and the oracle."""
@@ -526,7 +563,7 @@ def run_soak(
     with tempfile.TemporaryDirectory(prefix=f"soak-{target}-") as folder:
         runner = (Runner if cold else WarmRunner)(Path(folder))
         try:
-            soak = Soak(target, Path(folder), seed, customers, runner)
+            soak = Soak(target, Path(folder), seed, customers, runner, prepaid)
             soak.modes = modes
             with _served(soak) as env:
                 for _ in range(rounds):
@@ -546,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=TARGETS, action="append")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--prepaid",
+        action="store_true",
+        help="invoice overdraws of prepaid hours and add the balance row; top-ups come and go",
+    )
+    parser.add_argument(
         "--cold", action="store_true", help="start every run as a new interpreter (slower)"
     )
     args = parser.parse_args(argv)
@@ -555,7 +597,12 @@ def main(argv: list[str] | None = None) -> int:
     # most of its time waiting (latency, back-off after a 503 or 429), not computing.
     with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
         results = list(
-            pool.map(lambda t: run_soak(t, args.rounds, seed=args.seed, cold=args.cold), chosen)
+            pool.map(
+                lambda t: run_soak(
+                    t, args.rounds, seed=args.seed, cold=args.cold, prepaid=args.prepaid
+                ),
+                chosen,
+            )
         )
     for result in results:
         print(result.line(), flush=True)
@@ -563,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"      {bug}", flush=True)
         if result.oracle_failure:
             print(f"      oracle: {result.oracle_failure}", flush=True)
+        for difference in result.differences[:10]:
+            print(f"      {difference}", flush=True)
         clean = clean and result.clean
     return 0 if clean else 1
 

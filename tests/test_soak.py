@@ -6,12 +6,17 @@ sync the fake equals the oracle row by row and a further sync writes nothing."""
 
 from __future__ import annotations
 
+import json
 import signal
+from pathlib import Path
 
 import pytest
 
 from bench.soak import MODES, run_soak
-from tests.harness import TARGETS
+from connector.mappings import Mappings
+from connector.planning import Outcome
+from tests.conftest import _raw
+from tests.harness import TARGETS, assert_matches_ledger, make_world
 
 pytestmark = pytest.mark.slow
 
@@ -33,3 +38,29 @@ def test_short_soak(target: str) -> None:
     assert result.final_writes == 0, result.line()
     assert not result.bugs, result.bugs
     assert result.live_invoices > 0
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_withdrawn_correction_leaves_the_booked_invoice_billed(
+    tmp_path: Path, mappings: Mappings, target: str
+) -> None:
+    """Found by the soak, in the oracle (tests/harness.py), not the connector: an entry whose
+    correction invoice a person withdrew is not invoiced again, and what its booked invoice
+    bills stays billed. The oracle used to expect nothing billed for such an entry at all."""
+    entry = _raw(id="E1", customer_number="1003", hours="2", unit_price="1150.00")
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text(json.dumps(entry) + "\n", encoding="utf-8")
+    world = make_world(tmp_path, mappings, target=target, ledger_file=ledger)
+    world.sync()
+    (first,) = world.driver.open_ids()
+    world.driver.close(first)  # booked with 2 h
+    world.post_ledger([{**entry, "revision": 2, "hours": "3"}])
+    world.sync()
+    (correction,) = world.driver.open_ids()
+    world.driver.withdraw(correction)
+    report = world.sync()
+    assert report.plan is not None
+    (result,) = report.plan.results
+    assert result.outcome is Outcome.EXCLUDED
+    assert "not invoiced again" in result.reason
+    assert_matches_ledger(world, report)  # the booked 2 h, nothing more, nothing less
