@@ -64,3 +64,32 @@ def test_a_withdrawn_correction_leaves_the_booked_invoice_billed(
     assert result.outcome is Outcome.EXCLUDED
     assert "not invoiced again" in result.reason
     assert_matches_ledger(world, report)  # the booked 2 h, nothing more, nothing less
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_person_withdraws_a_draft_they_edited(
+    tmp_path: Path, mappings: Mappings, target: str
+) -> None:
+    """Found by the soak: a draft a person edited is theirs (locked) and counts as billed, so
+    a later revision is corrected on a supplementary invoice (credit 2 h, charge 3 h). When
+    the person then withdraws their draft, the connector must learn it: otherwise the credit
+    stands against hours nobody billed. Now its entries are excluded like those of any
+    withdrawn invoice, and the supplementary invoice is withdrawn with them."""
+    entry = _raw(id="E1", customer_number="1003", hours="2", unit_price="1150.00")
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_text(json.dumps(entry) + "\n", encoding="utf-8")
+    world = make_world(tmp_path, mappings, target=target, ledger_file=ledger)
+    world.sync()
+    (first,) = world.driver.open_ids()
+    world.driver.edit_text(first, 0, "Ändrad av ekonomi")
+    world.edited.add(first)
+    world.post_ledger([{**entry, "revision": 2, "hours": "3"}])
+    world.sync()
+    assert len(world.driver.open_ids()) == 2  # the person's draft and the correction
+    world.driver.withdraw(first)
+    report = world.sync()  # nothing new in the ledger
+    assert report.plan is not None
+    (result,) = report.plan.results
+    assert result.outcome is Outcome.EXCLUDED, result.reason
+    assert world.driver.open_ids() == []
+    assert_matches_ledger(world, report)
