@@ -272,6 +272,7 @@ class Soak:
         customers: int,
         runner: Runner,
         prepaid: bool = False,
+        withdraw: bool = False,
     ) -> None:
         self.target = target
         self.rng = random.Random(seed)
@@ -283,6 +284,9 @@ class Soak:
         # one; the same settings serve the oracle.
         settings = sandbox_settings("http://unused", self.state_dir, MAPPINGS_DIR, target)
         self.prepaid = prepaid
+        self.actions = ("book", "book", "send", "send", "edit") + (
+            ("withdraw",) if withdraw else ()
+        )
         if prepaid:  # overdraws invoiced and the balance row: rows that depend on other entries
             settings.prepaid.overdraw = "invoice"
             settings.prepaid.balance_row = True
@@ -405,15 +409,15 @@ class Soak:
 
     def person_acts(self) -> None:
         """Finance at the accounting system: books a draft (Visma: converts it), sends one to
-        the customer, now and then rewords a row (the draft is theirs from then on) or
-        withdraws a draft (its hours are then not invoiced again, on purpose)."""
+        the customer, now and then rewords a row (the draft is theirs from then on); with
+        `withdraw`, also withdraws drafts (their hours are then not invoiced again)."""
         driver = self.driver
         for _ in range(self.rng.choice((0, 0, 1, 2))):
             open_ = driver.open_ids()
             if not open_:
                 return
             pick = self.rng.choice(open_)
-            what = self.rng.choice(("book", "book", "send", "send", "edit", "withdraw"))
+            what = self.rng.choice(self.actions)
             self.result.person[what] += 1
             if what == "book":
                 driver.close(pick)
@@ -556,6 +560,7 @@ def run_soak(
     cold: bool = False,
     modes: Sequence[str] = (),
     prepaid: bool = False,
+    withdraw: bool = False,
     progress: Callable[[SoakResult], None] | None = None,
 ) -> SoakResult:
     """`rounds` rounds against `target`'s fake, then the clean sync and the oracle."""
@@ -563,7 +568,7 @@ def run_soak(
     with tempfile.TemporaryDirectory(prefix=f"soak-{target}-") as folder:
         runner = (Runner if cold else WarmRunner)(Path(folder))
         try:
-            soak = Soak(target, Path(folder), seed, customers, runner, prepaid)
+            soak = Soak(target, Path(folder), seed, customers, runner, prepaid, withdraw)
             soak.modes = modes
             with _served(soak) as env:
                 for _ in range(rounds):
@@ -588,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
         help="invoice overdraws of prepaid hours and add the balance row; top-ups come and go",
     )
     parser.add_argument(
+        "--withdraw",
+        action="store_true",
+        help="the person also withdraws drafts (see BENCHMARKS.md: known differences)",
+    )
+    parser.add_argument(
         "--cold", action="store_true", help="start every run as a new interpreter (slower)"
     )
     args = parser.parse_args(argv)
@@ -599,11 +609,18 @@ def main(argv: list[str] | None = None) -> int:
         results = list(
             pool.map(
                 lambda t: run_soak(
-                    t, args.rounds, seed=args.seed, cold=args.cold, prepaid=args.prepaid
+                    t,
+                    args.rounds,
+                    seed=args.seed,
+                    cold=args.cold,
+                    prepaid=args.prepaid,
+                    withdraw=args.withdraw,
                 ),
                 chosen,
             )
         )
+    load = ", ".join(f"{n:.1f}" for n in os.getloadavg())
+    print(f"soak  {os.cpu_count()} cores, load average {load} (1, 5, 15 min) at the end")
     for result in results:
         print(result.line(), flush=True)
         for bug in result.bugs[:5]:
