@@ -298,6 +298,7 @@ class Soak:
         self.runner: Runner = runner
         self.run_seconds: list[float] = []
         self.run_writes = 0  # writes the fake has received in the current run
+        self.run_id = 0
         self.kill_at_write: int | None = None
         self.kill_delay = 0.0
         self.modes: Sequence[str] = ()  # a fixed cycle of modes instead of random ones
@@ -315,7 +316,7 @@ class Soak:
                 if self.run_writes == self.kill_at_write:
                     # The write reaches the fake; the kill lands while the fake does it, while
                     # its answer is read, or while the run records it, as the delay falls.
-                    threading.Timer(self.kill_delay, self.runner.kill_now).start()
+                    threading.Timer(self.kill_delay, self._kill, (self.run_id,)).start()
             try:
                 response = handle(request)
             except DropConnection:
@@ -329,6 +330,10 @@ class Soak:
             return response
 
         self.app.handle = counted  # type: ignore[method-assign]
+
+    def _kill(self, run_id: int) -> None:
+        if run_id == self.run_id:  # never a later run that started meanwhile
+            self.runner.kill_now()
 
     @property
     def driver(self) -> Driver:
@@ -468,7 +473,9 @@ class Soak:
         self.kill_at_write = self.rng.randint(1, 3) if mode == "kill_writing" else None
         self.kill_delay = self.rng.uniform(0, 0.03)
         self.run_writes = 0
+        self.run_id += 1
         run = self.runner.run({**env, **extra}, kill_after)
+        self.run_id += 1
         self.kill_at_write = None
         wrote = self.run_writes > 0
         self.result.rounds += 1
