@@ -58,16 +58,18 @@ class _Lines:
 
     def __init__(self) -> None:
         self.buffer = b""
+        self.ended = False  # standard input closed: the soak has gone
 
     def ready(self, timeout: float) -> bool:
-        if b"\n" in self.buffer:
+        if b"\n" in self.buffer or self.ended:
             return True
         return bool(select.select([0], [], [], timeout)[0])
 
     def read(self) -> str | None:
         while b"\n" not in self.buffer:
-            chunk = os.read(0, 65536)
+            chunk = b"" if self.ended else os.read(0, 65536)
             if not chunk:
+                self.ended = True
                 return None
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
@@ -83,7 +85,8 @@ def _wait(pid: int, kill_after: float | None, lines: _Lines) -> tuple[int, bool]
             code = os.waitstatus_to_exitcode(status)
             # Killed by us only if the kill came before it ended (or its own failpoint did).
             return code, killed and code == -signal.SIGKILL
-        asked = lines.ready(0.002) and lines.read() == "kill"
+        # Asked to, or the soak has gone (nobody would reap the run or read its answer).
+        asked = lines.ready(0.002) and lines.read() in ("kill", None)
         if not killed and (asked or (deadline is not None and time.monotonic() >= deadline)):
             os.kill(pid, signal.SIGKILL)  # our own unreaped child: the id cannot be reused
             killed = True
@@ -108,8 +111,11 @@ def serve() -> None:
             _child(job)
         code, killed = _wait(pid, job.get("kill_after"), lines)
         answer = {"exit": code, "killed": killed, "seconds": time.monotonic() - started}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(json.dumps(answer) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return  # the soak has gone
 
 
 if __name__ == "__main__":
