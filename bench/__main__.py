@@ -14,7 +14,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from bench import startup, updates
+from bench import soak, startup, updates
 from connector.ledger import FeedItem, parse_entry
 from connector.mappings import load_mappings
 from connector.planning import plan
@@ -90,6 +90,9 @@ def main() -> None:
         print(bench_store(customers, months), flush=True)
     updates.main()
     startup.run()  # start-up of small commands; plan --json whole and streamed
+    # Benchmark 5 of issue 10: the soak, both targets side by side (bench/soak.py).
+    if soak.main([]) != 0:
+        raise SystemExit("the soak found a defect: see above")
 
 
 if __name__ == "__main__":

@@ -970,11 +970,15 @@ class _Sync:
     def watch_open(self, planned: set[InvoiceKey]) -> bool:
         """Open drafts this run will not write are looked at too, one listing per month: a
         person may have booked, sent, cancelled or deleted one, and the state must know it
-        before the month is planned, reported or closed. True when a status changed."""
+        before the month is planned, reported or closed. So are drafts a person edited
+        (locked): one they withdraw bills nothing, and corrections must not be netted against
+        it (the soak found a credit for hours never billed). True when a status changed."""
         records = [
             r
-            for r in self.store.invoice_records(self.name, InvoiceStatus.OPEN)
-            if r.status is InvoiceStatus.OPEN
+            # A locked draft (a person's) too: withdrawn, it no longer bills its rows.
+            for watched in (InvoiceStatus.OPEN, InvoiceStatus.LOCKED)
+            for r in self.store.invoice_records(self.name, watched)
+            if r.status is watched
             and r.remote_id
             and r.pending is None
             and r.key not in planned
@@ -991,6 +995,10 @@ class _Sync:
             # A listing may miss a fresh invoice: read it before calling it gone.
             remote = listed.get(record.remote_id) or self.target.get(record.remote_id)
             status = remote_status(remote)
+            if record.status is InvoiceStatus.LOCKED and status is not InvoiceStatus.CANCELLED:
+                # Booked or sent, a locked draft bills what it did while locked (it counts as
+                # billed already); only its withdrawal changes that.
+                continue
             if status is not None:
                 self._closed(record.key, record.remote_id, status, remote)
                 changed = True
