@@ -260,7 +260,7 @@ def with_carried(result: Plan, store: StateStore, target: str, scope: set[str]) 
 
 # Raised whenever the planner's rules change, so that a new version plans every customer
 # again rather than trusting what an older one left settled.
-PLANNER_VERSION = "2026-11-27.1"
+PLANNER_VERSION = "2026-11-27.2"
 
 
 def _canonical(value: Any) -> Any:

@@ -95,11 +95,6 @@ def test_a_person_withdraws_a_draft_they_edited(
     assert_matches_ledger(world, report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the soak with --withdraw; planning.py (the lead's part) decides by the "
-    "last closed placement, so a sent credit written after a withdrawn charge re-invoices",
-)
 @pytest.mark.parametrize("target", TARGETS)
 def test_a_moved_entry_whose_new_invoice_is_withdrawn_is_not_invoiced_again(
     tmp_path: Path, mappings: Mappings, target: str
@@ -107,12 +102,9 @@ def test_a_moved_entry_whose_new_invoice_is_withdrawn_is_not_invoiced_again(
     """An entry on a booked invoice moves to another customer: charged on the new customer's
     draft, credited on the old one's supplementary draft. A person withdraws the charge and
     sends the credit. docs/planning.md: "The invoice was cancelled by a person. Its entries
-    are not invoiced again." Today the next sync charges it again on a new supplementary
-    invoice (SK-1003-2026-09-2), with the attention "the mappings now give it other rows ...
-    because the ledger entry has not changed", which is not what happened. Had the credit been
-    written before the charge, the entry would be excluded: the outcome depends on write
-    order. With that second charge withdrawn too, the entry stays in that attention (the soak
-    then sees hours the ledger bills and no invoice holds)."""
+    are not invoiced again." Found by the soak: the next sync charged it again on a new
+    supplementary invoice, because the planner decided by the last closed invoice of the
+    entry (the credit, written after the charge) rather than by where it was last charged."""
     entry = _raw(id="E1", customer_number="1006", hours="2", unit_price="1150.00")
     ledger = tmp_path / "ledger.jsonl"
     ledger.write_text(json.dumps(entry) + "\n", encoding="utf-8")
