@@ -15,6 +15,7 @@ import tracemalloc
 from pathlib import Path
 
 from bench import soak, startup, updates
+from bench.record import Record
 from connector.ledger import FeedItem, parse_entry
 from connector.mappings import load_mappings
 from connector.planning import plan
@@ -82,16 +83,26 @@ def bench_store(customers: int, months: tuple[str, ...], page_size: int = 500) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, nargs="*", default=[40, 400, 4000])
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is"
+    )
     args = parser.parse_args()
     months = tuple(f"2026-{m:02d}" for m in range(1, 13))
-    for customers in args.customers:
-        print(bench_plan(customers, months), flush=True)
-    for customers in args.customers:
-        print(bench_store(customers, months), flush=True)
-    updates.main()
-    startup.run()  # start-up of small commands; plan --json whole and streamed
+    record = Record()
+    with record.part("Planning (validation + plan, best of three; memory traced apart)"):
+        for customers in args.customers:
+            print(bench_plan(customers, months), flush=True)
+    with record.part("Storing a first pull"):
+        for customers in args.customers:
+            print(bench_store(customers, months), flush=True)
+    record.run("Requests per updated invoice (bench/updates.py)", updates.main)
+    record.run("Start-up and plan output (bench/startup.py, benchmark 4)", startup.run)
     # Benchmark 5 of issue 10: the soak, both targets side by side (bench/soak.py).
-    if soak.main([]) != 0:
+    with record.part("Soak (bench/soak.py, benchmark 5)"):
+        found = soak.main([])
+    if not args.no_write:
+        record.write()
+    if found != 0:
         raise SystemExit("the soak found a defect: see above")
 
 
