@@ -14,6 +14,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from bench import sync_window
 from connector.ledger import FeedItem, parse_entry
 from connector.mappings import load_mappings
 from connector.planning import plan
@@ -87,6 +88,7 @@ def main() -> None:
         print(bench_plan(customers, months), flush=True)
     for customers in args.customers:
         print(bench_store(customers, months), flush=True)
+    sync_window.run()  # issue 10, benchmarks 1 and 2: the sync against the rate window
 
 
 if __name__ == "__main__":
