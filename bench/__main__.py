@@ -14,7 +14,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from bench import soak, startup, updates
+from bench import soak, startup, sync_window, updates
 from bench.record import Record
 from connector.ledger import FeedItem, parse_entry
 from connector.mappings import load_mappings
@@ -95,6 +95,9 @@ def main() -> None:
     with record.part("Storing a first pull"):
         for customers in args.customers:
             print(bench_store(customers, months), flush=True)
+    record.run(
+        "Sync against the rate window (bench/sync_window.py, benchmarks 1 and 2)", sync_window.run
+    )
     record.run("Requests per updated invoice (bench/updates.py)", updates.main)
     record.run("Start-up and plan output (bench/startup.py, benchmark 4)", startup.run)
     # Benchmark 5 of issue 10: the soak, both targets side by side (bench/soak.py).

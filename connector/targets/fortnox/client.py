@@ -31,6 +31,7 @@ from connector.errors import (
 from connector.http import RateLimiter, RetryPolicy, Stats
 from connector.logs import get_logger
 from connector.planning import KEY_PREFIX, InvoiceKey, InvoiceStatus, PlannedInvoice
+from connector.rate_window import shared_limiter
 from connector.settings import Settings
 from connector.targets.api import ApiBacked, ApiClient
 from connector.targets.base import (
@@ -428,6 +429,16 @@ def build(
         fortnox,
         tokens,
         http=http,
+        # Fortnox counts per client id and tenant: every command on this account shares it.
+        limiter=shared_limiter(
+            settings.state_dir,
+            PROFILE.name,
+            fortnox.rate_limit,
+            api_url=fortnox.api_url,
+            client_id=fortnox.client_id,
+            tenant=fortnox.tenant_id,
+            sleep=sleep,
+        ),
         sleep=sleep,
         stats=endpoint.stats,
         remarks=settings.invoice.remarks,
