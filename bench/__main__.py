@@ -1,10 +1,9 @@
-"""Planning throughput (validation + plan) and peak memory on generated ledgers, the cost of
-storing a first pull in the state store, and the scale benchmark (`bench/scale.py`).
+"""Planning throughput (validation + plan) and peak memory on generated ledgers, and the
+cost of storing a first pull in the state store.
 
 Run: `make bench` (or `python -m bench --customers 2000`). Prints one line per size with
 entries per second and the peak memory traced while planning, then one line per size for
-storing the feed page by page (each page committed with its cursor, as a pull does), then the
-connector run as a process at 10k and 100k entries (`--max-entries 1000000` adds 1M).
+storing the feed page by page (each page committed with its cursor, as a pull does).
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from bench import scale
+from bench import scale, soak, startup, sync_window, updates
+from bench.record import Record
 from connector.ledger import FeedItem, parse_entry
 from connector.mappings import load_mappings
 from connector.planning import plan
@@ -84,6 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, nargs="*", default=[40, 400, 4000])
     parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is"
+    )
+    parser.add_argument(
         "--max-entries",
         type=int,
         default=100_000,
@@ -91,12 +94,28 @@ def main() -> None:
     )
     args = parser.parse_args()
     months = tuple(f"2026-{m:02d}" for m in range(1, 13))
-    for customers in args.customers:
-        print(bench_plan(customers, months), flush=True)
-    for customers in args.customers:
-        print(bench_store(customers, months), flush=True)
-    # Issue 10, benchmark 3: the connector as a process against a sandbox ledger over loopback.
-    scale.main(["--max-entries", str(args.max_entries)])
+    record = Record()
+    with record.part("Planning (validation + plan, best of three; memory traced apart)"):
+        for customers in args.customers:
+            print(bench_plan(customers, months), flush=True)
+    with record.part("Storing a first pull"):
+        for customers in args.customers:
+            print(bench_store(customers, months), flush=True)
+    record.run(
+        "Sync against the rate window (bench/sync_window.py, benchmarks 1 and 2)", sync_window.run
+    )
+    record.run("Requests per updated invoice (bench/updates.py)", updates.main)
+    record.run("Start-up and plan output (bench/startup.py, benchmark 4)", startup.run)
+    # Benchmark 3: the connector as a process against a sandbox ledger over loopback.
+    with record.part("Scale (bench/scale.py, benchmark 3)"):
+        scale.main(["--max-entries", str(args.max_entries)])
+    # Benchmark 5 of issue 10: the soak, both targets side by side (bench/soak.py).
+    with record.part("Soak (bench/soak.py, benchmark 5)"):
+        found = soak.main([])
+    if not args.no_write:
+        record.write()
+    if found != 0:
+        raise SystemExit("the soak found a defect: see above")
 
 
 if __name__ == "__main__":

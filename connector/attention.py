@@ -19,7 +19,7 @@ from connector import targets
 from connector.errors import ConfigError
 from connector.planning import clean
 from connector.settings import Settings
-from connector.state import StateStore, StoredAttention
+from connector.state import BOUND_SYSTEM, StateStore, StoredAttention
 
 # The answer to "what do I do?" for an item that cannot be fixed where it comes from.
 ACK_HINT = "connector attention ack {ref} --why '...'"
@@ -403,6 +403,11 @@ def item_json(stored: StoredAttention, system: str) -> dict[str, Any]:
 def state_system(store: StateStore, settings: Settings) -> str:
     """The accounting system whose records the state holds: the one it is bound to, else the
     configured one."""
+    recorded = store.meta(BOUND_SYSTEM)
+    if recorded is not None:
+        # Every state a sync has run on: answered without importing the sync (and with it the
+        # HTTP clients), which `connector status` and `attention` have no use for.
+        return recorded
     from connector.sync import bound_system
 
     return bound_system(store) or settings.target

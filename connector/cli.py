@@ -2,9 +2,12 @@
 
 The only module that imports typer. Results go to standard output; logs and errors to standard
 error. Exit codes are documented in the README and defined in `connector.errors.ExitCode`.
-"""
 
-from __future__ import annotations
+Unlike the other modules, no `from __future__ import annotations`: typer reads every command's
+parameters each time the program starts, and string annotations would be evaluated again
+(twice per command, making every typer.Option anew), a third of the start-up of the command
+line itself. Name a type imported only for type checking in quotes ("Settings").
+"""
 
 import contextlib
 import datetime
@@ -116,6 +119,13 @@ app.add_typer(attention_app, name="attention")
 
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _unknown_reported = False
+# `plan --all`, `sync --all`: incremental planning switched off for one run.
+_PlanAll = Annotated[
+    bool,
+    typer.Option(
+        "--all", help="Plan every customer, not only those changed since the last complete sync."
+    ),
+]
 
 
 def version() -> str:
@@ -148,7 +158,7 @@ def _root(
     pass
 
 
-def _settings() -> Settings:
+def _settings() -> "Settings":
     global _unknown_reported
     settings = load_settings()
     logs.configure(settings.log_format, level=settings.log_level, secrets=settings.secrets())
@@ -167,7 +177,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _warn_old_state_dir(settings: Settings) -> None:
+def _warn_old_state_dir(settings: "Settings") -> None:
     """The state directory's default was `./var`: a state left there is not used any more."""
     from connector.state import DB_NAME
 
@@ -274,26 +284,30 @@ def plan(
         str | None, typer.Option(metavar="NUMBER", help="Only show this customer number.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    everything: _PlanAll = False,
 ) -> None:
     """Pull new ledger changes and show the invoices that would be created or changed.
 
-    Sends nothing to any accounting system.
+    Sends nothing to any accounting system. Plans the customers whose entries, invoices or
+    holds changed since the last complete sync (all of them after a mapping, price or setting
+    change); the entries needing attention of the others are listed as they were found.
     """
 
     def body() -> int:
         if period is not None and not _PERIOD.match(period):
             raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
-        from connector.render import plan_json, plan_text
+        from connector.render import plan_document, plan_text, write_json
         from connector.sync import run_plan
 
-        view = run_plan(_settings())
-        document = plan_json(view, period=period, customer=customer)
+        view = run_plan(_settings(), everything=everything)
+        document = plan_document(view, period=period, customer=customer)
         if as_json:
-            _print_json(document)
+            write_json(document, sys.stdout.write)  # invoice by invoice, never held whole
         else:
-            typer.echo(plan_text(document))
+            typer.echo(plan_text(document, terminal=_stdout_is_terminal()))
         # The exit code speaks of what was shown: a filtered view without problems exits 0.
-        troubled = document["attention"] or document["invoice_attention"]
+        counts = document["counts"]
+        troubled = counts["attention"] or counts["invoices_need_attention"]
         return int(ExitCode.ATTENTION if troubled else ExitCode.OK)
 
     _guard(body)
@@ -435,12 +449,14 @@ def sync(
         bool, typer.Option("--dry-run", help="Look, but send no write request.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    everything: _PlanAll = False,
 ) -> None:
     """The nightly job: finish unfinished work, pull the ledger, bring the invoice drafts in line.
 
     Safe to kill at any moment and to run again; a second run with no ledger change sends no
-    write request. With CONNECTOR_NOTIFY__* set, a run that needs a person sends an alert
-    (webhook or e-mail).
+    write request. Plans only the customers changed since the last complete sync (every one
+    after a mapping, price or setting change, or with --all). With CONNECTOR_NOTIFY__* set, a
+    run that needs a person sends an alert (webhook or e-mail).
     """
 
     def body() -> int:
@@ -451,7 +467,7 @@ def sync(
         settings = _settings()
         # Alerts (CONNECTOR_NOTIFY__*) for however the run ends; never change its exit code.
         with watch_sync(settings, dry_run=dry_run) as watch, _progress("Writing invoices") as bar:
-            report = run_sync(settings, dry_run=dry_run, progress=bar)
+            report = run_sync(settings, dry_run=dry_run, progress=bar, everything=everything)
             watch.done(report)
         document = report.to_json()
         if as_json:
@@ -514,7 +530,7 @@ def resync(
 
         shown: list[bool] = []
 
-        def ask(report: ResyncReport) -> bool:
+        def ask(report: "ResyncReport") -> bool:
             if yes:
                 return True
             # The plan goes where the prompt goes: standard error when standard output
@@ -607,7 +623,7 @@ def close(
         from connector.close import CloseReport, CloseRequest, audit_with, run_close
         from connector.render import close_preview_text, close_text
 
-        def confirm(preview: CloseReport) -> bool:
+        def confirm(preview: "CloseReport") -> bool:
             if yes:
                 return True
             if not _stdin_is_terminal():
@@ -691,6 +707,13 @@ def _pull_bar() -> Iterator[None]:
     finally:
         pull_progress.reset(token)
         bar(0, True)
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # closed, or replaced by something without isatty
+        return False
 
 
 def _stdin_is_terminal() -> bool:
@@ -1282,13 +1305,14 @@ def status(
     """
 
     def body() -> int:
-        from connector.render_status import status_text
         from connector.status import status_document
 
         document = status_document(_settings())
         if as_json:
             _print_json(document)
         else:
+            from connector.render_status import status_text  # rich: for the table only
+
             typer.echo(status_text(document))
         return int(document["exit_code"])
 

@@ -9,18 +9,18 @@ Such a create is never repeated here; the caller must reconcile against the remo
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import json
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import tenacity
@@ -162,7 +162,13 @@ class RateLimiter:
     """Client-side sliding window: at most `limit` requests in any `period` seconds.
 
     One instance is shared by every request of a process to one account, so the process stays
-    under the remote's window instead of learning about it from 429s.
+    under the remote's window instead of learning about it from 429s. `acquire()` before a
+    request returns its ticket; `release(ticket)` once the answer is in moves the request's
+    time in the window from its start to its end. The remote counts a request at some moment
+    between the two, so waiting `period` after the end of the request `limit` places back
+    never meets a 429, however the network's delay varies: the window can be the remote's
+    own limit, with no margin. `connector.rate_window.SharedRateLimiter` keeps the same window
+    in a file, for every process using one account.
     """
 
     def __init__(
@@ -179,12 +185,12 @@ class RateLimiter:
         self.period = period
         self._clock = clock
         self._sleep = sleep
-        self._sent: deque[float] = deque()
+        self._sent: list[float] = []
         self._lock = threading.Lock()
         self.waited = 0.0
 
     @classmethod
-    def parse(cls, text: str, **kwargs: Any) -> RateLimiter:
+    def parse(cls, text: str, **kwargs: Any) -> Self:
         """From "24/5": 24 requests per 5 seconds."""
         count, _, seconds = text.partition("/")
         try:
@@ -192,18 +198,51 @@ class RateLimiter:
         except ValueError:
             raise ValueError(f"expected REQUESTS/SECONDS such as 24/5, got {text!r}") from None
 
-    def acquire(self) -> None:
+    def now(self) -> float:
+        return (self._clock or time.monotonic)()
+
+    def acquire(self) -> float:
+        """Wait for a place in the window and take it; returns the ticket for `release`."""
+        while True:
+            with self._lock:
+                now = self.now()
+                self._sent, wait = admit(self._sent, now, self.limit, self.period)
+                if wait is None:
+                    return now
+            self.waited += wait
+            (self._sleep or pause)(wait)
+
+    def release(self, ticket: float) -> None:
+        """The request taken with `ticket` has its answer: it counts from now on."""
         with self._lock:
-            while True:
-                now = (self._clock or time.monotonic)()
-                while self._sent and self._sent[0] <= now - self.period:
-                    self._sent.popleft()
-                if len(self._sent) < self.limit:
-                    self._sent.append(now)
-                    return
-                wait = self._sent[0] + self.period - now
-                self.waited += wait
-                (self._sleep or pause)(wait)
+            self._sent = moved(self._sent, ticket, self.now())
+
+
+def admit(
+    sent: list[float], now: float, limit: int, period: float
+) -> tuple[list[float], float | None]:
+    """One decision of the sliding window. `sent` holds the times of recent requests in
+    ascending order; returns the times to keep and None when a request may go now (`now` is
+    added), else the seconds to wait. A time ahead of `now` (a wall clock set back) counts as
+    now, so no wait is longer than one period. Only the newest `limit` times can ever decide,
+    so no more are kept."""
+    if sent and sent[-1] > now:
+        sent = [min(t, now) for t in sent]
+    kept = sent[max(bisect.bisect_right(sent, now - period), len(sent) - limit) :]
+    if len(kept) < limit:
+        kept.append(now)
+        return kept, None
+    return kept, max(kept[0] + period - now, period / limit / 100)
+
+
+def moved(sent: list[float], ticket: float, now: float) -> list[float]:
+    """`sent` (ascending) with the request taken at `ticket` counted at `now`, its end."""
+    kept = list(sent)
+    at = bisect.bisect_left(kept, ticket)
+    if at < len(kept) and kept[at] == ticket:
+        del kept[at]
+    bisect.insort(kept, max(now, ticket))
+    return kept
 
 
 def pause(seconds: float) -> None:
@@ -263,6 +302,7 @@ def send(
     sleep: Callable[[float], None] | None = None,
     stats: Stats | None = None,
     before_attempt: Callable[[], None] | None = None,
+    limiter: RateLimiter | None = None,
     idempotent: bool | None = None,
     wait_hint: Callable[[httpx.Response], float | None] | None = None,
 ) -> httpx.Response:
@@ -273,7 +313,9 @@ def send(
     sent with `idempotent=False`) whose outcome is unknown, and GaveUpError when retries are
     exhausted. A 401 is returned to the caller, which owns credentials. After a 429, the wait
     is Retry-After if the answer has it, else what `wait_hint` reads from the answer (Visma
-    writes "Try again in N seconds" in its body), else one rate-limit window.
+    writes "Try again in N seconds" in its body), else one rate-limit window. Each attempt
+    takes a place in `limiter`'s window right before it leaves (after `build`, which may fetch
+    a token elsewhere) and counts from its answer on.
     """
     stats = stats if stats is not None else Stats()
     attempts = 0
@@ -286,6 +328,7 @@ def send(
             before_attempt()
         request = last_request = build()
         stats.requests += 1
+        ticket = limiter.acquire() if limiter is not None else None
         try:
             response = client.send(request)
         except httpx.TransportError as exc:
@@ -295,6 +338,9 @@ def send(
             if decision is Decision.RECONCILE:
                 raise OutcomeUnknownError(request.method, request.url.path, detail) from exc
             raise _Retryable(decision, None, detail) from exc
+        finally:
+            if limiter is not None and ticket is not None:
+                limiter.release(ticket)
         decision = decide(
             request.method, Outcome.RESPONSE, response.status_code, idempotent=idempotent
         )

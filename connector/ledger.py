@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
-
-import httpx
-from pydantic import SecretStr
+from typing import TYPE_CHECKING, Any
 
 from connector.errors import ConfigError, LedgerUnavailableError
-from connector.http import GaveUpError, RetryPolicy, Stats, decode_json, send
-from connector.logs import get_logger
 
-log = get_logger(__name__)
+if TYPE_CHECKING:
+    import httpx
+    from pydantic import SecretStr
+
+    from connector.http import RetryPolicy
+
+# The entry model is imported by the planner, the state store and `connector status`; the feed
+# client's HTTP stack (httpx, retries, logging) is imported only when a client is made.
 
 MAX_ID = 64
 MAX_DESCRIPTION = 1000
@@ -258,6 +260,10 @@ class LedgerClient:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
+        import httpx
+
+        from connector.http import RetryPolicy, Stats
+
         self._base = url.rstrip("/")
         self._token = token
         self._client = client or httpx.Client(timeout=timeout_seconds)
@@ -299,6 +305,8 @@ class LedgerClient:
             cursor = page.next_cursor
 
     def _fetch(self, params: dict[str, str], cursor: str | None) -> Page:
+        from connector.http import GaveUpError, send
+
         query = dict(params, limit=str(self._page_size))
         if cursor is not None:
             query["cursor"] = cursor
@@ -340,6 +348,8 @@ class LedgerClient:
 
     @staticmethod
     def _page(response: httpx.Response, cursor: str | None) -> Page:
+        from connector.http import decode_json
+
         try:
             body = decode_json(response.content)
         except ValueError:

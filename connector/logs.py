@@ -2,6 +2,10 @@
 
 Logs go to standard error so that standard output carries only a command's result (a plan, a
 summary, a JSON document) and can be piped.
+
+structlog (and through it rich and asyncio, tens of milliseconds) is imported when something
+is first logged, not by `configure()` or `get_logger()`: a command that logs nothing (`status`,
+`mappings validate` without a warning) starts without it. Until then the configuration waits.
 """
 
 from __future__ import annotations
@@ -9,10 +13,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
-from typing import Any, Literal, TextIO
+from collections.abc import Callable, Iterable, MutableMapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 REDACTED = "[redacted]"
 # Keys whose values are secret whatever they hold.
@@ -87,8 +93,29 @@ SHOWN_IN_OUTPUT = frozenset({"invoice.attention"})
 
 def _drop_shown_in_output(_logger: Any, _method: str, event: Any) -> Any:
     if event.get("event") in SHOWN_IN_OUTPUT:
+        import structlog
+
         raise structlog.DropEvent
     return event
+
+
+# The configuration chosen by configure() before structlog was imported: applied on import.
+_pending: Callable[[ModuleType], None] | None = None
+
+
+def _structlog() -> ModuleType:
+    """structlog, configured: the configuration waiting for it, else (nothing configured yet)
+    logs to standard error, never to standard output, which carries results (JSON documents,
+    plans) that other programs read."""
+    global _pending
+    import structlog
+
+    if _pending is not None:
+        apply, _pending = _pending, None
+        apply(structlog)
+    elif not structlog.is_configured():
+        structlog.configure(logger_factory=_StderrLoggerFactory())
+    return structlog
 
 
 def configure(
@@ -101,7 +128,7 @@ def configure(
     """Log to `stream` (standard error). `auto` is the console renderer on a terminal and JSON
     lines otherwise. Without a level: warning on a terminal with the console renderer (a person
     sees what needs them, not every step), info otherwise (cron keeps complete logs)."""
-    global active_format
+    global active_format, _pending
     stream = stream or sys.stderr
     redactor.add(secrets)
     tty = _isatty(stream)
@@ -113,43 +140,64 @@ def configure(
         level = logging.WARNING if fmt == "console" and tty else logging.INFO
     elif isinstance(level, str):
         level = LEVELS[level.lower()]
-    renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(
-            # structlog's default formatter is rich's, which prints local variables: secrets.
-            colors=False,
-            exception_formatter=structlog.dev.plain_traceback,
+    json_lines = fmt == "json"
+    filter_level = level
+
+    def apply(structlog: ModuleType) -> None:
+        renderer: Any = (
+            structlog.processors.JSONRenderer(sort_keys=False)
+            if json_lines
+            else structlog.dev.ConsoleRenderer(
+                # structlog's default formatter is rich's, which prints local variables: secrets.
+                colors=False,
+                exception_formatter=structlog.dev.plain_traceback,
+            )
         )
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            *([_drop_shown_in_output] if quiet else []),
-            redactor,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
-    )
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                *([_drop_shown_in_output] if quiet else []),
+                redactor,
+                renderer,
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(filter_level),
+            logger_factory=structlog.PrintLoggerFactory(file=stream),
+            cache_logger_on_first_use=False,
+        )
+
+    _pending = apply
+    if "structlog" in sys.modules:  # loggers may exist already: they follow at once
+        _structlog()
+
+
+class _Logger:
+    """A module's logger, made at import: structlog is imported when it first logs, so that
+    importing a module (the sync, for `mappings validate`) does not import structlog."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(_structlog().get_logger(self._name), attribute)
 
 
 def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)
+    return _Logger(name)
 
 
 class _StderrLoggerFactory:
     """Resolves sys.stderr at each call, so redirected streams are honoured."""
 
     def __call__(self, *args: Any) -> structlog.PrintLogger:
+        import structlog
+
         return structlog.PrintLogger(sys.stderr)
 
 
-if not structlog.is_configured():
-    # Until a command configures logging, never write logs to standard output: it carries
-    # results (JSON documents, plans) that other programs read.
-    structlog.configure(logger_factory=_StderrLoggerFactory())
+if "structlog" in sys.modules:
+    _structlog()  # imported already (by a test, say): never to standard output from now on

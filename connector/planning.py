@@ -62,6 +62,10 @@ SWEDISH_MONTHS = (
 )  # fmt: skip
 
 
+# The rows an entry bills for itself (its corrections of earlier rows are CORRECTION).
+_OWN_ROLES = frozenset({RowRole.CHARGE, RowRole.PREPAID_NOTE, RowRole.OVERDRAW})
+
+
 class InvoiceStatus(StrEnum):
     OPEN = "open"  # a draft the connector may still change (or not yet created)
     BOOKED = "booked"  # booked in the accounting system: immutable, billed
@@ -896,11 +900,7 @@ def _plan_entry(
     # also be left on a closed invoice, and must not be carried over twice).
     own: tuple[Row, ...] = ()
     for placement in current:
-        mine = tuple(
-            r
-            for r in placement.rows
-            if r.role in (RowRole.CHARGE, RowRole.PREPAID_NOTE, RowRole.OVERDRAW)
-        )
+        mine = tuple(r for r in placement.rows if r.role in _OWN_ROLES)
         if mine:
             own = mine
     followed: tuple[Row, ...] | None = None
@@ -966,20 +966,23 @@ def _plan_rows(
     if isinstance(desired, _Attention):
         return result(Outcome.ATTENTION, desired.reason), []
     again = "on invoice"
-    cancelled = bool(closed) and invoiced.status(closed[-1].key) is InvoiceStatus.CANCELLED
-    if cancelled and (entry.id, closed[-1].key) in invoiced.reinvoiced:
+    # Where the entry was last charged decides, not where it was last corrected: a credit
+    # written (and sent) after a charge a person withdrew must not make the entry billable
+    # again (found by the soak: the outcome depended on the order of the writes).
+    charged = [p for p in closed if any(r.role in _OWN_ROLES for r in p.rows)]
+    last = (charged or closed)[-1] if closed else None
+    cancelled = last is not None and invoiced.status(last.key) is InvoiceStatus.CANCELLED
+    if cancelled and last is not None and (entry.id, last.key) in invoiced.reinvoiced:
         # Invoiced again on purpose: that invoice bills nothing, so the net position below
         # (what billed invoices hold) puts the entry on the month's open invoice.
         cancelled = False
-        again = (
-            f"invoiced again on purpose after its invoice {closed[-1].key} was {profile.withdrawn}"
-        )
-    if cancelled:
+        again = f"invoiced again on purpose after its invoice {last.key} was {profile.withdrawn}"
+    if cancelled and last is not None:
         return result(
             Outcome.EXCLUDED,
-            f"its invoice {closed[-1].key} was {profile.withdrawn} in {profile.display_name}; "
+            f"its invoice {last.key} was {profile.withdrawn} in {profile.display_name}; "
             "not invoiced again",
-            (closed[-1].key,),
+            (last.key,),
         ), []
 
     new_rows = list(desired) if isinstance(desired, tuple) else []

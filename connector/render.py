@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +53,70 @@ def invoice_json(invoice: PlannedInvoice, blocked: str | None = None) -> dict[st
     }
 
 
+@dataclass(frozen=True)
+class Items:
+    """A list in a document whose items are made as they are read: a plan's invoices and entry
+    outcomes run to tens of thousands, and `write_json` writes them one by one instead of
+    holding them all (as dicts, then as one string) at once. Read as often as needed."""
+
+    count: int
+    make: Callable[[], Iterator[Any]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.make()
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def whole(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The document with every `Items` made into its list."""
+    return {k: list(v) if isinstance(v, Items) else v for k, v in document.items()}
+
+
+def write_json(document: Mapping[str, Any], write: Callable[[str], object]) -> None:
+    """Write `document` and a newline: the same text as `json.dumps(whole(document),
+    ensure_ascii=False, indent=2)`, but an `Items` value is written item by item."""
+
+    def dumped(value: Any, depth: int) -> str:
+        # Strings escape their line breaks, so every line break here is indentation.
+        text = json.dumps(value, ensure_ascii=False, indent=2)
+        return text.replace("\n", "\n" + "  " * depth)
+
+    if not document:
+        write("{}\n")
+        return
+    separator = "{"
+    for key, value in document.items():
+        write(f"{separator}\n  {json.dumps(key, ensure_ascii=False)}: ")
+        separator = ","
+        if not isinstance(value, Items):
+            write(dumped(value, 1))
+            continue
+        opening = "["
+        for item in value:
+            write(f"{opening}\n    {dumped(item, 2)}")
+            opening = ","
+        write("[]" if opening == "[" else "\n  ]")
+    write("\n}\n")
+
+
+def _made(items: list[Any], render: Callable[[Any], Any]) -> Items:
+    return Items(len(items), lambda: map(render, items))
+
+
 def plan_json(
     view: PlanView | Plan, *, period: str | None = None, customer: str | None = None
 ) -> dict[str, Any]:
     """One JSON document for a plan, complete whatever its size; filters narrow every list."""
+    return whole(plan_document(view, period=period, customer=customer))
+
+
+def plan_document(
+    view: PlanView | Plan, *, period: str | None = None, customer: str | None = None
+) -> dict[str, Any]:
+    """`plan_json`'s document with its long lists (invoices, excluded and attention entries)
+    as `Items`, made when read: for `write_json` and for a summary on a terminal."""
     if isinstance(view, Plan):
         view = PlanView(view, checked=False)
     plan = view.plan
@@ -67,18 +130,17 @@ def plan_json(
         if _keep(key.period, key.customer_number, period, customer):
             refused.append({"key": text, "reason": clean(reason)})
 
-    def listed(outcome: Outcome) -> list[dict[str, Any]]:
-        return [
-            {
+    def listed(outcome: Outcome) -> Items:
+        return _made(
+            [r for r in results if r.outcome is outcome],
+            lambda r: {
                 "ref": r.ref,
                 "customer_number": r.customer_number,
                 "period": r.period,
                 "reason": clean(r.reason),
                 "invoices": [k.text for k in r.keys],
-            }
-            for r in results
-            if r.outcome is outcome
-        ]
+            },
+        )
 
     def totals(chosen: list[PlannedInvoice]) -> dict[str, str]:
         sums: dict[str, Decimal] = {}
@@ -99,7 +161,7 @@ def plan_json(
         "target_name": _system(plan.target),
         "checked_against_target": view.checked,
         "filter": {"period": period, "customer": customer},
-        "invoices": [invoice_json(i, blocked.get(i.key)) for i in invoices],
+        "invoices": _made(invoices, lambda i: invoice_json(i, blocked.get(i.key))),
         "invoice_attention": refused,
         "excluded": listed(Outcome.EXCLUDED),
         "attention": listed(Outcome.ATTENTION),
@@ -142,8 +204,17 @@ def _num(value: Decimal | None) -> str:
 _ACTION = {"create": "create", "update": "update", "unchanged": "unchanged"}
 
 
-def plan_text(doc: dict[str, Any]) -> str:
-    """Human-readable plan from `plan_json`'s document."""
+# On a terminal a plan of more invoices than this is summarised: nobody reads ten thousand
+# invoices scrolling past. `--json`, and the text sent to a pipe or a file, keep everything.
+SUMMARY_ABOVE = 50
+SUMMARY_SHOWN = 20  # invoices and entries listed in a summary, each kind
+_EVERYTHING = "connector plan --json lists everything, as does connector plan | less"
+
+
+def plan_text(doc: Mapping[str, Any], *, terminal: bool = False) -> str:
+    """Human-readable plan from `plan_json`'s (or `plan_document`'s) document. On a terminal,
+    a plan above SUMMARY_ABOVE invoices is summarised: invoices per action, the first changes,
+    totals, and the first of each kind of attention."""
     lines: list[str] = []
     c = doc["counts"]
     if not doc["checked_against_target"]:
@@ -160,8 +231,9 @@ def plan_text(doc: dict[str, Any]) -> str:
         f"{c['attention']} need attention; {c['invoices_need_attention']} invoice(s) need "
         "attention"
     )
+    summarise = terminal and c["invoices"] > SUMMARY_ABOVE
     heading = f"    {'article':<12} {'quantity':>8} {'price':>10} {'amount':>12}  text"
-    for inv in doc["invoices"]:
+    for inv in () if summarise else doc["invoices"]:
         lines.append("")
         extra = f", supplements {inv['supplements']}" if inv["supplements"] else ""
         number = f" (#{inv['number']})" if inv.get("number") else ""
@@ -192,6 +264,8 @@ def plan_text(doc: dict[str, Any]) -> str:
         lines.append(
             f"    total excl. VAT: {_num(Decimal(inv['total']))} {inv['currency']}{unpriced}"
         )
+    if summarise:
+        lines.extend(_changes_summary(doc["invoices"]))
     if doc["invoices"]:
         lines.append("")
         for label, key in (
@@ -203,11 +277,13 @@ def plan_text(doc: dict[str, Any]) -> str:
     if doc["invoice_attention"]:
         lines.append("")
         lines.append(f"Invoices that need attention ({len(doc['invoice_attention'])}):")
-        lines.extend(f"    {r['key']}: {r['reason']}" for r in doc["invoice_attention"])
+        refused = (f"    {r['key']}: {r['reason']}" for r in doc["invoice_attention"])
+        lines.extend(_first(refused, len(doc["invoice_attention"]), summarise))
     if doc["attention"]:
         lines.append("")
         lines.append(f"Entries that need attention ({len(doc['attention'])}):")
-        lines.extend(f"    {r['ref']}: {r['reason']}" for r in doc["attention"])
+        entries = (f"    {r['ref']}: {r['reason']}" for r in doc["attention"])
+        lines.extend(_first(entries, len(doc["attention"]), summarise))
     if doc["notes"]:
         lines.append("")
         lines.append("Notes:")
@@ -218,6 +294,48 @@ def plan_text(doc: dict[str, Any]) -> str:
         lines.append(f"Excluded ({len(doc['excluded'])}):")
         lines.extend(f"    {n:>4} × {reason}" for reason, n in sorted(reasons.items()))
     return "\n".join(lines)
+
+
+def _first(lines: Iterator[str], count: int, summarise: bool) -> list[str]:
+    """All the lines, or in a summary the first SUMMARY_SHOWN and how many more there are."""
+    if not summarise or count <= SUMMARY_SHOWN:
+        return list(lines)
+    shown = [line for _, line in zip(range(SUMMARY_SHOWN), lines, strict=False)]
+    return [*shown, f"    ... and {count - len(shown)} more: {_EVERYTHING}"]
+
+
+def _changes_summary(invoices: Iterable[dict[str, Any]]) -> list[str]:
+    """Invoices per action, then the first changes, one line each."""
+    actions: Counter[str] = Counter()
+    shown: list[str] = []
+    for inv in invoices:
+        if inv.get("blocked_by"):
+            action = "blocked"
+        elif inv["action"] != "unchanged" and not inv["rows"]:
+            action = "cancel"
+        else:
+            action = inv["action"]
+        actions[action] += 1
+        if action != "unchanged" and len(shown) < SUMMARY_SHOWN:
+            number = f" (#{inv['number']})" if inv.get("number") else ""
+            extra = f", supplements {inv['supplements']}" if inv["supplements"] else ""
+            shown.append(
+                f"    {inv['key']}{number}  [{action}]  customer {inv['customer_number']}, "
+                f"{inv['period']}{extra}: {_num(Decimal(inv['total']))} {inv['currency']}"
+            )
+    order = ("create", "update", "cancel", "blocked", "unchanged")
+    lines = ["", "Invoices by action:"]
+    lines.extend(f"    {actions[a]:>7}  {a}" for a in order if actions[a])
+    changed = sum(n for a, n in actions.items() if a != "unchanged")
+    lines.append("")
+    if not changed:
+        lines.append(f"No invoice would change; {_EVERYTHING}.")
+        return lines
+    lines.append(f"Invoices that would change (the first {len(shown)} of {changed}):")
+    lines.extend(shown)
+    if changed > len(shown):
+        lines.append(f"    ... and {changed - len(shown)} more: {_EVERYTHING}")
+    return lines
 
 
 def sync_text(doc: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.errors import LockHeldError, StateError, StateMismatchError
-from connector.ledger import FeedItem
+from connector.ledger import Entry, FeedItem, InvalidEntry, parse_entry
 from connector.planning import (
     Action,
     EntryResult,
@@ -207,6 +207,92 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX entries_by_feed_seq ON entries (feed_seq);
     """,
+    # 9: incremental planning (issue 10). Each entry is validated once, when pulled: its
+    # customer (valid entries) or why it breaks the contract (invalid ones). Customers whose
+    # planning inputs changed since the last complete sync are marked by triggers, so no
+    # write path (pull, sync, close, release, rebuild, resync) can forget to mark one.
+    """
+    ALTER TABLE entries ADD COLUMN customer_number TEXT;
+    ALTER TABLE entries ADD COLUMN invalid TEXT;
+    CREATE INDEX entries_by_customer ON entries (customer_number);
+    CREATE INDEX entries_invalid ON entries (id) WHERE invalid IS NOT NULL;
+    CREATE INDEX placements_by_key ON placements (target, key);
+    CREATE INDEX placements_by_entry ON placements (entry_id);
+    CREATE INDEX invoices_by_customer ON invoices (target, customer_number);
+    CREATE TABLE plan_dirty (customer_number TEXT NOT NULL);
+    CREATE INDEX plan_dirty_by_customer ON plan_dirty (customer_number);
+    CREATE TRIGGER dirty_entry_insert AFTER INSERT ON entries
+        WHEN NEW.customer_number IS NOT NULL
+        BEGIN INSERT INTO plan_dirty SELECT NEW.customer_number WHERE NOT EXISTS
+            (SELECT 1 FROM plan_dirty WHERE customer_number = NEW.customer_number); END;
+    CREATE TRIGGER dirty_entry_update AFTER UPDATE ON entries
+        BEGIN
+            INSERT INTO plan_dirty SELECT NEW.customer_number
+                WHERE NEW.customer_number IS NOT NULL AND NOT EXISTS
+                (SELECT 1 FROM plan_dirty WHERE customer_number = NEW.customer_number);
+            INSERT INTO plan_dirty SELECT OLD.customer_number
+                WHERE OLD.customer_number IS NOT NULL AND NOT EXISTS
+                (SELECT 1 FROM plan_dirty WHERE customer_number = OLD.customer_number);
+            INSERT INTO plan_dirty
+                SELECT DISTINCT i.customer_number FROM placements p
+                JOIN invoices i ON i.target = p.target AND i.key = p.key
+                WHERE p.entry_id = NEW.id AND NOT EXISTS
+                    (SELECT 1 FROM plan_dirty d WHERE d.customer_number = i.customer_number);
+        END;
+    CREATE TRIGGER dirty_entry_delete AFTER DELETE ON entries
+        BEGIN
+            INSERT INTO plan_dirty SELECT OLD.customer_number
+                WHERE OLD.customer_number IS NOT NULL AND NOT EXISTS
+                (SELECT 1 FROM plan_dirty WHERE customer_number = OLD.customer_number);
+            INSERT INTO plan_dirty
+                SELECT DISTINCT i.customer_number FROM placements p
+                JOIN invoices i ON i.target = p.target AND i.key = p.key
+                WHERE p.entry_id = OLD.id AND NOT EXISTS
+                    (SELECT 1 FROM plan_dirty d WHERE d.customer_number = i.customer_number);
+        END;
+    CREATE TRIGGER dirty_invoice_insert AFTER INSERT ON invoices
+        BEGIN INSERT INTO plan_dirty SELECT NEW.customer_number WHERE NOT EXISTS
+            (SELECT 1 FROM plan_dirty WHERE customer_number = NEW.customer_number); END;
+    CREATE TRIGGER dirty_invoice_update AFTER UPDATE ON invoices
+        WHEN OLD.status IS NOT NEW.status OR OLD.currency IS NOT NEW.currency
+            OR OLD.remote_id IS NOT NEW.remote_id OR OLD.digest IS NOT NEW.digest
+            OR OLD.display_number IS NOT NEW.display_number OR OLD.pending IS NOT NEW.pending
+            OR OLD.refused_digest IS NOT NEW.refused_digest
+        BEGIN INSERT INTO plan_dirty SELECT NEW.customer_number WHERE NOT EXISTS
+            (SELECT 1 FROM plan_dirty WHERE customer_number = NEW.customer_number); END;
+    CREATE TRIGGER dirty_invoice_delete AFTER DELETE ON invoices
+        BEGIN INSERT INTO plan_dirty SELECT OLD.customer_number WHERE NOT EXISTS
+            (SELECT 1 FROM plan_dirty WHERE customer_number = OLD.customer_number); END;
+    CREATE TRIGGER dirty_placement_insert AFTER INSERT ON placements
+        BEGIN INSERT INTO plan_dirty SELECT customer_number FROM invoices
+            WHERE target = NEW.target AND key = NEW.key AND NOT EXISTS
+            (SELECT 1 FROM plan_dirty d WHERE d.customer_number = invoices.customer_number); END;
+    CREATE TRIGGER dirty_placement_update AFTER UPDATE ON placements
+        BEGIN INSERT INTO plan_dirty SELECT customer_number FROM invoices
+            WHERE target = NEW.target AND key = NEW.key AND NOT EXISTS
+            (SELECT 1 FROM plan_dirty d WHERE d.customer_number = invoices.customer_number); END;
+    CREATE TRIGGER dirty_placement_delete AFTER DELETE ON placements
+        BEGIN INSERT INTO plan_dirty SELECT customer_number FROM invoices
+            WHERE target = OLD.target AND key = OLD.key AND NOT EXISTS
+            (SELECT 1 FROM plan_dirty d WHERE d.customer_number = invoices.customer_number); END;
+    CREATE TRIGGER dirty_hold_insert AFTER INSERT ON holds
+        BEGIN INSERT INTO plan_dirty SELECT NEW.customer_number WHERE NOT EXISTS
+            (SELECT 1 FROM plan_dirty WHERE customer_number = NEW.customer_number); END;
+    CREATE TRIGGER dirty_hold_update AFTER UPDATE ON holds
+        BEGIN INSERT INTO plan_dirty SELECT NEW.customer_number WHERE NOT EXISTS
+            (SELECT 1 FROM plan_dirty WHERE customer_number = NEW.customer_number); END;
+    CREATE TRIGGER dirty_hold_delete AFTER DELETE ON holds
+        BEGIN INSERT INTO plan_dirty SELECT OLD.customer_number WHERE NOT EXISTS
+            (SELECT 1 FROM plan_dirty WHERE customer_number = OLD.customer_number); END;
+    CREATE TRIGGER dirty_reinvoiced_insert AFTER INSERT ON reinvoiced
+        BEGIN INSERT INTO plan_dirty SELECT customer_number FROM invoices
+            WHERE target = NEW.target AND key = NEW.key AND NOT EXISTS
+            (SELECT 1 FROM plan_dirty d WHERE d.customer_number = invoices.customer_number); END;
+    CREATE TRIGGER dirty_reinvoiced_delete AFTER DELETE ON reinvoiced
+        BEGIN INSERT INTO plan_dirty SELECT customer_number FROM invoices
+            WHERE target = OLD.target AND key = OLD.key AND NOT EXISTS
+            (SELECT 1 FROM plan_dirty d WHERE d.customer_number = invoices.customer_number); END;
+    """,
 )
 
 # What a state directory is bound to (meta keys): the ledger it mirrors, and per target the
@@ -218,6 +304,9 @@ BOUND_SYSTEM = "bound_system"
 # When the feed cursor last moved, and when the feed was last read to its end (meta keys).
 FEED_ADVANCED_AT = "feed_cursor_advanced_at"
 FEED_READ_AT = "feed_read_at"
+# The digest of what the last complete sync planned with (mappings, prices, limits, policy,
+# planner version): another one plans every customer again (connector/sync.py).
+PLAN_CONTEXT = "plan_context"
 
 
 # Parts of a reason that change from one attempt to the next though the problem does not: the
@@ -229,6 +318,25 @@ def stable_reason(reason: str | None) -> str | None:
     """A reason without its per-attempt ids: an acknowledgement, and since when an item has
     had its reason, must not be undone by a new support id on the same refusal."""
     return None if reason is None else _VOLATILE.sub("", reason)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """A migration's statements, a trigger's body (with its own semicolons) kept whole."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
+def _validated(raw: Any) -> tuple[str | None, str | None]:
+    """(customer, None) for a valid entry, (None, why not) for one that breaks the contract."""
+    try:
+        return parse_entry(raw).customer_number, None
+    except InvalidEntry as exc:
+        return None, exc.reason
 
 
 def _now() -> str:
@@ -473,12 +581,21 @@ class StateStore:
                     f"(v{len(MIGRATIONS)}); upgrade the connector"
                 )
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                for statement in _statements(script):
+                    self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {number}")
             if version < 2 <= len(MIGRATIONS):
                 self._fill_legacy_prices()
+            if version < 9 <= len(MIGRATIONS):
+                self._validate_mirror()
+
+    def _validate_mirror(self) -> None:
+        """Part of migration 9: validate the entries mirrored before it, once."""
+        rows = self.db.execute("SELECT id, raw FROM entries").fetchall()
+        self.db.executemany(
+            "UPDATE entries SET customer_number = ?, invalid = ? WHERE id = ?",
+            ((*_validated(json.loads(raw)), entry_id) for entry_id, raw in rows),
+        )
 
     def _fill_legacy_prices(self) -> None:
         """Rows written by the first version left the price to the target (None). The price
@@ -633,18 +750,21 @@ class StateStore:
                     )
                     continue
                 seq += 1
+                customer, invalid = _validated(item.raw)
                 # Keep the newest revision; a window re-read may return an older one.
                 db.execute(
                     """
-                    INSERT INTO entries (id, revision, raw, feed_seq, seen_at)
-                    VALUES (?, ?, ?, ?, ?)
+                    INSERT INTO entries
+                        (id, revision, raw, feed_seq, seen_at, customer_number, invalid)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (id) DO UPDATE SET
                         revision = excluded.revision, raw = excluded.raw,
-                        feed_seq = excluded.feed_seq, seen_at = excluded.seen_at
+                        feed_seq = excluded.feed_seq, seen_at = excluded.seen_at,
+                        customer_number = excluded.customer_number, invalid = excluded.invalid
                     WHERE excluded.revision IS NULL OR entries.revision IS NULL
                         OR excluded.revision >= entries.revision
                     """,
-                    (item.entry_id, item.revision, _dumps(item.raw), seq, now),
+                    (item.entry_id, item.revision, _dumps(item.raw), seq, now, customer, invalid),
                 )
             if next_cursor is not None:
                 before = db.execute("SELECT value FROM meta WHERE key = 'feed_cursor'").fetchone()
@@ -683,14 +803,121 @@ class StateStore:
     def entry_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
+    # --- incremental planning -----------------------------------------------------------
+
+    def dirty_customers(self) -> set[str]:
+        """Customers whose planning inputs changed since the last complete sync (marked by
+        the triggers of migration 9)."""
+        rows = self.db.execute("SELECT DISTINCT customer_number FROM plan_dirty")
+        return {str(c) for (c,) in rows}
+
+    def settle_dirty(self, keep: Iterable[str]) -> None:
+        """After a complete sync: every customer is planned and written except `keep` (those
+        with changes still to send), which stay marked for the next run."""
+        with self.transaction() as db:
+            self._fill_scope(db, keep)
+            db.execute("DELETE FROM plan_dirty WHERE customer_number NOT IN temp.scope")
+
+    def customers(self, target: str) -> set[str]:
+        """Every customer the mirror or the target's invoices know."""
+        rows = self.db.execute(
+            "SELECT customer_number FROM entries WHERE customer_number IS NOT NULL"
+            " UNION SELECT customer_number FROM invoices WHERE target = ?",
+            (target,),
+        )
+        return {str(c) for (c,) in rows}
+
+    @staticmethod
+    def _fill_scope(db: sqlite3.Connection, customers: Iterable[str]) -> None:
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS scope (c TEXT PRIMARY KEY)")
+        db.execute("DELETE FROM temp.scope")
+        db.executemany("INSERT OR IGNORE INTO temp.scope VALUES (?)", ((c,) for c in customers))
+
+    def count_written_open(self, target: str, excluding: Iterable[str]) -> int:
+        """Open invoices the connector wrote, of customers other than `excluding`."""
+        self._fill_scope(self.db, excluding)
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM invoices WHERE target = ? AND status = 'open'"
+            " AND digest IS NOT NULL AND customer_number NOT IN temp.scope",
+            (target,),
+        ).fetchone()
+        return int(row[0])
+
+    def closure(self, target: str, customers: Iterable[str]) -> set[str]:
+        """`customers` and every customer tied to them by an entry: an entry moved to another
+        customer keeps rows on the first one's invoices, so both must be planned together
+        (repeated until nothing new joins)."""
+        self._fill_scope(self.db, customers)
+        while True:
+            added = self.db.execute(
+                """
+                INSERT OR IGNORE INTO temp.scope
+                SELECT e.customer_number FROM temp.scope s
+                    JOIN invoices i ON i.target = ? AND i.customer_number = s.c
+                    JOIN placements p ON p.target = i.target AND p.key = i.key
+                    JOIN entries e ON e.id = p.entry_id
+                    WHERE e.customer_number IS NOT NULL
+                UNION
+                SELECT i.customer_number FROM temp.scope s
+                    JOIN entries e ON e.customer_number = s.c
+                    JOIN placements p ON p.target = ? AND p.entry_id = e.id
+                    JOIN invoices i ON i.target = p.target AND i.key = p.key
+                """,
+                (target, target),
+            ).rowcount
+            if added <= 0:
+                break
+        return {str(c) for (c,) in self.db.execute("SELECT c FROM temp.scope")}
+
+    def scope_entries(self, customers: Iterable[str]) -> list[Entry]:
+        """The valid entries of these customers, in id order (validated when pulled)."""
+        self._fill_scope(self.db, customers)
+        rows = self.db.execute(
+            "SELECT raw FROM entries WHERE customer_number IN temp.scope ORDER BY id"
+        )
+        return [parse_entry(json.loads(raw)) for (raw,) in rows]
+
+    def rejected(self) -> list[tuple[str, str]]:
+        """(ref, why) of every mirrored entry that breaks the contract, then of every feed
+        item without a usable id: always planned, whatever the scope."""
+        found = [
+            (str(entry_id), str(why))
+            for entry_id, why in self.db.execute(
+                "SELECT id, invalid FROM entries WHERE invalid IS NOT NULL ORDER BY id"
+            )
+        ]
+        for position, raw in self.feed_rejects():
+            _, why = _validated(raw)
+            found.append((position, why or "entry without a usable id"))
+        return found
+
     # --- invoices and placements ----------------------------------------------------------
 
-    def invoiced(self, target: str) -> Invoiced:
+    _INVOICES = (
+        "SELECT key, status, currency, remote_id, digest, display_number FROM invoices"
+        " WHERE target = ?"
+    )
+    _OF_SCOPE = " AND customer_number IN temp.scope"
+    _PLACEMENTS = (
+        "SELECT entry_id, key, revision, rows FROM placements WHERE target = ?"
+        " ORDER BY entry_id, seq"
+    )
+    _SCOPE_PLACEMENTS = (
+        "SELECT p.entry_id, p.key, p.revision, p.rows FROM temp.scope s"
+        " JOIN entries e ON e.customer_number = s.c"
+        " JOIN placements p ON p.target = ? AND p.entry_id = e.id"
+        " ORDER BY p.entry_id, p.seq"
+    )
+
+    def invoiced(self, target: str, customers: Iterable[str] | None = None) -> Invoiced:
+        """What was invoiced: for every customer, or only for `customers` (their invoices,
+        holds, and the placements of their entries)."""
+        all_of = customers is None
+        if customers is not None:
+            self._fill_scope(self.db, customers)
         invoices = {}
         for key, status, currency, remote_id, digest, number in self.db.execute(
-            "SELECT key, status, currency, remote_id, digest, display_number FROM invoices"
-            " WHERE target = ?",
-            (target,),
+            self._INVOICES if all_of else self._INVOICES + self._OF_SCOPE, (target,)
         ):
             parsed = InvoiceKey.parse(key)
             invoices[parsed] = KnownInvoice(
@@ -698,9 +925,7 @@ class StateStore:
             )
         placements: dict[str, list[Placement]] = {}
         for entry_id, key, revision, rows in self.db.execute(
-            "SELECT entry_id, key, revision, rows FROM placements WHERE target = ?"
-            " ORDER BY entry_id, seq",
-            (target,),
+            self._PLACEMENTS if all_of else self._SCOPE_PLACEMENTS, (target,)
         ):
             placements.setdefault(entry_id, []).append(
                 Placement(
@@ -710,10 +935,14 @@ class StateStore:
                     tuple(Row.from_json(r) for r in json.loads(rows)),
                 )
             )
+        holds = self.holds(target)
+        if customers is not None:
+            wanted = {str(c) for (c,) in self.db.execute("SELECT c FROM temp.scope")}
+            holds = {k: v for k, v in holds.items() if k[0] in wanted}
         return Invoiced(
             invoices=invoices,
             placements=placements,
-            holds=self.holds(target),
+            holds=holds,
             reinvoiced=self.reinvoiced(target),
         )
 
@@ -1023,11 +1252,33 @@ class StateStore:
             vanished,
         )
 
-    def invoice_records(self, target: str) -> list[InvoiceRecord]:
-        rows = self.db.execute(
-            self._RECORD + " ORDER BY customer_number, period, sequence", (target,)
-        )
+    def invoice_records(
+        self,
+        target: str,
+        status: InvoiceStatus | None = None,
+        *,
+        pending: bool = False,
+        periods: Iterable[str] | None = None,
+    ) -> list[InvoiceRecord]:
+        """Every invoice record, or those with this status, or (`pending`) those with a write
+        under way, or those of these months: the nightly paths read only what they need, not
+        the whole history."""
+        args: tuple[str, ...] = (target,)
+        if pending:
+            query = self._RECORD + " AND pending IS NOT NULL"
+        elif status is not None:
+            query, args = self._RECORD + " AND status = ?", (target, status.value)
+        elif periods is not None:
+            self._fill_scope(self.db, periods)
+            query = self._RECORD + " AND period IN temp.scope"
+        else:
+            query = self._RECORD
+        rows = self.db.execute(query + " ORDER BY customer_number, period, sequence", args)
         return [self._record(row) for row in rows]
+
+    def has_invoices(self, target: str) -> bool:
+        row = self.db.execute("SELECT 1 FROM invoices WHERE target = ? LIMIT 1", (target,))
+        return row.fetchone() is not None
 
     def invoice_record(self, target: str, key: InvoiceKey) -> InvoiceRecord | None:
         row = self.db.execute(self._RECORD + " AND key = ?", (target, key.text)).fetchone()

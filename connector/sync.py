@@ -7,7 +7,11 @@ and `http` (when to retry).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
 import os
+import re
 import signal
 import time
 from collections import Counter, defaultdict
@@ -15,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from connector import targets
@@ -29,7 +33,6 @@ from connector.errors import (
     StateMismatchError,
     TargetRefusal,
 )
-from connector.http import Stats
 from connector.ledger import Entry, FeedItem, InvalidEntry, LedgerClient, parse_entry
 from connector.logs import get_logger
 from connector.mappings import Mappings, load_mappings
@@ -60,6 +63,7 @@ from connector.state import (
     BOUND_TARGET,
     DB_NAME,
     FEED_READ_AT,
+    PLAN_CONTEXT,
     AttentionItem,
     InvoiceRecord,
     StateStore,
@@ -74,6 +78,9 @@ from connector.targets.base import (
     row_differences,
     rows_match,
 )
+
+if TYPE_CHECKING:  # `mappings validate` imports this module: no HTTP client at import
+    from connector.http import Stats
 
 log = get_logger(__name__)
 
@@ -165,20 +172,164 @@ def current_plan(
     profile: TargetProfile,
     limits: Limits | None = None,
     prepaid: Prepaid | None = None,
+    *,
+    everything: bool = True,
 ) -> Plan:
-    """The plan from the state alone, with the article register as last read."""
-    entries, rejected = load_entries(store)
-    invoiced = store.invoiced(profile.name)
-    return plan(
-        entries,
-        mappings,
-        profile,
-        invoiced,
-        rejected,
-        store.register(profile.name),
-        limits,
-        prepaid,
+    """The plan from the state alone, with the article register as last read. With
+    `everything` False, only the customers changed since the last complete sync are planned
+    (when the mappings, prices and policy are still those it planned with), and the entries
+    needing attention of the others are carried from the state."""
+    return scoped_plan(store, mappings, profile, limits, prepaid, everything=everything)[0]
+
+
+def scoped_plan(
+    store: StateStore,
+    mappings: Mappings,
+    profile: TargetProfile,
+    limits: Limits | None = None,
+    prepaid: Prepaid | None = None,
+    *,
+    everything: bool = True,
+) -> tuple[Plan, set[str] | None]:
+    """`current_plan`, and the customers it planned (None: every one)."""
+    register = store.register(profile.name)
+    context = plan_context(mappings, profile, register, limits, prepaid)
+    scope = None if everything else settled_scope(store, profile.name, context)
+
+    def part(
+        entries: list[Entry], rejected: list[tuple[str, str]], invoiced: Invoiced, _: set[str]
+    ) -> Plan:
+        return plan(entries, mappings, profile, invoiced, rejected, register, limits, prepaid)
+
+    result = plan_in_parts(store, profile.name, scope, part)
+    if scope is None:
+        return result, None
+    return with_carried(result, store, profile.name, scope), scope
+
+
+def scope_note(store: StateStore, target: str, planned: int) -> str:
+    """What a plan of some customers says of the others."""
+    others = len(store.customers(target)) - planned
+    return (
+        f"planned the {planned} customer(s) changed since the last complete sync; the other "
+        f"{others} are as it left them (connector plan --all plans every one)"
     )
+
+
+def settled_scope(store: StateStore, target: str, context: str) -> set[str] | None:
+    """The customers to plan when the last complete sync planned with `context`: those
+    changed since, with every customer tied to them. None (plan everyone) otherwise."""
+    if store.meta(PLAN_CONTEXT) != context:
+        return None
+    return store.closure(target, store.dirty_customers())
+
+
+def planning_inputs(
+    store: StateStore, target: str, scope: set[str]
+) -> tuple[list[Entry], list[tuple[str, str]], Invoiced]:
+    """Entries, rejected entries and what was invoiced, of the customers in `scope` (closed
+    under `StateStore.closure`)."""
+    return store.scope_entries(scope), store.rejected(), store.invoiced(target, scope)
+
+
+# Customers planned together when every customer is planned: memory follows a part, not the
+# whole history (the plan itself is still whole).
+PLAN_PART_CUSTOMERS = 500
+
+PlanPart = Callable[[list[Entry], list[tuple[str, str]], Invoiced, set[str]], Plan]
+
+
+def plan_in_parts(store: StateStore, target: str, scope: set[str] | None, part: PlanPart) -> Plan:
+    """`part` over the customers in `scope`, or over every customer a few hundred at a time
+    (each part closed under `StateStore.closure`, so customers tied by an entry are planned
+    together), merged in the planner's own order. The same plan as one call over everything:
+    the planner is local to tied customers (tests/test_incremental.py proves it)."""
+    if scope is not None:
+        entries, rejected, invoiced = planning_inputs(store, target, scope)
+        return part(entries, rejected, invoiced, scope)
+    customers = sorted(store.customers(target))
+    rejected = store.rejected()
+    if not customers:
+        return part([], rejected, store.invoiced(target, ()), set())
+    done: set[str] = set()
+    invoices: list[PlannedInvoice] = []
+    results: list[EntryResult] = []
+    found: Plan | None = None
+    for start in range(0, len(customers), PLAN_PART_CUSTOMERS):
+        chunk = set(customers[start : start + PLAN_PART_CUSTOMERS]) - done
+        if not chunk:
+            continue
+        tied = store.closure(target, chunk)
+        done |= tied
+        entries, _, invoiced = planning_inputs(store, target, tied)
+        found = part(entries, rejected, invoiced, tied)
+        rejected = []  # planned once, with the first part
+        invoices.extend(found.invoices)
+        results.extend(found.results)
+    assert found is not None
+    return replace(
+        found,
+        invoices=tuple(sorted(invoices, key=lambda i: i.key)),
+        results=tuple(sorted(results, key=lambda r: r.ref)),
+    )
+
+
+def with_carried(result: Plan, store: StateStore, target: str, scope: set[str]) -> Plan:
+    """A plan of some customers, with the entries of the others that needed attention when
+    they were last planned (nothing of theirs changed since, so neither did that)."""
+    planned = {r.ref for r in result.results}
+    carried = [
+        EntryResult(
+            s.item.ref, Outcome.ATTENTION, s.item.reason, (), s.item.customer_number,
+            s.item.period,
+        )
+        for s in store.attention_items(target)
+        if s.item.scope == "entry"
+        and s.item.customer_number is not None
+        and s.item.customer_number not in scope
+        and s.item.ref not in planned
+    ]  # fmt: skip
+    if not carried:
+        return result
+    results = sorted((*result.results, *carried), key=lambda r: r.ref)
+    return replace(result, results=tuple(results))
+
+
+# Raised whenever the planner's rules change, so that a new version plans every customer
+# again rather than trusting what an older one left settled.
+PLANNER_VERSION = "2026-11-27.2"
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able form with one spelling per value (sets sorted, decimals as written)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda i: str(i[0]))}
+    if isinstance(value, (set, frozenset)):
+        return sorted((_canonical(v) for v in value), key=repr)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    return str(value)  # Decimal, date, enum members, paths
+
+
+def plan_context(
+    mappings: Mappings,
+    profile: TargetProfile,
+    register: dict[str, Decimal | None] | None,
+    limits: Limits | None,
+    prepaid: Prepaid | None,
+) -> str:
+    """The digest of everything besides the ledger and the state that a plan depends on. A
+    customer left settled by a sync stays so only while this is unchanged: any other mapping,
+    price, limit or policy plans every customer again."""
+    document = [PLANNER_VERSION, mappings, profile, register, limits, prepaid]
+    text = json.dumps(_canonical(document), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def require_known_customer(store: StateStore, target: str, customer: str | None) -> None:
@@ -281,29 +432,38 @@ def target_configured(settings: Settings) -> bool:
 
 
 def run_plan(
-    settings: Settings, ledger: LedgerClient | None = None, target: Target | None = None
+    settings: Settings,
+    ledger: LedgerClient | None = None,
+    target: Target | None = None,
+    *,
+    everything: bool = False,
 ) -> PlanView:
     """`connector plan`: what `sync` would do now, without sending anything. With the
     accounting system's credentials set, it is a dry-run sync (reads only: remote statuses,
     prices from the article register, refusals a create would meet); without them, the plan
     from the ledger and the state alone."""
     if target is not None or target_configured(settings):
-        report = run_sync(settings, ledger=ledger, target=target, dry_run=True)
+        report = run_sync(
+            settings, ledger=ledger, target=target, dry_run=True, everything=everything
+        )
         assert report.plan is not None
+        notes = list(report.notes)
         store = StateStore(settings.state_dir)
         try:  # a plan is a run worth recording, though it changes nothing else
             run_id = store.start_run("plan", settings.target)
             store.finish_run(run_id, report.exit_code, report.to_json())
+            if not report.planned_all:
+                notes.append(scope_note(store, report.target or "", report.planned_customers))
         finally:
             store.close()
-        return PlanView(report.plan, True, dict(report.invoice_attention), tuple(report.notes))
-    plan_only, _ = run_offline_plan(settings, ledger)
-    return PlanView(plan_only, False)
+        return PlanView(report.plan, True, dict(report.invoice_attention), tuple(notes))
+    plan_only, _, notes = run_offline_plan(settings, ledger, everything=everything)
+    return PlanView(plan_only, False, notes=tuple(notes))
 
 
 def run_offline_plan(
-    settings: Settings, ledger: LedgerClient | None = None
-) -> tuple[Plan, ExitCode]:
+    settings: Settings, ledger: LedgerClient | None = None, *, everything: bool = False
+) -> tuple[Plan, ExitCode, list[str]]:
     """Pull new ledger changes and plan from the state alone; asks no accounting system."""
     if ledger is None:
         settings.require_ledger()  # settings first: they name the variable to set
@@ -320,9 +480,15 @@ def run_offline_plan(
         run_id = store.start_run("plan", profile.name)
         try:
             pulled = pull(store, ledger)
-            result = current_plan(
-                store, mappings, profile, settings.limits.limits(), settings.prepaid.policy()
+            result, scope = scoped_plan(
+                store,
+                mappings,
+                profile,
+                settings.limits.limits(),
+                settings.prepaid.policy(),
+                everything=everything,
             )
+            notes = [] if scope is None else [scope_note(store, profile.name, len(scope))]
         except ConnectorError as exc:
             store.finish_run(run_id, exc.exit_code, {"error": str(exc)})
             raise
@@ -337,7 +503,7 @@ def run_offline_plan(
                 **{o.value: len(result.by_outcome(o)) for o in Outcome},
             },
         )
-    return result, code
+    return result, code, notes
 
 
 def mapping_warnings(settings: Settings, mappings: Mappings, limit: int = 10) -> list[str]:
@@ -432,6 +598,10 @@ class SyncReport:
     # ref -> reason of items a person has acknowledged (connector attention ack): listed
     # apart, and not counted in the exit code while their reason stays the same.
     acknowledged: dict[str, str] = field(default_factory=dict)
+    # Customers planned (incremental planning): those changed since the last complete sync,
+    # or every one (`planned_all`).
+    planned_customers: int = 0
+    planned_all: bool = True
 
     def count_requests(self, stats: Stats) -> None:
         self.requests = stats.requests
@@ -474,6 +644,7 @@ class SyncReport:
             "cancelled_empty": len(self.cancelled),
             "recovered": len(self.recovered),
             "unchanged": self.unchanged,
+            "customers_planned": self.planned_customers,
             "invoices_need_attention": len(self.invoice_attention),
             **{f"entries_{o.value}": sum(1 for r in results if r.outcome is o) for o in Outcome},
             "requests": self.requests,
@@ -509,6 +680,7 @@ class SyncReport:
                 sorted(Counter(r.reason for r in results if r.outcome is Outcome.EXCLUDED).items())
             ),
             "notes": self.notes,
+            "planned": {"customers": self.planned_customers, "all": self.planned_all},
             "requests": self.requests,
             "rate_limited": self.rate_limited,
             "exit_code": int(self.exit_code),
@@ -524,6 +696,14 @@ class _Duplicate(Exception):
 def bills_as(remote: Sequence[RemoteRow], rows: Sequence[Row]) -> bool:
     """Whether the target's rows bill what `rows` bill (texts aside)."""
     return not row_differences(remote, rows, texts=False)
+
+
+def _period(remote: RemoteInvoice) -> str | None:
+    """The service month of a listed invoice's key, or None when it is not the connector's."""
+    try:
+        return InvoiceKey.parse(remote.key or "").period
+    except ValueError:
+        return None
 
 
 def remote_status(remote: RemoteInvoice) -> InvoiceStatus | None:
@@ -574,6 +754,16 @@ class _Sync:
         self.skip: set[InvoiceKey] = set()
         self._register: dict[str, Decimal | None] | None = None
         self._locked: tuple[date | None] | None = None
+        # Incremental planning: plan every customer (plan --all, or mappings, prices or
+        # policy changed since the last complete sync), or only `scope`, the customers changed
+        # since (growing during the run as statuses are learnt and invoices written).
+        self.everything = False
+        self.scope: set[str] | None = None
+        self.context: str | None = None
+        # The months listed since this run last wrote, and what the listing showed: the look
+        # before writing reuses the watch's listing of the same months moments earlier rather
+        # than list them again. Any write makes it stale (apply clears it).
+        self._listed: tuple[frozenset[str], list[RemoteInvoice]] | None = None
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -586,15 +776,61 @@ class _Sync:
         return self._register
 
     def plan(self) -> Plan:
-        entries, rejected = load_entries(self.store)
-        invoiced = self.store.invoiced(self.name)
-        if self.overrides or self.held:
-            invoiced = replace(
-                invoiced,
-                invoices={**invoiced.invoices, **self.overrides},
-                holds={**invoiced.holds, **self.held},
+        if self.context is None:
+            self.context = plan_context(
+                self.mappings, self.target.profile, self.register(), self.limits, self.prepaid
             )
-        return self.plan_of(entries, rejected, invoiced)
+            if not self.everything:
+                self.scope = settled_scope(self.store, self.name, self.context)
+        if self.scope is not None:
+            # Statuses learnt in a dry run are not stored (so mark nothing): their customers
+            # join by hand.
+            learnt = {k.customer_number for k in self.overrides} | {c for c, _ in self.held}
+            self.scope = self.store.closure(
+                self.name, self.scope | self.store.dirty_customers() | learnt
+            )
+
+        def part(
+            entries: list[Entry],
+            rejected: list[tuple[str, str]],
+            invoiced: Invoiced,
+            customers: set[str],
+        ) -> Plan:
+            if self.overrides or self.held:
+                invoiced = replace(
+                    invoiced,
+                    invoices={
+                        **invoiced.invoices,
+                        **{
+                            k: v
+                            for k, v in self.overrides.items()
+                            if k.customer_number in customers
+                        },
+                    },
+                    holds={
+                        **invoiced.holds,
+                        **{m: r for m, r in self.held.items() if m[0] in customers},
+                    },
+                )
+            return self.plan_of(entries, rejected, invoiced)
+
+        found = plan_in_parts(self.store, self.name, self.scope, part)
+        return (
+            found if self.scope is None else with_carried(found, self.store, self.name, self.scope)
+        )
+
+    def settle(self, final: Plan) -> None:
+        """After a complete run: every customer planned is settled, except those with changes
+        still unsent (refused, skipped, held back), which the next run plans again; and the
+        context planned with is recorded."""
+        if self.context is None:
+            return
+        keep = {c.key.customer_number for c in final.changes}
+        for text in self.report.invoice_attention:
+            with contextlib.suppress(ValueError):
+                keep.add(InvoiceKey.parse(text).customer_number)
+        self.store.settle_dirty(keep)
+        self.store.set_meta(PLAN_CONTEXT, self.context)
 
     def plan_of(
         self, entries: list[Entry], rejected: list[tuple[str, str]], invoiced: Invoiced
@@ -660,24 +896,39 @@ class _Sync:
         invoice of the connector's key form in those months must be one the state knows."""
         wanted = {i.key.text for i in invoices}
         found: dict[str, list[RemoteInvoice]] = defaultdict(list)
-        seen = self.target.find_all({i.key.period for i in invoices})
+        seen = self.months({i.key.period for i in invoices})
         for remote in seen:
             if remote.key in wanted:
                 found[remote.key].append(remote)
         self.check_known(seen)
         return found
 
+    def months(self, periods: Iterable[str]) -> list[RemoteInvoice]:
+        """The target's invoices of the connector's key form in these months. Months listed
+        since the run last wrote are not listed again: nothing of the connector's has changed
+        there since, and a person's change is no likelier to show seconds later."""
+        wanted = frozenset(periods)
+        listed, shown = self._listed or (frozenset(), [])
+        kept = [r for r in shown if _period(r) in wanted]
+        missing = wanted - listed
+        if missing:
+            fresh = self.target.find_all(sorted(missing))
+            kept += [r for r in fresh if _period(r) in missing]
+            self._listed = (listed | missing, [*shown, *fresh])
+        return kept
+
     def check_known(self, remotes: Iterable[RemoteInvoice]) -> None:
         """Refuse to write when the target holds invoices of the connector's key form that the
         state does not know, live or not, any suffix: the state is not the one that made them
         (lost, replaced, an old backup), and writing could invoice the same hours again."""
-        records = {r.key.text: r for r in self.store.invoice_records(self.name)}
-        unknown: list[tuple[RemoteInvoice, InvoiceKey]] = []
+        ours: list[tuple[RemoteInvoice, InvoiceKey]] = []
         for remote in remotes:
-            try:
-                key = InvoiceKey.parse(remote.key or "")
-            except ValueError:
-                continue  # not the connector's
+            with contextlib.suppress(ValueError):  # not the connector's otherwise
+                ours.append((remote, InvoiceKey.parse(remote.key or "")))
+        periods = {key.period for _, key in ours}
+        records = {r.key.text: r for r in self.store.invoice_records(self.name, periods=periods)}
+        unknown: list[tuple[RemoteInvoice, InvoiceKey]] = []
+        for remote, key in ours:
             record = records.get(key.text)
             if record is not None and (
                 record.remote_id == remote.remote_id
@@ -727,7 +978,7 @@ class _Sync:
     def check_fresh_state(self) -> None:
         """A state that has never written to this target checks the whole target first: its
         months may hold the connector's invoices although this run plans none there."""
-        if self.store.invoice_records(self.name):
+        if self.store.has_invoices(self.name):
             return
         self.check_known(self.target.find_all())
 
@@ -756,11 +1007,15 @@ class _Sync:
     def watch_open(self, planned: set[InvoiceKey]) -> bool:
         """Open drafts this run will not write are looked at too, one listing per month: a
         person may have booked, sent, cancelled or deleted one, and the state must know it
-        before the month is planned, reported or closed. True when a status changed."""
+        before the month is planned, reported or closed. So are drafts a person edited
+        (locked): one they withdraw bills nothing, and corrections must not be netted against
+        it (the soak found a credit for hours never billed). True when a status changed."""
         records = [
             r
-            for r in self.store.invoice_records(self.name)
-            if r.status is InvoiceStatus.OPEN
+            # A locked draft (a person's) too: withdrawn, it no longer bills its rows.
+            for watched in (InvoiceStatus.OPEN, InvoiceStatus.LOCKED)
+            for r in self.store.invoice_records(self.name, watched)
+            if r.status is watched
             and r.remote_id
             and r.pending is None
             and r.key not in planned
@@ -769,7 +1024,7 @@ class _Sync:
         if not records:
             return False
         listed: dict[str, RemoteInvoice] = {}
-        for remote in self.target.find_all(sorted({r.key.period for r in records})):
+        for remote in self.months({r.key.period for r in records}):
             listed.setdefault(remote.remote_id, remote)
         changed = False
         for record in records:
@@ -777,6 +1032,10 @@ class _Sync:
             # A listing may miss a fresh invoice: read it before calling it gone.
             remote = listed.get(record.remote_id) or self.target.get(record.remote_id)
             status = remote_status(remote)
+            if record.status is InvoiceStatus.LOCKED and status is not InvoiceStatus.CANCELLED:
+                # Booked or sent, a locked draft bills what it did while locked (it counts as
+                # billed already); only its withdrawal changes that.
+                continue
             if status is not None:
                 self._closed(record.key, record.remote_id, status, remote)
                 changed = True
@@ -876,8 +1135,8 @@ class _Sync:
     def recover(self) -> None:
         """Finish what a crashed or cut-off run left: writes whose outcome is unknown are
         looked up before anything new is sent. A refused read flags that invoice only."""
-        for record in self.store.invoice_records(self.name):
-            if record.pending is None:
+        for record in self.store.invoice_records(self.name, pending=True):
+            if record.pending is None:  # not after the query above; for the type checker
                 continue
             log.info("recovery.pending", key=record.key.text, number=record.remote_id)
             pending = record.pending.as_planned(record.key, record.remote_id)
@@ -1015,6 +1274,11 @@ class _Sync:
             for i in current.invoices
             if i.action is Action.UNCHANGED and i.key.text not in written
         )
+        if self.scope is not None:  # the open drafts of the customers not planned
+            report.unchanged += self.store.count_written_open(self.name, excluding=self.scope)
+            report.planned_customers, report.planned_all = len(self.scope), False
+        else:
+            report.planned_customers = len({r.customer_number for r in current.results} - {None})
         current = self.truthful(current)
         if not self.dry_run:
             self.store.advance_placements(
@@ -1033,7 +1297,7 @@ class _Sync:
         refused, skipped or left unwritten needs attention, with that invoice's reason."""
         unwritten = set() if self.dry_run else {i.key for i in plan.changes}
         existing = {
-            key for key, known in self.store.invoiced(self.name).invoices.items()
+            key for key, known in self.store.invoiced(self.name, self.scope).invoices.items()
             if known.remote_id
         }  # fmt: skip
         refused = {
@@ -1058,6 +1322,7 @@ class _Sync:
 
     def apply(self, changes: list[PlannedInvoice]) -> bool:
         """Write each change; True when a status changed on the way (plan again)."""
+        self._listed = None  # what is written from here on makes any listing stale
         changed = False
         for done, invoice in enumerate(changes):
             if self.progress is not None:
@@ -1359,9 +1624,9 @@ def standing_attention(
     item (an invoice the state does not know), with the reason recorded when it was found."""
     stored = {s.item.ref: s.item for s in store.attention_items(profile.name)}
     standing: dict[str, str] = {}
-    for record in store.invoice_records(profile.name):
+    for record in store.invoice_records(profile.name, InvoiceStatus.LOCKED):
         key = record.key.text
-        if record.status is not InvoiceStatus.LOCKED or key in found:
+        if key in found:
             continue
         before = stored.get(key)
         number = record.display_number or record.remote_id
@@ -1457,8 +1722,12 @@ def run_sync(
     dry_run: bool = False,
     clock: Callable[[], datetime] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    everything: bool = False,
 ) -> SyncReport:
-    """`connector sync`: finish unfinished work, pull, plan, and bring the target in line."""
+    """`connector sync`: finish unfinished work, pull, plan, and bring the target in line.
+
+    Only the customers changed since the last complete sync are planned, unless `everything`
+    (or the mappings, prices or policy changed since): docs/sync.md, Incremental planning."""
     report = SyncReport(dry_run=dry_run)
     with opened(settings, ledger=ledger, target=target, clock=clock) as (run, mappings):
         ledger, target, store = run.ledger, run.target, run.store
@@ -1475,6 +1744,7 @@ def run_sync(
             settings.prepaid.policy(),
         )
         sync.progress = progress
+        sync.everything = everything
         try:
             bind_ledger(store, settings, record=not dry_run)
             bind_system(store, target.profile.name, record=not dry_run)
@@ -1495,6 +1765,9 @@ def run_sync(
         )
         if run_id is not None:
             store.replace_attention_items(target.profile.name, attention_items(report))
+            # Only now: a kill before this leaves the customers to be planned again, never
+            # settled with an attention list of an earlier run.
+            sync.settle(report.plan)
         report.acknowledged = store.acknowledged(target.profile.name)
         if run_id is not None:
             store.finish_run(run_id, report.exit_code, report.to_json())

@@ -26,6 +26,7 @@ from connector.errors import ExitCode
 from connector.locations import default_state_dir
 from connector.sandbox.server import SandboxServer
 from tests.conftest import MAPPINGS_DIR, REPO, connector_env
+from tests.harness import TARGETS
 
 LEDGER_SECRET = "ledger-secret-1a2b3c4d5e"
 # Held only in a local variable of the crashing function: it must never be printed.
@@ -502,3 +503,87 @@ def test_help_does_not_import_what_only_running_commands_need() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[]", out
+
+
+# What a command imports when it runs (issue 10, fast start). `status` reads local files and
+# `mappings validate` the mapping files (and the local mirror): no HTTP client, no retry library,
+# no structlog unless something is logged, no rich for a JSON document.
+HTTP_AND_LOGS = ("structlog", "httpx", "tenacity", "connector.http", "connector.auth")
+
+RUN_AND_LIST_MODULES = """
+import contextlib, io, json, sys
+watched = ("rich",) + tuple(sys.argv.pop(1).split(","))
+from connector.cli import main
+out = io.StringIO()
+code = None
+with contextlib.redirect_stdout(out):
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+found = sorted(m for m in watched if m in sys.modules)
+print(json.dumps({"code": code, "stdout": out.getvalue(), "modules": found}))
+"""
+
+
+def run_listing_modules(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST_MODULES, ",".join(HTTP_AND_LOGS), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_status_and_mappings_validate_import_only_what_they_use(
+    env: dict[str, str], target: str
+) -> None:
+    from connector.state import StateStore
+
+    StateStore(Path(env["CONNECTOR_STATE_DIR"])).close()  # a state directory, still empty
+    env = {**env, "CONNECTOR_TARGET": target}
+
+    status = run_listing_modules(["status", "--json"], env)
+    assert status["code"] in (0, 1), status
+    assert json.loads(status["stdout"])["target"] == target
+    assert status["modules"] == []  # rich neither: no table to draw
+
+    table = run_listing_modules(["status"], env)
+    assert table["code"] == status["code"] and "State directory" in table["stdout"]
+    assert table["modules"] == ["rich"]
+
+    # With a state directory beside them, the mappings are tried on the mirror (the planner).
+    validate = run_listing_modules(["mappings", "validate"], env)
+    assert validate["code"] == 0 and validate["stdout"].startswith("OK: ")
+    assert validate["modules"] == []
+
+
+def test_structlog_is_imported_when_something_is_logged() -> None:
+    """Configured before structlog is imported, logs still follow the configuration: the
+    format, the stream and the secrets to redact."""
+    code = (
+        "import io, json, sys\n"
+        "from connector import logs\n"
+        "stream = io.StringIO()\n"
+        f"logs.configure('json', stream=stream, secrets=[{LEDGER_SECRET!r}])\n"
+        "log = logs.get_logger('connector.test')\n"
+        "before = 'structlog' in sys.modules\n"
+        f"log.warning('test.event', detail='token {LEDGER_SECRET}', refresh_token='x')\n"
+        "log.debug('test.hidden')\n"
+        "print(json.dumps({'before': before, 'after': 'structlog' in sys.modules,"
+        " 'lines': stream.getvalue().splitlines()}))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    result = json.loads(completed.stdout)
+    assert result["before"] is False and result["after"] is True
+    [line] = [json.loads(text) for text in result["lines"]]
+    assert line["event"] == "test.event" and line["level"] == "warning"
+    assert line["detail"] == "token [redacted]" and line["refresh_token"] == "[redacted]"
+    assert completed.stderr == ""  # not to standard error: to the configured stream

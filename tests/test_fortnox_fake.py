@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -121,6 +121,8 @@ def make(rate_limit: str = "100000/5", **faults: Any) -> Fx:
     )
     fx = Fx(app, fake, httpx.Client(transport=transport(app), base_url="http://sandbox"), clock)
     fx.sleeps = sleeps
+    # A fixed wall clock for lastmodified (a winter morning: Stockholm is UTC+1).
+    fake.wall = lambda: datetime(2026, 11, 16, 8, 0, tzinfo=UTC)
     answer = fx.grant("grant_type=client_credentials", TenantId=TENANT_ID)
     fx.token = answer.json()["access_token"]
     return fx
@@ -782,6 +784,83 @@ def test_only_one_resource_specific_filter_at_a_time(fx: Fx) -> None:
         page="1",
     )  # fmt: skip
     assert combined == ["1"]
+
+
+def at(fx: Fx, moment: datetime) -> None:
+    fx.fake.wall = lambda: moment
+
+
+@pytest.mark.parametrize(
+    ("moment", "local"),
+    [
+        (datetime(2026, 11, 16, 9, 0, 30, tzinfo=UTC), "2026-11-16 10:00:30"),  # CET
+        (datetime(2026, 6, 15, 10, 0, 30, tzinfo=UTC), "2026-06-15 12:00:30"),  # CEST
+        (datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC), "2026-03-29 01:59:59"),  # before the switch
+        (datetime(2026, 3, 29, 1, 0, 0, tzinfo=UTC), "2026-03-29 03:00:00"),  # after it
+        (datetime(2026, 10, 25, 0, 59, 59, tzinfo=UTC), "2026-10-25 02:59:59"),
+        (datetime(2026, 10, 25, 1, 0, 0, tzinfo=UTC), "2026-10-25 02:00:00"),
+    ],
+)
+def test_lastmodified_is_a_stockholm_wall_clock_time(fx: Fx, moment: datetime, local: str) -> None:
+    """Parameters guide: `lastmodified` "2019-03-10 12:30", a date and time without a zone;
+    NOTES 7.9: local Swedish time (UNCERTAIN). The fake reads it as Stockholm time, CET/CEST by
+    the EU rule, and lists what changed strictly after it, at second resolution here."""
+    fx.fake.lastmodified_resolution = 1
+    at(fx, moment)
+    fx.create(ROW_INST)
+    local_time = datetime.fromisoformat(local)
+    just_before = (local_time - timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S")
+    assert fx.listed(lastmodified=just_before) == ["1"]
+    assert fx.listed(lastmodified=local) == []  # strictly after: its own second is not
+    assert fx.listed(lastmodified=local[:10]) == ["1"]  # a bare date is midnight
+
+
+def test_lastmodified_follows_every_change_by_the_api_or_a_person(fx: Fx) -> None:
+    """Any change is a modification: create, PUT, bookkeep, cancel, sent, and a person's edit
+    in the UI. Harsher reading of the undocumented resolution: cut to the minute, so a change
+    in the parameter's own minute is not listed."""
+    at(fx, datetime(2026, 11, 16, 9, 0, 10, tzinfo=UTC))  # 10:00:10 in Stockholm
+    for _ in range(5):
+        fx.create(ROW_INST)
+    assert fx.listed(lastmodified="2026-11-16 09:59:59", sortby="documentnumber") == [
+        "1", "2", "3", "4", "5",
+    ]  # fmt: skip
+    assert fx.listed(lastmodified="2026-11-16 10:00") == []
+    at(fx, datetime(2026, 11, 16, 9, 1, 59, tzinfo=UTC))  # 10:01:59: the minute 10:01
+    assert fx.put("1", Remarks="x").status_code == 200
+    fx.fake.bookkeep(2)
+    fx.fake.cancel(3)
+    fx.fake.mark_sent(4)
+    fx.fake.edit_row(5, 0, Description="Ändrad")
+    assert fx.listed(lastmodified="2026-11-16 10:00:59", sortby="documentnumber") == [
+        "1", "2", "3", "4", "5",
+    ]  # fmt: skip
+    assert fx.listed(lastmodified="2026-11-16 10:01:00") == []  # same minute: hidden
+    refused = fx.call("GET", "/invoices", lastmodified="2026-11-32 10:00")
+    assert (refused.status_code, error_of(refused)[0]) == (400, 2000588)
+
+
+@pytest.mark.parametrize("resolution", [1, 60])
+def test_a_persons_edit_in_the_second_of_our_write_cannot_be_told_by_lastmodified(
+    fx: Fx, resolution: int
+) -> None:
+    """Why an update still reads the draft first (docs/sync.md, "The read before an update"):
+    the filter only says whether an invoice changed after a moment, and the connector's own
+    write is a change. Two invoices written in the same second, one then edited by a person in
+    that second, are listed alike for every parameter: no lastmodified query can prove the
+    other unchanged since the write. (Nor can the list show the rows: it has none.)"""
+    fx.fake.lastmodified_resolution = resolution
+    at(fx, datetime(2026, 11, 16, 9, 0, 10, 200000, tzinfo=UTC))
+    fx.create(ROW_INST)
+    fx.create(ROW_INST)
+    at(fx, datetime(2026, 11, 16, 9, 0, 10, 900000, tzinfo=UTC))
+    fx.fake.edit_row(2, 0, Description="Ändrad av ekonomiavdelningen")
+    start = datetime(2026, 11, 16, 9, 58, 0)  # Stockholm time
+    for step in range(0, 4 * 60):
+        since = (start + timedelta(seconds=step)).strftime("%Y-%m-%d %H:%M:%S")
+        listed = fx.listed(lastmodified=since, sortby="documentnumber")
+        assert listed in ([], ["1", "2"]), since
+    assert fx.invoice("1")["InvoiceRows"][0]["Description"] != "Ändrad av ekonomiavdelningen"
 
 
 def test_externalinvoicereference1_is_a_case_insensitive_substring_search(fx: Fx) -> None:

@@ -466,3 +466,70 @@ def test_alerts_leave_out_acknowledged_items_and_keep_standing_ones(world: World
     assert outcome is not None
     refs = {ref for ref, _ in outcome.attention}
     assert "E900002" not in refs and "SK-1042-2026-08" in refs
+
+
+def test_newest_change_is_the_last_in_feed_order_read_through_the_index(tmp_path: Path) -> None:
+    """The feed lists entries in the order they last changed: status takes the newest change
+    from the last entry stored (skipping one without a readable time) through the index on the
+    feed position, so it does not read the whole mirror (0.4 s at 169,248 entries)."""
+    from connector.ledger import FeedItem
+    from connector.sandbox.sample import generate
+    from connector.status import NEWEST_CHANGE, _ledger_json
+
+    raws = generate(customers=3, specials=False)
+    store = StateStore(tmp_path / "state")
+    try:
+        assert _ledger_json(store)["newest_change"] is None  # nothing mirrored yet
+        items = [FeedItem(f"p{n}", r, str(r["id"]), int(r["revision"])) for n, r in enumerate(raws)]
+        store.store_page(items[:-1], "c1")
+        unreadable = {**raws[0], "id": "LAST", "changed_at": 20261231}
+        store.store_page([items[-1], FeedItem("p-last", unreadable, "LAST", 1)], "c2")
+        assert _ledger_json(store)["newest_change"] == raws[-1]["changed_at"]
+        assert raws[-1]["changed_at"] == max(r["changed_at"] for r in raws)
+        [(*_, plan)] = store.db.execute("EXPLAIN QUERY PLAN " + NEWEST_CHANGE).fetchall()
+        assert "USING INDEX" in plan, plan
+    finally:
+        store.close()
+
+
+def test_invoice_counts_are_those_of_the_records(world: World) -> None:
+    """status counts invoices in the database (it reads no invoice's rows): the same figures
+    and lists as the records, with every kind present."""
+    from connector.planning import InvoiceStatus
+    from connector.status import _invoices_json
+
+    world.sync()
+    store = StateStore(world.settings.state_dir)
+    try:
+        keys = [r.key.text for r in store.invoice_records(world.target) if r.remote_id][:3]
+        with store.transaction() as db:
+            db.execute(
+                "UPDATE invoices SET pending = written, pending_since = 'now' WHERE key = ?",
+                (keys[0],),
+            )
+            db.execute("UPDATE invoices SET status = 'locked' WHERE key = ?", (keys[1],))
+            db.execute("UPDATE invoices SET status = 'booked' WHERE key = ?", (keys[2],))
+        records = store.invoice_records(world.target)
+        counted = _invoices_json(store, world.target)
+    finally:
+        store.close()
+    expected: dict[str, int] = {}
+    for r in records:
+        name = r.status.value
+        if r.status is InvoiceStatus.OPEN and r.remote_id is None:
+            name = "not_created"
+        expected[name] = expected.get(name, 0) + 1
+    expected["pending_write"] = sum(1 for r in records if r.pending is not None)
+    expected["refused"] = sum(1 for r in records if r.refused_digest is not None)
+    assert counted["total"] == len(records)
+    assert {k: v for k, v in counted["counts"].items() if v} == expected
+    assert all(expected[k] for k in ("open", "not_created", "locked", "booked", "refused"))
+    assert counted["pending_write"] == [
+        {"key": keys[0], "number": r.display_number or r.remote_id, "since": "now"}
+        for r in records
+        if r.key.text == keys[0]
+    ]
+    assert [i["key"] for i in counted["locked"]] == [keys[1]]
+    assert [i["key"] for i in counted["refused"]] == [
+        r.key.text for r in records if r.refused_digest is not None
+    ]

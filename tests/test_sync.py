@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from connector import http
+from connector import http, rate_window
 from connector import sync as sync_module
 from connector.errors import (
     ConfigError,
@@ -305,6 +305,7 @@ def test_client_limiter_keeps_under_the_window(
     world.fake.window = type(world.fake.window)(25, 5.0, lambda: now[0])
     monkeypatch.setattr(http, "pause", lambda seconds: now.__setitem__(0, now[0] + seconds))
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(rate_window, "wall_clock", lambda: now[0])  # the shared window's clock
     fortnox_settings(world.settings).rate_limit = "24/5"
     report = world.sync()
     assert report.rate_limited == 0

@@ -33,6 +33,7 @@ from tests.harness import (
     TARGETS,
     Driver,
     World,
+    assert_incremental_agrees,
     assert_matches_ledger,
     assert_no_duplicates,
     assert_no_sent_invoice_modified,
@@ -236,6 +237,12 @@ class SyncMachine(RuleBasedStateMachine):
     @invariant()
     def no_invoice_the_customer_holds_is_changed(self) -> None:
         assert_no_sent_invoice_modified(self.driver)
+
+    @invariant()
+    def incremental_planning_agrees_with_full(self) -> None:
+        """Whatever happened (crashes included), planning only the customers changed since
+        the last complete sync finds exactly the changes and the attention of planning all."""
+        assert_incremental_agrees(self.world)
 
     def teardown(self) -> None:
         try:

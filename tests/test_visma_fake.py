@@ -1440,3 +1440,25 @@ def test_served_over_loopback(sandbox_server: SandboxServer) -> None:
         with pytest.raises(httpx.RemoteProtocolError):
             client.post(API + "/customerinvoicedrafts", content=body, headers=headers)
     assert len(visma_of(sandbox_server.app).drafts) == 1
+
+
+def test_a_draft_carries_no_modification_stamp_to_prove_it_unchanged(vx: Vx) -> None:
+    """CustomerInvoiceDraftApi has CreatedUtc but neither ModifiedUtc nor ChangedUtc (both
+    OpenAPI documents; ModifiedUtc is on CustomerInvoiceApi, ChangedUtc on articles and
+    customers), and `modifiedSinceUtc` is a parameter of GET /customerinvoices only. So nothing
+    in the API shows that a draft is unchanged since the connector wrote it: an update reads the
+    draft first (docs/visma.md). The fake offers no more than that: no such field, and filtering
+    or sorting drafts by one, or modifiedSinceUtc on drafts, is refused."""
+    created = vx.create(INST, ContractNumber="SK-1003-2026-09")
+    for shown in (created, vx.get(f"/customerinvoicedrafts/{created['Id']}"),
+                  *vx.listed("/customerinvoicedrafts")):  # fmt: skip
+        assert "CreatedUtc" in shown
+        assert not {"ModifiedUtc", "ChangedUtc"} & set(shown)
+    for field_name in ("ModifiedUtc", "ChangedUtc"):
+        expression = f"{field_name} gt 2026-01-01T00:00:00Z"
+        refused = vx.call("GET", "/customerinvoicedrafts", **{"$filter": expression})
+        assert error_of(refused)[:2] == (400, 6000)
+        refused = vx.call("GET", "/customerinvoicedrafts", **{"$orderby": field_name})
+        assert refused.status_code == 400
+    since = vx.call("GET", "/customerinvoicedrafts", modifiedSinceUtc="2026-01-01T00:00:00Z")
+    assert since.status_code == 400

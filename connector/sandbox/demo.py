@@ -19,7 +19,7 @@ from connector.sync import SyncReport, run_sync
 
 # Fortnox's own window in the fake, and the connector's default limiter: the demo shows the
 # real pace (about 20 s for the sample ledger against Fortnox). Tests lower both.
-CONNECTOR_RATE_LIMITS = {"fortnox": "24/5"}
+CONNECTOR_RATE_LIMITS = {"fortnox": "25/5"}
 SANDBOX_RATE_LIMIT: str | None = None  # None: each fake's own window
 
 

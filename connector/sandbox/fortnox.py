@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
@@ -515,6 +515,36 @@ def _date_arg(request: Request, name: str) -> date | None:
     return parsed
 
 
+def stockholm_time(moment: datetime) -> datetime:
+    """A moment as a naive Stockholm wall-clock time (CET, CEST from the last Sunday of March
+    to the last Sunday of October, both at 01:00 UTC: the EU rule). Written out rather than
+    read from the system's zone data, which a slim container may lack."""
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+
+    def last_sunday(month: int) -> datetime:
+        day = datetime(utc.year, month, 31 if month in (3, 10) else 30, 1)
+        return day - timedelta(days=(day.weekday() + 1) % 7)
+
+    summer = last_sunday(3) <= utc < last_sunday(10)
+    return utc + timedelta(hours=2 if summer else 1)
+
+
+def _lastmodified_arg(request: Request) -> datetime | None:
+    """`lastmodified` as the parameters guide shows it ("2019-03-10 12:30"), to the second as
+    SDKs send it, or a bare date (midnight): a Stockholm wall-clock time (NOTES section 7.9:
+    local time, UNCERTAIN, so the fake reads it the way that hides the most, see
+    FortnoxFake.lastmodified_resolution)."""
+    raw = request.arg("lastmodified")
+    if raw is None:
+        return None
+    for form in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(raw, form)
+        except ValueError:
+            continue
+    raise _invalid(E_INVALID_PARAMETER, _BAD_PARAMETER)
+
+
 _SUMMARY_FIELDS = (
     "DocumentNumber", "CustomerNumber", "CustomerName", "ExternalInvoiceReference1",
     "Booked", "Cancelled", "Sent", "Currency", "Total", "InvoiceDate", "DueDate",
@@ -573,6 +603,15 @@ class FortnoxFake:
         # of payment, as Fortnox's invoice form does. UNCERTAIN for the API: False is the
         # harsher reading (the old due date stays), for tests that the connector catches it.
         self.redate_moves_due_date = True
+        # When each invoice last changed (wall clock, UTC), by the API or by a person: what
+        # GET /invoices?lastmodified= filters on. Fortnox documents neither the resolution nor
+        # whether "modified after" is strict: the fake keeps Stockholm wall-clock times cut to
+        # this many seconds and lists an invoice only when that is strictly after the
+        # parameter. Harsher reading (it hides the most): a change in the same minute as the
+        # parameter is not listed, so a proof of "unchanged" built on the filter fails here.
+        self.lastmodified_resolution = 60
+        self.wall: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self._modified: dict[int, datetime] = {}
         # Every PUT or cancel accepted on an invoice whose Sent was true (the real API accepts
         # both): tests use it to prove the connector never does that.
         self.modified_while_sent: list[int] = []
@@ -609,6 +648,7 @@ class FortnoxFake:
         Tokens and consents stay."""
         self.invoices.clear()
         self._created_at.clear()
+        self._modified.clear()
         self.modified_while_sent.clear()
         self.deliveries.clear()
         self.locked_through = None
@@ -630,9 +670,26 @@ class FortnoxFake:
     def expire_tokens(self) -> None:
         self.access_tokens.clear()
 
+    def touch(self, number: int) -> None:
+        """Record a change to the invoice now, for the lastmodified filter."""
+        self._modified[number] = self.wall()
+
+    def modified_after(self, number: int, since: datetime) -> bool:
+        """Whether GET /invoices?lastmodified= with this Stockholm wall-clock time lists the
+        invoice: its last change, in Stockholm time cut to the resolution, strictly after."""
+        changed = self._modified.get(number)
+        if changed is None:
+            return False
+        local = stockholm_time(changed)
+        step = max(1, int(self.lastmodified_resolution))
+        seconds = local.hour * 3600 + local.minute * 60 + local.second
+        cut = local.replace(microsecond=0) - timedelta(seconds=seconds % step)
+        return cut > since
+
     def mark_sent(self, number: int) -> None:
         """A person sends the invoice (or marks it sent) in Fortnox."""
         self.invoices[number]["Sent"] = True
+        self.touch(number)
 
     def bookkeep(self, number: int) -> None:
         """A person books the invoice in Fortnox."""
@@ -640,6 +697,7 @@ class FortnoxFake:
         if invoice["Cancelled"]:
             raise ValueError(f"invoice {number} is cancelled and cannot be booked")
         invoice["Booked"] = True
+        self.touch(number)
 
     def cancel(self, number: int) -> None:
         """A person cancels the invoice in Fortnox."""
@@ -647,6 +705,7 @@ class FortnoxFake:
         if invoice["Booked"]:
             raise ValueError(f"invoice {number} is booked and cannot be cancelled")
         invoice["Cancelled"] = True
+        self.touch(number)
 
     def edit_row(self, number: int, index: int, **values: Any) -> None:
         """A person edits row `index` (from 0) of a draft in Fortnox's UI: sets the given
@@ -668,6 +727,7 @@ class FortnoxFake:
         invoice["InvoiceRows"][index] = row
         self._renumber(invoice)
         invoice["Total"] = self._total(invoice["InvoiceRows"])
+        self.touch(number)
 
     def delete_row(self, number: int, index: int) -> None:
         """A person deletes row `index` (from 0) of a draft in Fortnox's UI and saves: every
@@ -678,6 +738,7 @@ class FortnoxFake:
         del invoice["InvoiceRows"][index]
         self._renumber(invoice)
         invoice["Total"] = self._total(invoice["InvoiceRows"])
+        self.touch(number)
 
     def live_by_key(self) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
@@ -993,6 +1054,7 @@ class FortnoxFake:
                 return _error(400, E_DOCUMENT_STATE, "Fakturan är redan bokförd")
             self._check_lock(invoice["InvoiceDate"])
             invoice["Booked"] = True
+            self.touch(number)
             if self.faults.hit(self.faults.lost_action_rate):
                 raise DropConnection  # booked, but the answer never arrives
         elif action in ("email", "einvoice", "eprint"):
@@ -1003,9 +1065,11 @@ class FortnoxFake:
             if invoice["Sent"]:
                 self.modified_while_sent.append(number)
             invoice["Cancelled"] = True
+            self.touch(number)
         else:
             # PUT externalprint ("Set an invoice as sent").
             invoice["Sent"] = True
+            self.touch(number)
         return _answer(200, {"Invoice": invoice})
 
     def _deliver(self, number: int, invoice: dict[str, Any], action: str) -> Response:
@@ -1024,6 +1088,7 @@ class FortnoxFake:
         ):
             return _error(400, E_UNVERIFIED, "Kunden är inte ansluten till e-faktura")
         invoice["Sent"] = True
+        self.touch(number)
         self.deliveries.append((number, action))
         if self.faults.hit(self.faults.lost_action_rate):
             raise DropConnection  # sent, but the answer never arrives
@@ -1202,8 +1267,9 @@ class FortnoxFake:
             items = [i for i in items if date.fromisoformat(i["InvoiceDate"]) >= start]
         if end is not None:
             items = [i for i in items if date.fromisoformat(i["InvoiceDate"]) <= end]
-        # lastmodified is checked for form but not applied: the fake keeps no modification
-        # times, so it answers a superset (never hides a change).
+        since = _lastmodified_arg(request)
+        if since is not None:
+            items = [i for i in items if self.modified_after(int(i["DocumentNumber"]), since)]
         items = self._filtered(items, request.arg("filter"))
         items = self._ordered(items, request.arg("sortby"), request.arg("sortorder"))
         summaries = [{k: i[k] for k in _LIST_FIELDS} for i in items]
@@ -1486,6 +1552,7 @@ class FortnoxFake:
         invoice["DocumentNumber"] = str(number)
         self.invoices[number] = invoice
         self._created_at[number] = self.clock()
+        self.touch(number)
         if self.faults.hit(self.faults.lost_create_rate):
             raise DropConnection  # stored, but the answer never arrives
         return _answer(201, {"Invoice": invoice})
@@ -1531,6 +1598,7 @@ class FortnoxFake:
             self.modified_while_sent.append(number)
         invoice.clear()
         invoice.update(updated)
+        self.touch(number)
         if self.faults.hit(self.faults.lost_update_rate):
             raise DropConnection  # applied, but the answer never arrives
         return _answer(200, {"Invoice": invoice})

@@ -103,7 +103,7 @@ class ApiClient:
                     build,
                     policy=self._policy,
                     stats=self.stats,
-                    before_attempt=self.limiter.acquire,
+                    limiter=self.limiter,
                     sleep=self._sleep,
                     idempotent=idempotent,
                     wait_hint=self._wait_hint,

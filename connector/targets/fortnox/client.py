@@ -31,6 +31,7 @@ from connector.errors import (
 from connector.http import RateLimiter, RetryPolicy, Stats
 from connector.logs import get_logger
 from connector.planning import KEY_PREFIX, InvoiceKey, InvoiceStatus, PlannedInvoice
+from connector.rate_window import shared_limiter
 from connector.settings import Settings
 from connector.targets.api import ApiBacked, ApiClient
 from connector.targets.base import (
@@ -104,6 +105,7 @@ class FortnoxClient(ApiBacked):
         self.search_settle_seconds = settings.search_settle_seconds
         self._prices: dict[str, Decimal | None] | None = None
         self._customer_numbers: set[str] | None = None  # read once per run, for dry runs
+        self._missing_customers: dict[str, bool] = {}  # refused for it: still missing?
 
     def _pages(self, path: str, wrapper: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, page after page. Callers ask for a sort order: the
@@ -363,7 +365,11 @@ class FortnoxClient(ApiBacked):
 
     def still_refused(self, code: str | None, invoice: PlannedInvoice) -> str | None:
         if code in errors.CUSTOMER_MISSING:
-            if not self.customer_exists(invoice.key.customer_number):
+            # One read per customer and run, however many of its months wait for it.
+            number = invoice.key.customer_number
+            if number not in self._missing_customers:
+                self._missing_customers[number] = not self.customer_exists(number)
+            if self._missing_customers[number]:
                 return f"customer {invoice.key.customer_number} does not exist in Fortnox"
             return None
         if code in errors.ARTICLE_MISSING:
@@ -423,6 +429,16 @@ def build(
         fortnox,
         tokens,
         http=http,
+        # Fortnox counts per client id and tenant: every command on this account shares it.
+        limiter=shared_limiter(
+            settings.state_dir,
+            PROFILE.name,
+            fortnox.rate_limit,
+            api_url=fortnox.api_url,
+            client_id=fortnox.client_id,
+            tenant=fortnox.tenant_id,
+            sleep=sleep,
+        ),
         sleep=sleep,
         stats=endpoint.stats,
         remarks=settings.invoice.remarks,

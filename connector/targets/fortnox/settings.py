@@ -11,5 +11,7 @@ class FortnoxSettings(TargetSettings):
     # Set for the client-credentials flow (service account); empty for the refresh-token flow.
     tenant_id: str | None = None
     redirect_uri: str = "http://localhost:8790/fortnox/callback"
-    # Fortnox allows 25 requests per 5 seconds per token.
-    rate_limit: str = "24/5"
+    # Fortnox allows 25 requests per 5 seconds per client id and tenant. The limiter counts
+    # each request from its answer and shares its window with every process on this state
+    # directory (connector/rate_window.py), so it can use the whole window.
+    rate_limit: str = "25/5"

@@ -60,6 +60,7 @@ from connector.errors import (
 from connector.http import RateLimiter, RetryPolicy, Stats
 from connector.logs import get_logger
 from connector.planning import InvoiceKey, InvoiceStatus, PlannedInvoice
+from connector.rate_window import shared_limiter
 from connector.settings import Settings
 from connector.targets.api import ApiBacked, ApiClient
 from connector.targets.base import (
@@ -692,4 +693,14 @@ def build(
     store = TokenFile(settings.state_dir / APP.token_file, APP.login_hint)
     extra: dict[str, Any] = {"clock": clock} if clock else {}
     tokens = RotatingRefreshToken(endpoint, store, **extra)
-    return VismaClient(visma, tokens, http=http, sleep=sleep, stats=endpoint.stats)
+    # Visma counts per client (and endpoint); the state directory is bound to one company, so
+    # every command on this account shares one window.
+    limiter = shared_limiter(
+        settings.state_dir,
+        PROFILE.name,
+        visma.rate_limit,
+        api_url=visma.api_url,
+        client_id=visma.client_id,
+        sleep=sleep,
+    )
+    return VismaClient(visma, tokens, http=http, limiter=limiter, sleep=sleep, stats=endpoint.stats)
