@@ -210,6 +210,64 @@ def bench_size(target_entries: int, keep_dir: Path | None = None) -> SizeResult:
     return SizeResult(customers, len(raw), tuple(runs))
 
 
+NIGHTLY_ENTRIES = 10_000
+
+
+def sync_env(server_url: str, state_dir: Path) -> dict[str, str]:
+    """`child_env` with the sandbox's Fortnox (its public test credentials, the window
+    lifted): the nightly `sync` itself, writing what it plans."""
+    env = child_env(server_url, state_dir)
+    api = server_url + "/fortnox"
+    env.update(
+        {
+            "CONNECTOR_FORTNOX__API_URL": api + "/3",
+            "CONNECTOR_FORTNOX__AUTH_URL": api + "/oauth-v1",
+            "CONNECTOR_FORTNOX__CLIENT_ID": "sandbox",
+            "CONNECTOR_FORTNOX__CLIENT_SECRET": "sandbox",
+            "CONNECTOR_FORTNOX__TENANT_ID": "1234567",
+            "CONNECTOR_FORTNOX__RATE_LIMIT": "100000/1",
+            "CONNECTOR_FORTNOX__SEARCH_SETTLE_SECONDS": "0",
+        }
+    )
+    return env
+
+
+def bench_nightly(target_entries: int = NIGHTLY_ENTRIES) -> list[str]:
+    """The nightly command itself, incremental planning at work: a first `sync` that writes
+    every invoice, a night with nothing new, a night with one entry in a thousand revised.
+    (The offline `plan` above never settles a customer, so it plans everything every time.)"""
+    from connector.sandbox import build_app, fake_module
+
+    customers = max(1, round(target_entries / ENTRIES_PER_CUSTOMER))
+    raw = generate(customers=customers, months=MONTHS, specials=False)
+    app = build_app(rate_limit="100000/1")
+    app.ledger = Ledger(raw)
+    fortnox = fake_module("fortnox").Driver(app)
+    for number in sorted({str(e["customer_number"]) for e in raw} - fortnox.customers()):
+        fortnox.add_customer(number, f"Kund {number}")  # every customer exists there
+    timed = TimedApp(app)
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="connector-nightly-") as tmp, running(app) as server:
+        folder = Path(tmp)
+        env = sync_env(server.url, folder / "state")
+        nights = [("first", 0), ("quiet", 0), ("changes", max(1, len(raw) // 1000))]
+        for name, count in nights:
+            if count:
+                with app.lock:
+                    app.ledger.append(changes(raw, count))
+            run = run_connector(f"nightly-{name}", ["sync", "--json"], env, folder, timed)
+            report = json.loads((folder / f"nightly-{name}.out").read_text())
+            invoices = report["invoices"]
+            lines.append(
+                f"sync entries={len(raw):,} {name:<8} changed={count:<4} {_wall_cpu(run)}  "
+                f"peak {run.peak_mib:5.0f} MiB  planned {report['planned']['customers']:>4} "
+                f"of {customers} customers  created {len(invoices['created']):>5}  "
+                f"updated {len(invoices['updated']):>4}  requests {report['requests']:>5}"
+            )
+            print(lines[-1], flush=True)
+    return lines
+
+
 def _exponent(small: float, large: float, n_small: int, n_large: int) -> str:
     if small <= 0 or large <= 0:
         return "-"
@@ -318,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     for line in table(results):
         print(line)
+    print()
+    bench_nightly()
 
 
 if __name__ == "__main__":
