@@ -131,7 +131,9 @@ def run_connector(
             [sys.executable, "-m", "connector", *args], env=env, stdout=out, stderr=err, cwd=REPO
         )
         deadline = started + RUN_TIMEOUT
+        peak_kib = 0
         while True:
+            peak_kib = max(peak_kib, high_water_kib(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -146,13 +148,26 @@ def run_connector(
     if code not in (0, 1):  # 1: entries needing attention, expected in a generated ledger
         tail = err_path.read_text(errors="replace")[-3000:]
         raise SystemExit(f"connector {' '.join(args)} ({name}) exited {code}:\n{tail}")
-    # ru_maxrss is in KiB on Linux, in bytes on macOS.
-    rss = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    # ru_maxrss is in KiB on Linux, in bytes on macOS. On Linux it survives exec, so a child
+    # of this (large) process starts at this process's size: the child's own high-water mark
+    # (VmHWM, reset by exec), read while it runs, is the figure where there is one.
+    rss = (peak_kib * 1024 or usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)) / 2**20
     size = out_path.stat().st_size
     entries, pulled_at = pulled(err_path)
     pull_seconds = None if pulled_at is None else pulled_at - started_at
     cpu = usage.ru_utime + usage.ru_stime
     return Run(name, seconds, cpu, code, rss, timed.take(), size, entries, pull_seconds)
+
+
+def high_water_kib(pid: int) -> int:
+    """The process's peak resident memory so far (Linux /proc; 0 where there is none)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def pulled(log_path: Path) -> tuple[int | None, float | None]:
