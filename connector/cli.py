@@ -968,7 +968,10 @@ def state_release(
         settings = _settings()
         store = StateStore(settings.state_dir)
         try:
-            released = store.release(settings.target, customer, period)
+            # Under the run lock: a release landing in a sync's last moments would otherwise
+            # have its mark cleared with the run's own, and the month never planned again.
+            with store.lock():
+                released = store.release(settings.target, customer, period)
         finally:
             store.close()
         if not released:

@@ -811,12 +811,17 @@ class StateStore:
         rows = self.db.execute("SELECT DISTINCT customer_number FROM plan_dirty")
         return {str(c) for (c,) in rows}
 
-    def settle_dirty(self, keep: Iterable[str]) -> None:
-        """After a complete sync: every customer is planned and written except `keep` (those
-        with changes still to send), which stay marked for the next run."""
+    def settle_dirty(self, keep: Iterable[str], planned: Iterable[str] | None = None) -> None:
+        """After a complete sync: the marks the run's last plan read (`planned`; every mark
+        when None) are cleared, except `keep` (customers with changes still to send). A mark
+        made after that plan stays for the next run."""
         with self.transaction() as db:
-            self._fill_scope(db, keep)
-            db.execute("DELETE FROM plan_dirty WHERE customer_number NOT IN temp.scope")
+            if planned is None:
+                self._fill_scope(db, keep)
+                db.execute("DELETE FROM plan_dirty WHERE customer_number NOT IN temp.scope")
+                return
+            self._fill_scope(db, set(planned) - set(keep))
+            db.execute("DELETE FROM plan_dirty WHERE customer_number IN temp.scope")
 
     def customers(self, target: str) -> set[str]:
         """Every customer the mirror or the target's invoices know."""

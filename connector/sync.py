@@ -760,6 +760,7 @@ class _Sync:
         self.everything = False
         self.scope: set[str] | None = None
         self.context: str | None = None
+        self.marks_read: set[str] = set()
         # The months listed since this run last wrote, and what the listing showed: the look
         # before writing reuses the watch's listing of the same months moments earlier rather
         # than list them again. Any write makes it stale (apply clears it).
@@ -776,6 +777,8 @@ class _Sync:
         return self._register
 
     def plan(self) -> Plan:
+        # The marks this plan answers for: `settle` clears these and no later one.
+        self.marks_read = self.store.dirty_customers()
         if self.context is None:
             self.context = plan_context(
                 self.mappings, self.target.profile, self.register(), self.limits, self.prepaid
@@ -786,9 +789,7 @@ class _Sync:
             # Statuses learnt in a dry run are not stored (so mark nothing): their customers
             # join by hand.
             learnt = {k.customer_number for k in self.overrides} | {c for c, _ in self.held}
-            self.scope = self.store.closure(
-                self.name, self.scope | self.store.dirty_customers() | learnt
-            )
+            self.scope = self.store.closure(self.name, self.scope | self.marks_read | learnt)
 
         def part(
             entries: list[Entry],
@@ -829,7 +830,7 @@ class _Sync:
         for text in self.report.invoice_attention:
             with contextlib.suppress(ValueError):
                 keep.add(InvoiceKey.parse(text).customer_number)
-        self.store.settle_dirty(keep)
+        self.store.settle_dirty(keep, self.marks_read)
         self.store.set_meta(PLAN_CONTEXT, self.context)
 
     def plan_of(

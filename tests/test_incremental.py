@@ -421,3 +421,40 @@ def test_planning_some_customers_agrees_with_planning_all(
         # Written only now and then, so later steps also start from unwritten changes.
         if len(revised) % 2 == 0:
             state = write_all(state, full)
+
+
+def test_a_mark_made_after_the_last_plan_survives_the_settling(
+    tmp_path: Path, mappings: Mappings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: a hold released in a sync's last moments (after its last plan) had its
+    mark cleared with the run's own, so the month was never planned again. `state release`
+    now takes the run lock, and a run clears only the marks its last plan read."""
+    world = small_world(tmp_path, mappings, "fortnox")
+    world.sync()
+    store = world.store()
+    try:
+        store.hold("fortnox", "1004", "2026-09", "rebuilt")
+    finally:
+        store.close()
+    world.sync()
+    standing = sync_module.standing_attention
+
+    def late_release(*args: Any, **kwargs: Any) -> Any:
+        other = StateStore(world.settings.state_dir)
+        try:
+            other.release("fortnox", "1004", "2026-09")  # another process, after the last plan
+        finally:
+            other.close()
+        return standing(*args, **kwargs)
+
+    monkeypatch.setattr(sync_module, "standing_attention", late_release)
+    world.sync()
+    monkeypatch.setattr(sync_module, "standing_attention", standing)
+
+    store = world.store()
+    try:
+        assert "1004" in store.dirty_customers()
+    finally:
+        store.close()
+    assert world.sync().planned_customers == 1
+    assert_incremental_agrees(world)
