@@ -21,7 +21,7 @@ import httpx
 from connector import targets
 from connector.ledger import InvalidEntry, LedgerClient, parse_entry
 from connector.mappings import Mappings
-from connector.planning import Outcome, Plan, entry_rows
+from connector.planning import KnownInvoice, Outcome, Plan, entry_rows
 from connector.planning import plan as plan_
 from connector.rebuild import RebuildReport, rebuild
 from connector.sandbox import build_app, fake_module, fortnox_of
@@ -349,32 +349,18 @@ def uninvoiceable(world: World) -> set[str]:
 
 def written_net(world: World, refs: set[str]) -> Net:
     """Quantity per group that the state records these entries as having on live invoices."""
-    net: Net = defaultdict(Decimal)
-    store = world.store()
-    try:
-        invoiced = store.invoiced(world.target)
-    finally:
-        store.close()
-    for ref in refs:
-        for placement in invoiced.placements.get(ref, ()):
-            known = invoiced.invoices.get(placement.key)
-            if known is None or known.status.value == "cancelled" or not known.remote_id:
-                continue
-            for row in placement.rows:
-                if row.article and row.quantity is not None and row.price is not None:
-                    group = (
-                        placement.key.customer_number,
-                        known.currency or "SEK",
-                        row.article,
-                        row.price,
-                    )
-                    net[group] += row.quantity
-    return dict(net)
+    return _state_net(world, refs, lambda known: known.status.value != "cancelled")
 
 
 def billed_net(world: World, refs: set[str]) -> Net:
     """Quantity per group that the state records these entries as having on invoices the
     customer holds (booked, sent, or a person's): what stays billed whatever happens next."""
+    return _state_net(world, refs, lambda known: known.status.billed)
+
+
+def _state_net(world: World, refs: set[str], counts: Callable[[KnownInvoice], bool]) -> Net:
+    """Quantity per group the state records these entries as having on the invoices `counts`
+    accepts (of those the target holds)."""
     net: Net = defaultdict(Decimal)
     store = world.store()
     try:
@@ -384,7 +370,7 @@ def billed_net(world: World, refs: set[str]) -> Net:
     for ref in refs:
         for placement in invoiced.placements.get(ref, ()):
             known = invoiced.invoices.get(placement.key)
-            if known is None or not known.status.billed or not known.remote_id:
+            if known is None or not known.remote_id or not counts(known):
                 continue
             for row in placement.rows:
                 if row.article and row.quantity is not None and row.price is not None:
