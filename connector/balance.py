@@ -6,7 +6,6 @@ the invoices are planned from. It asks no accounting system: the balance is the 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -97,7 +96,7 @@ def run_balance(
     """Every customer's prepaid account. Pulls new ledger changes first (as `plan` does), so
     the figures are today's; `pull_first=False` reads the mirror as last pulled, without the
     ledger's settings or the run lock."""
-    from connector.sync import bind_ledger, load_entries, open_ledger, pull
+    from connector.sync import load_entries, mirror_opened, pull
 
     if not pull_first:
         if not (settings.state_dir / DB_NAME).is_file():
@@ -113,13 +112,7 @@ def run_balance(
         return BalanceReport(accounts(entries), None, len(rejected), settings.prepaid.overdraw)
     if ledger is None:
         settings.require_ledger()  # settings first: they name the variable to set
-    with contextlib.ExitStack() as resources:
-        ledger = ledger or open_ledger(settings)
-        resources.callback(ledger.close)
-        store = StateStore(settings.state_dir)
-        resources.callback(store.close)
-        resources.enter_context(store.lock())
-        bind_ledger(store, settings)
+    with mirror_opened(settings, ledger) as (ledger, store):
         run_id = store.start_run("balance", settings.target)
         try:
             pulled = pull(store, ledger)

@@ -461,6 +461,22 @@ def run_plan(
     return PlanView(plan_only, False, notes=tuple(notes))
 
 
+@contextlib.contextmanager
+def mirror_opened(
+    settings: Settings, ledger: LedgerClient | None = None
+) -> Iterator[tuple[LedgerClient, StateStore]]:
+    """The ledger and the locked state bound to it, for the commands that pull and ask no
+    accounting system (offline `plan`, `balance`); both closed whatever happens."""
+    with contextlib.ExitStack() as resources:
+        ledger = ledger or open_ledger(settings)
+        resources.callback(ledger.close)
+        store = StateStore(settings.state_dir)
+        resources.callback(store.close)
+        resources.enter_context(store.lock())
+        bind_ledger(store, settings)
+        yield ledger, store
+
+
 def run_offline_plan(
     settings: Settings, ledger: LedgerClient | None = None, *, everything: bool = False
 ) -> tuple[Plan, ExitCode, list[str]]:
@@ -469,13 +485,7 @@ def run_offline_plan(
         settings.require_ledger()  # settings first: they name the variable to set
     mappings = load_mappings(settings.mappings_dir)
     profile = targets.profile(settings.target)
-    with contextlib.ExitStack() as resources:
-        ledger = ledger or open_ledger(settings)
-        resources.callback(ledger.close)
-        store = StateStore(settings.state_dir)
-        resources.callback(store.close)
-        resources.enter_context(store.lock())
-        bind_ledger(store, settings)
+    with mirror_opened(settings, ledger) as (ledger, store):
         bind_system(store, profile.name, record=False)
         run_id = store.start_run("plan", profile.name)
         try:
