@@ -118,6 +118,8 @@ attention_app = _typer(
 app.add_typer(attention_app, name="attention")
 
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
 _unknown_reported = False
 # `plan --all`, `sync --all`: incremental planning switched off for one run.
 _PlanAll = Annotated[
@@ -294,8 +296,8 @@ def plan(
     """
 
     def body() -> int:
-        if period is not None and not _PERIOD.match(period):
-            raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+        if period is not None:
+            _check_period(period)
         from connector.render import plan_document, plan_text, write_json
         from connector.sync import run_plan
 
@@ -428,10 +430,11 @@ def report(
 
 
 def _check_period(period: str) -> None:
+    """A `--period` is one month: YYYY-MM, month 01 to 12 (exit 2 otherwise)."""
     if not period:
         raise ConfigError("--period YYYY-MM is required: the month to look at")
     if not _PERIOD.match(period):
-        raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+        raise ConfigError(f"--period must be YYYY-MM with a month from 01 to 12, got {period!r}")
 
 
 def _width() -> int:
@@ -518,8 +521,7 @@ def resync(
 
     def body() -> int:
         settings = _settings()
-        if not _PERIOD.match(period):
-            raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+        _check_period(period)
         if not (dry_run or yes or _stdin_is_terminal()):
             raise ConfigError(
                 "resync changes invoices only once a person confirms, and standard input is "
@@ -606,8 +608,7 @@ def close(
     """
 
     def body() -> int:
-        if not _PERIOD.match(period):
-            raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+        _check_period(period)
         dated = None
         if invoice_date is not None:
             try:
@@ -961,8 +962,7 @@ def state_release(
     accounting system (a rebuild holds months it could not account for in full)."""
 
     def body() -> int:
-        if not _PERIOD.match(period):
-            raise ConfigError(f"--period must be YYYY-MM, got {period!r}")
+        _check_period(period)
         from connector.state import StateStore
 
         settings = _settings()
